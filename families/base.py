@@ -1,0 +1,201 @@
+"""What a family is: links, kernels, response handling and extra parameters.
+
+A family plugin subclasses :class:`Family` and names its kernels.  Kernels
+are plain module-level ``numba.njit`` functions of scalars, so that the
+compiled core can inline them into its loops (see
+:mod:`glmmcore.kernels` and ``docs/family-plugins.md`` for the contract):
+
+==============  ==========================================  =======================
+kernel          signature                                   meaning
+==============  ==========================================  =======================
+``linkfun``     ``(mu) -> eta``                              link g
+``linkinv``     ``(eta) -> mu``                              inverse link
+``mu_eta``      ``(eta, mu) -> dmu/deta``                    its derivative, given
+                                                             ``mu = linkinv(eta)``
+``variance``    ``(mu, phi) -> Var(y)`` per unit weight      including dispersion
+``dev_resid``   ``(y, mu, wt, phi) -> d``                    ``-2 log p(y)`` up to a
+                                                             term free of ``mu``
+``logpdf``      ``(y, mu, wt, phi) -> log p(y)``             complete, constants in
+==============  ==========================================  =======================
+
+``phi`` is the family's extra parameter (dispersion, shape, size, precision)
+or 1 for families without one; ``wt`` is the prior weight (the number of
+trials for binomial proportions).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+
+from glmmcore.errors import FamilyError, ResponseError, show
+
+KERNEL_NAMES = ("variance", "dev_resid", "logpdf")
+LINK_KERNEL_NAMES = ("linkfun", "linkinv", "mu_eta")
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link function: three scalar ``njit`` kernels and a name."""
+
+    name: str
+    linkfun: Any
+    linkinv: Any
+    mu_eta: Any
+
+    def __repr__(self) -> str:
+        return f"Link({self.name!r})"
+
+
+@dataclass(frozen=True)
+class ExtraParameter:
+    """A parameter a family estimates with the model (dispersion, shape, ...).
+
+    Attributes
+    ----------
+    name
+        Its name in results (``"dispersion"``, ``"shape"``, ``"theta"``).
+    lower
+        Lower bound of ``phi`` (optimized on the log scale when 0).
+    """
+
+    name: str
+    lower: float = 0.0
+
+
+class Family:
+    """Base class of a distribution family (and of family plugins).
+
+    Subclasses set the class attributes and the kernels; an instance binds a
+    link.  See the module docstring for the kernel contract.
+
+    Parameters
+    ----------
+    link
+        Name of the link; the family's default when None.
+    """
+
+    name: ClassVar[str] = ""
+    links: ClassVar[dict[str, Link]] = {}
+    default_link: ClassVar[str] = ""
+    extra: ClassVar[ExtraParameter | None] = None
+    variance: ClassVar[Any] = None
+    dev_resid: ClassVar[Any] = None
+    logpdf: ClassVar[Any] = None
+
+    def __init__(self, link: str | Link | None = None) -> None:
+        if isinstance(link, Link):
+            self.link = link
+        else:
+            name = link or self.default_link
+            if name not in self.links:
+                raise FamilyError(f"family '{self.name}' does not support link '{name}'; "
+                                  f"supported: {', '.join(self.links)}")
+            self.link = self.links[name]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(link={self.link.name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.link.name == self.link.name  # type: ignore
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self.link.name))
+
+    @property
+    def is_gaussian_identity(self) -> bool:
+        """A linear mixed model: fitted by penalized least squares."""
+        return False
+
+    # -- the response ---------------------------------------------------
+    def prepare_response(self, values: list[pd.Series], weights: np.ndarray, name: str,
+                         labels: pd.Index) -> tuple[np.ndarray, np.ndarray, dict]:
+        """Check and convert the raw response.
+
+        Parameters
+        ----------
+        values
+            The evaluated response expressions (two for ``cbind``).
+        weights
+            Prior weights.
+        name
+            Label of the response, for messages.
+        labels
+            Row labels of the data as given, for messages.
+
+        Returns
+        -------
+        y, weights, info
+        """
+        if len(values) != 1:
+            raise ResponseError(f"family '{self.name}' takes a single response column, "
+                                f"not {name}")
+        y = _as_float(values[0], name)
+        self.check_support(y, name, labels)
+        return y, weights, {}
+
+    def check_support(self, y: np.ndarray, name: str, labels: pd.Index) -> None:
+        """Raise :class:`ResponseError` naming the first value outside the support."""
+        bad = np.flatnonzero(~self.in_support(y))
+        if bad.size:
+            i = bad[0]
+            raise ResponseError(f"response '{name}' has a value outside the support of the "
+                                f"{self.name} family: {show(y[i])} in row {show(labels[i])} "
+                                f"({bad.size} such rows)")
+
+    def in_support(self, y: np.ndarray) -> np.ndarray:
+        """Mask of response values the family accepts."""
+        return np.isfinite(y)
+
+    def start_mu(self, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Starting mean (R's ``family$initialize``)."""
+        return y.copy()
+
+    def start_phi(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> float:
+        """Starting value of the extra parameter (ignored without one)."""
+        return 1.0
+
+    def simulate(self, mu: np.ndarray, weights: np.ndarray, phi: float,
+                 rng: np.random.Generator) -> np.ndarray:
+        """Random draws of the response given means (for simulation)."""
+        raise NotImplementedError(f"family '{self.name}' does not simulate")
+
+    # -- array versions of the kernels (compiled, see glmmcore.kernels) ---
+    def linkinv_array(self, eta: np.ndarray) -> np.ndarray:
+        """Inverse link of an array."""
+        from glmmcore import kernels
+        return kernels.linkinv(self, eta)
+
+    def linkfun_array(self, mu: np.ndarray) -> np.ndarray:
+        """Link of an array."""
+        from glmmcore import kernels
+        return kernels.linkfun(self, mu)
+
+    def variance_array(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """Variance of each observation per unit weight (dispersion included)."""
+        from glmmcore import kernels
+        return kernels.variance(self, mu, phi)
+
+    def dev_resid_array(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray,
+                        phi: float = 1.0) -> np.ndarray:
+        """Squared deviance residuals."""
+        from glmmcore import kernels
+        return kernels.dev_resid(self, y, mu, weights, phi)
+
+    def logpdf_array(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray,
+                     phi: float = 1.0) -> np.ndarray:
+        """Complete log-density of each observation."""
+        from glmmcore import kernels
+        return kernels.logpdf(self, y, mu, weights, phi)
+
+
+def _as_float(series: pd.Series, name: str) -> np.ndarray:
+    if pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=float)
+    if not pd.api.types.is_numeric_dtype(series):
+        raise ResponseError(f"response '{name}' must be numeric; it has dtype {series.dtype} "
+                            f"(e.g. {show(series.iloc[0])})")
+    return series.to_numpy(dtype=float)

@@ -1,0 +1,36 @@
+"""glmmcore: linear and generalized linear mixed models, compiled with Numba.
+
+The main entry point is :func:`fit`::
+
+    import glmmcore
+    result = glmmcore.fit("y ~ x + (1 + x | g)", data)
+    print(result.summary())
+"""
+
+from .api import FitControl, fit
+from .errors import (
+    ConvergenceError,
+    ConvergenceWarning,
+    DataError,
+    FamilyError,
+    FamilyPluginWarning,
+    FormulaError,
+    GlmmError,
+    MissingColumnError,
+    ModelSpecError,
+    RankDeficiencyWarning,
+    ResponseError,
+)
+from .registry import available_families, get_family
+from .result import MixedModelResult
+from .simulation import Simulation, designs, simulate
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvergenceError", "ConvergenceWarning", "DataError", "FamilyError",
+    "FamilyPluginWarning", "FitControl", "FormulaError", "GlmmError", "MissingColumnError",
+    "MixedModelResult", "ModelSpecError", "RankDeficiencyWarning", "ResponseError",
+    "Simulation", "__version__", "available_families", "designs", "fit", "get_family",
+    "simulate",
+]

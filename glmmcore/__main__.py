@@ -1,0 +1,7 @@
+"""``python -m glmmcore``: the ``glmm`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,117 @@
+"""``glmmcore.fit``: formula -> terms -> deviance -> optimizer -> result.
+
+Each stage is public in its own module (:mod:`~glmmcore.formula`,
+:mod:`~glmmcore.frame`, :mod:`~glmmcore.fixed`, :mod:`~glmmcore.reterms`,
+:mod:`~glmmcore.predictor`, :mod:`~glmmcore.lmm`, :mod:`~glmmcore.glmm`,
+:mod:`~glmmcore.optimize`); :func:`fit` strings them together and does every
+check on the input before any heavy work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import ModelSpecError
+from .fixed import fixed_design
+from .formula import parse_formula
+from .frame import model_frame
+from .predictor import build_predictor
+from .registry import get_family
+from .response import build_response
+from .result import MixedModelResult
+from .reterms import build_reterms
+
+
+@dataclass(frozen=True)
+class FitControl:
+    """Settings of the fitting machinery (lme4's ``lmerControl``/``glmerControl``).
+
+    Attributes
+    ----------
+    backend
+        ``"auto"``, ``"blocked"`` or ``"sparse"`` factorization (see
+        :mod:`glmmcore.predictor`).
+    rel_tol, x_tol
+        Optimizer tolerances on the objective (relative) and the parameters.
+    maxeval
+        Most objective evaluations per optimizer run.
+    check_convergence
+        Estimate gradient and Hessian at the optimum and check them.
+    warn
+        Emit a warning when a check fails (the diagnostics are on the
+        result either way).
+    """
+
+    backend: str = "auto"
+    rel_tol: float = 1e-12
+    x_tol: float = 1e-9
+    maxeval: int = 100_000
+    check_convergence: bool = True
+    warn: bool = True
+
+    @classmethod
+    def from_any(cls, control: Any) -> FitControl:
+        """A control from None, a FitControl or a dict of its fields."""
+        if control is None:
+            return cls()
+        if isinstance(control, cls):
+            return control
+        if isinstance(control, dict):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(control) - known)
+            if unknown:
+                raise ModelSpecError(f"unknown control setting(s) {', '.join(unknown)}; "
+                                     f"known: {', '.join(sorted(known))}")
+            return replace(cls(), **control)
+        raise ModelSpecError(f"control must be a FitControl or a dict, "
+                             f"not {type(control).__name__}")
+
+
+def fit(formula: str, data: Any, *, family: Any = "gaussian", link: str | None = None,
+        REML: bool = True, nAGQ: int = 1, weights: Any = None, offset: Any = None,
+        control: FitControl | dict | None = None, data_label: str = "data") -> MixedModelResult:
+    """Fit a linear or generalized linear mixed model given by an lme4 formula.
+
+    Parameters
+    ----------
+    formula
+        lme4 syntax, e.g. ``"y ~ x + (1 + x | g)"``.
+    data
+        A data frame (pandas, polars, pyarrow or anything with ``__dataframe__``).
+    family, link
+        A family name, class or instance, and optionally a link name.
+        ``"gaussian"`` with the identity link fits a linear mixed model.
+    REML
+        REML (default) or ML for a linear mixed model; ignored otherwise.
+    nAGQ
+        GLMM integration: 0 (beta inside PIRLS), 1 (Laplace), k > 1 (adaptive
+        Gauss-Hermite quadrature with k nodes per random effect).
+    weights, offset
+        Prior weights and offset: a column name or an array.
+    control
+        :class:`FitControl` or a dict of its fields.
+    data_label
+        Name of the data shown in the summary.
+
+    Returns
+    -------
+    MixedModelResult
+    """
+    ctrl = FitControl.from_any(control)
+    parsed = parse_formula(formula)
+    fam = get_family(family, link)
+    frame = model_frame(parsed, data, weights=weights, offset=offset)
+    response = build_response(parsed, frame, fam)
+    fixed = fixed_design(parsed.fixed, frame.data, parsed.text)
+    reterms = build_reterms(parsed, frame.data)
+    predictor = build_predictor(fixed, reterms, ctrl.backend)
+    if fam.is_gaussian_identity:
+        from .lmm import fit_lmm
+        result = fit_lmm(predictor, response, bool(REML), ctrl, frame.n_dropped, parsed.text)
+    else:
+        from .glmm import fit_glmm
+        result = fit_glmm(predictor, response, int(nAGQ), ctrl, frame.n_dropped, parsed.text)
+    result.data_label = data_label
+    result.extra["row_labels"] = frame.row_labels
+    return result

@@ -1,0 +1,103 @@
+"""Exceptions and warnings raised by glmmcore.
+
+Every error a user can cause derives from :class:`GlmmError` and from the
+built-in class that describes it best (``ValueError`` for bad input), so that
+callers can catch either.  Messages name the formula term, column, row or value
+at fault.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GlmmError(Exception):
+    """Base class of every error raised by glmmcore."""
+
+
+class FormulaError(GlmmError, ValueError):
+    """A model formula that cannot be parsed or does not fit the data.
+
+    Parameters
+    ----------
+    message
+        What is wrong.
+    formula
+        The whole formula text, quoted in the message.
+    span
+        ``(start, end)`` character positions of the offending part of
+        ``formula``; the message underlines it.
+    """
+
+    def __init__(self, message: str, formula: str | None = None,
+                 span: tuple[int, int] | None = None) -> None:
+        self.formula = formula
+        self.span = span
+        self.reason = message
+        text = message
+        if formula is not None:
+            text = f"{message}\n    {formula}"
+            if span is not None:
+                start, end = span
+                text += "\n    " + " " * start + "^" * max(1, end - start)
+        super().__init__(text)
+
+
+class DataError(GlmmError, ValueError):
+    """Data that cannot be used as given (empty, wrong type, bad values)."""
+
+
+class MissingColumnError(DataError, KeyError):
+    """A variable named in the formula or in an argument is not a column."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ResponseError(DataError):
+    """A response outside the support of the chosen family."""
+
+
+class FamilyError(GlmmError, ValueError):
+    """An unknown family or link, or a family that does not meet the interface."""
+
+
+class ModelSpecError(GlmmError, ValueError):
+    """A model that cannot be estimated as specified (e.g. no residual variance left)."""
+
+
+class ConvergenceError(GlmmError, RuntimeError):
+    """A numerical procedure that did not converge.
+
+    Attributes
+    ----------
+    diagnostics
+        What was known when it stopped (iterations, last change, ...).
+    """
+
+    def __init__(self, message: str, diagnostics: dict[str, Any] | None = None) -> None:
+        self.diagnostics = dict(diagnostics or {})
+        super().__init__(message)
+
+
+class GlmmWarning(UserWarning):
+    """Base class of glmmcore's warnings."""
+
+
+class ConvergenceWarning(GlmmWarning):
+    """The fit finished, but the convergence checks flagged a problem."""
+
+
+class RankDeficiencyWarning(GlmmWarning):
+    """Fixed-effects columns were dropped because they are aliased."""
+
+
+class FamilyPluginWarning(GlmmWarning):
+    """A family plugin could not be loaded, or two plugins share a name."""
+
+
+def show(value: Any) -> str:
+    """A value as an error message quotes it (numpy scalars as plain Python)."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    return repr(value)

@@ -1,0 +1,120 @@
+"""The fixed-effects model matrix X, built by formulaic.
+
+Treatment coding with the first level in sorted order as the reference (what
+lme4 gets from ``read.csv(stringsAsFactors = TRUE)``); the intercept is named
+``(Intercept)`` as in lme4, other columns as formulaic names them
+(``sex[T.male]``).  Aliased columns are dropped, the later of each aliased set,
+as lme4 does, with a warning naming them.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from formulaic import model_matrix
+from formulaic.errors import FormulaicError
+
+from .errors import DataError, FormulaError, RankDeficiencyWarning
+
+INTERCEPT = "(Intercept)"
+RANK_TOL = 1e-7
+
+
+@dataclass
+class FixedDesign:
+    """The fixed-effects design.
+
+    Attributes
+    ----------
+    X
+        ``n x p`` model matrix (float64, C order) of the kept columns.
+    names
+        Names of the columns of ``X``.
+    dropped
+        Names of columns dropped as aliased.
+    spec
+        formulaic's model spec, to build X for new data.
+    """
+
+    X: np.ndarray
+    names: list[str]
+    dropped: list[str] = field(default_factory=list)
+    spec: Any = None
+    keep: np.ndarray | None = None
+
+    @property
+    def p(self) -> int:
+        """Number of fixed-effects coefficients."""
+        return self.X.shape[1]
+
+    def new_X(self, data: pd.DataFrame) -> np.ndarray:
+        """Model matrix of new data with the fitted coding."""
+        mm = self.spec.get_model_matrix(data, output="numpy")
+        X = np.asarray(mm, dtype=float)
+        return np.ascontiguousarray(X if self.keep is None else X[:, self.keep])
+
+
+def fixed_design(rhs: str, data: pd.DataFrame, formula: str) -> FixedDesign:
+    """Build X for the right-hand side ``rhs`` of the fixed effects.
+
+    Raises
+    ------
+    FormulaError
+        formulaic cannot evaluate a term on these data.
+    """
+    mm = evaluate_model_matrix(rhs, data, formula)
+    names = [rename_intercept(str(c)) for c in mm.columns]
+    X = np.ascontiguousarray(mm.to_numpy(dtype=float))
+    keep = independent_columns(X)
+    dropped = [n for n, k in zip(names, keep) if not k]
+    if dropped:
+        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
+                      f"{len(dropped)} column(s): {', '.join(dropped)}",
+                      RankDeficiencyWarning, stacklevel=3)
+        X = np.ascontiguousarray(X[:, keep])
+    kept = [n for n, k in zip(names, keep) if k]
+    return FixedDesign(X=X, names=kept, dropped=dropped, spec=mm.model_spec,
+                       keep=keep if dropped else None)
+
+
+def evaluate_model_matrix(expr: str, data: pd.DataFrame, formula: str) -> pd.DataFrame:
+    """Evaluate a right-hand side with formulaic, translating its errors."""
+    try:
+        return model_matrix(expr, data, na_action="ignore")
+    except FormulaicError as exc:
+        reason = str(exc).splitlines()[0]
+        raise FormulaError(f"cannot evaluate '{expr}' on the data: {reason}", formula) from None
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"cannot evaluate '{expr}' on the data: {exc}") from None
+
+
+def rename_intercept(name: str) -> str:
+    """formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
+    return INTERCEPT if name == "Intercept" else name
+
+
+def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:
+    """Mask of the columns kept when later aliased columns are dropped.
+
+    A column is aliased when its residual after projection on the kept
+    columns before it is below ``tol`` times its norm (lme4's tolerance).
+    """
+    n, p = X.shape
+    keep = np.zeros(p, dtype=bool)
+    basis = np.empty((n, 0))
+    for j in range(p):
+        col = X[:, j]
+        norm = np.linalg.norm(col)
+        if norm == 0.0:
+            continue
+        resid = col - basis @ (basis.T @ col)
+        resid -= basis @ (basis.T @ resid)  # second pass for orthogonality
+        rnorm = np.linalg.norm(resid)
+        if rnorm > tol * norm:
+            keep[j] = True
+            basis = np.column_stack([basis, resid / rnorm])
+    return keep

@@ -1,0 +1,221 @@
+"""Generalized linear mixed models: Laplace and quadrature deviance, and the fit.
+
+Stages, as lme4's ``glmer``:
+
+0. The GLM without random effects gives starting fixed effects.
+1. ``nAGQ = 0``: theta (and the family's extra parameter, on the log scale)
+   is optimized while PIRLS estimates beta with the modes.
+2. ``nAGQ >= 1``: theta, beta (and the extra parameter) are optimized jointly,
+   started from stage 1; the deviance is the Laplace approximation
+   (``nAGQ = 1``) or adaptive Gauss-Hermite quadrature (``nAGQ > 1``).
+
+Standard errors come from the finite-difference Hessian of the deviance over
+all parameters for ``nAGQ >= 1`` (lme4's default), from the fixed-effects
+block of the factorization for ``nAGQ = 0``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+
+from .condvar import scaled_condvar
+from .errors import ConvergenceError, ConvergenceWarning, DataError, show
+from .kernels import family_kernels
+from .optimize import bobyqa, check_convergence, fd_derivatives, unchecked_convergence
+from .pirls import Pirls, PirlsOutcome
+from .predictor import Predictor
+from .quadrature import Quadrature, check_quadrature
+from .result import MixedModelResult
+
+
+class GlmmDeviance:
+    """The GLMM deviance at stage 1 (theta[, log phi]) and stage 2 (theta, beta[, log phi]).
+
+    Parameters
+    ----------
+    predictor, response
+        The two sides of the model.
+    nagq
+        0, 1 or the number of quadrature nodes.
+    """
+
+    def __init__(self, predictor: Predictor, response: Any, nagq: int) -> None:
+        self.predictor, self.response, self.nagq = predictor, response, nagq
+        self.family = response.family
+        self.kernels = family_kernels(self.family)
+        self.has_phi = self.family.extra is not None
+        self.ntheta = predictor.reterms.ntheta
+        args = (predictor, response.y, response.weights, response.offset, self.kernels)
+        self.pirls0 = Pirls(*args, beta_in_pirls=True)
+        self.pirls1 = Pirls(*args, beta_in_pirls=False) if nagq >= 1 else None
+        self.quad = Quadrature(self.pirls1, nagq) if nagq > 1 else None
+        self.failures = 0
+        self.nevals = 0
+
+    def split(self, x: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """theta, beta (None in stage 1) and phi from an optimizer vector."""
+        theta = x[:self.ntheta]
+        beta = x[self.ntheta:self.ntheta + self.predictor.p] if stage == 2 else None
+        phi = float(np.exp(x[-1])) if self.has_phi else 1.0
+        return theta, beta, phi
+
+    def evaluate(self, x: np.ndarray, stage: int) -> tuple[float, PirlsOutcome]:
+        """Deviance and PIRLS outcome at x (raises ConvergenceError if PIRLS fails)."""
+        theta, beta, phi = self.split(x, stage)
+        if stage == 1:
+            out = self.pirls0.run(theta, None, phi)
+            return out.laplace_deviance, out
+        out = self.pirls1.run(theta, beta, phi)
+        if self.quad is None:
+            return out.laplace_deviance, out
+        return self.quad.deviance(theta, phi, self.kernels), out
+
+    def objective(self, stage: int):
+        """The deviance as the optimizer sees it: inf where PIRLS fails."""
+        def f(x: np.ndarray) -> float:
+            self.nevals += 1
+            try:
+                return self.evaluate(np.asarray(x, dtype=float), stage)[0]
+            except ConvergenceError:
+                self.failures += 1
+                return np.inf
+        return f
+
+
+def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
+             n_dropped: int, formula: str) -> MixedModelResult:
+    """Fit a GLMM by Laplace (nAGQ=1), quadrature (nAGQ>1) or nAGQ=0."""
+    check_quadrature(predictor.reterms.blocks, nagq)
+    _check_weights(response.weights)
+    dev = GlmmDeviance(predictor, response, nagq)
+    family, reterms, p = response.family, predictor.reterms, predictor.p
+    y, wt = response.y, response.weights
+    beta_glm = dev.pirls0.start_glm(family.start_mu(y, wt))
+    x1 = reterms.theta_start()
+    lower1 = reterms.theta_lower
+    if dev.has_phi:
+        mu_glm = family.linkinv_array(predictor.X @ beta_glm + response.offset)
+        phi0 = family.start_phi(y, mu_glm, wt)
+        x1, lower1 = np.append(x1, np.log(phi0)), np.append(lower1, -np.inf)
+    opt = bobyqa(dev.objective(1), x1, lower1, rel_tol=control.rel_tol, x_tol=control.x_tol,
+                 maxeval=control.maxeval)
+    messages = [f"stage 1 (nAGQ=0) bobyqa: {opt.message} after {opt.nevals} evaluations"]
+    _, out1 = dev.evaluate(opt.x, 1)
+    x, lower, stage = opt.x, lower1, 1
+    if nagq >= 1:
+        se1 = np.sqrt(np.diag(rx_vcov(predictor, dev.pirls0.w, opt.x[:dev.ntheta])))
+        x = np.concatenate([opt.x[:dev.ntheta], out1.beta, opt.x[dev.ntheta:]])
+        lower = np.concatenate([reterms.theta_lower, np.full(p, -np.inf),
+                                lower1[dev.ntheta:]])
+        # BOBYQA scales the coordinates by these steps; steps of SE alone make the
+        # scaled problem badly conditioned against theta's (hundreds more evaluations)
+        step = np.concatenate([np.maximum(0.1 * np.abs(opt.x[:dev.ntheta]), 0.05),
+                               np.maximum(0.1 * np.abs(out1.beta), se1),
+                               np.full(int(dev.has_phi), 0.1)])
+        dev.pirls1.u = out1.u.copy()
+        opt = bobyqa(dev.objective(2), x, lower, rel_tol=control.rel_tol,
+                     x_tol=control.x_tol, maxeval=control.maxeval, initial_step=step)
+        messages.append(f"stage 2 (nAGQ={nagq}) bobyqa: {opt.message} after "
+                        f"{opt.nevals} evaluations")
+        x, stage = opt.x, 2
+    return _result(dev, x, lower, stage, control, messages, n_dropped, formula)
+
+
+def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, control: Any,
+            messages: list[str], n_dropped: int, formula: str) -> MixedModelResult:
+    predictor, response, nt, p = dev.predictor, dev.response, dev.ntheta, dev.predictor.p
+    objective = dev.objective(stage)
+    diagonal = predictor.reterms.is_diagonal()
+    if control.check_convergence:
+        grad, hess = fd_derivatives(objective, x, lower)
+        conv = check_convergence(grad, hess, x, lower, diagonal, nt, messages)
+    else:
+        grad = hess = None
+        conv = unchecked_convergence(x, diagonal, messages)
+    deviance, out = dev.evaluate(x, stage)      # leaves the workspace at the optimum
+    theta, _, phi = dev.split(x, stage)
+    pirls = dev.pirls0 if stage == 1 else dev.pirls1
+    beta = out.beta
+    vcov = _vcov(dev, hess, stage, theta, pirls)
+    b = predictor.Lambda_u(theta, out.u)
+    eta = predictor.X @ beta + predictor.Zb(b) + response.offset
+    mu = response.family.linkinv_array(eta)
+    factor = pirls.factor
+    flags = _numerical_flags(response, mu, dev.failures)
+    conv.extra.update({"pirls_iterations": out.iterations, "pirls_halvings": out.halvings,
+                       "pirls_failures": dev.failures, "flags": flags})
+    _warn(conv, flags, control)
+
+    def condvar_blocks() -> list[np.ndarray]:
+        dev.evaluate(x, stage)
+        return scaled_condvar(predictor, factor, theta, 1.0)
+
+    method = {0: "nAGQ=0", 1: "Laplace"}.get(dev.nagq, "AGQ")
+    extra = {"phi": phi, "nevals": dev.nevals, "has_scale": dev.has_phi,
+             "conditional_deviance": float(np.sum(response.family.dev_resid_array(
+                 response.y, mu, response.weights, phi)))}
+    if dev.has_phi:
+        extra["family_params"] = {response.family.extra.name: phi}
+    sigma = float(np.sqrt(phi)) if dev.has_phi else 1.0
+    return MixedModelResult(
+        formula=formula, family=response.family, method=method, predictor=predictor,
+        response=response, theta=theta.copy(), beta=beta, u=out.u, b=b, sigma=sigma,
+        vcov_beta=vcov, loglik=-0.5 * deviance, nparams=nt + p + int(dev.has_phi),
+        deviance=deviance, convergence=conv, n_dropped=n_dropped, eta=eta, mu=mu,
+        nagq=dev.nagq, extra=extra, condvar_blocks=condvar_blocks)
+
+
+def _vcov(dev: GlmmDeviance, hess: np.ndarray | None, stage: int, theta: np.ndarray,
+          pirls: Pirls) -> np.ndarray:
+    """Covariance of beta: from the Hessian (stage 2), else the factorization at the mode."""
+    nt, p = dev.ntheta, dev.predictor.p
+    if stage == 2 and hess is not None:
+        try:
+            np.linalg.cholesky(hess)
+            return 2.0 * np.linalg.inv(hess)[nt:nt + p, nt:nt + p]
+        except np.linalg.LinAlgError:
+            pass
+    return rx_vcov(dev.predictor, pirls.w, theta)
+
+
+def rx_vcov(predictor: Predictor, w: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """``(R_X' R_X)^{-1}``: beta's covariance given theta, at working weights ``w``."""
+    p = predictor.p
+    factor = predictor.new_factor(p + 1)
+    factor.crossprod(w, np.column_stack([predictor.X, np.zeros(predictor.n)]))
+    factor.factor(theta)
+    inv = np.linalg.inv(np.array(factor.y_lower[:p, :p]))
+    return inv.T @ inv
+
+
+def _check_weights(w: np.ndarray) -> None:
+    bad = np.flatnonzero(w < 0)
+    if bad.size:
+        raise DataError(f"weights must be non-negative; observation {bad[0]} has "
+                        f"{show(w[bad[0]])}")
+    if not np.any(w > 0):
+        raise DataError("every weight is zero")
+
+
+def _numerical_flags(response: Any, mu: np.ndarray, failures: int) -> list[str]:
+    """Numerical problems worth reporting (not errors: the fit completed)."""
+    flags = []
+    family = response.family.name
+    if family == "binomial":
+        extreme = np.mean((mu < 1e-8) | (mu > 1 - 1e-8))
+        if extreme > 0:
+            flags.append(f"fitted probabilities numerically 0 or 1 for {extreme:.1%} of the "
+                         "observations (complete or quasi-complete separation?)")
+    if failures:
+        flags.append(f"PIRLS failed at {failures} trial parameter value(s) the optimizer "
+                     "then avoided")
+    return flags
+
+
+def _warn(conv: Any, flags: list[str], control: Any) -> None:
+    problems = ([] if conv.converged else [conv.reason]) + flags
+    if problems and control.warn:
+        warnings.warn("; ".join(problems), ConvergenceWarning, stacklevel=4)

@@ -1,0 +1,340 @@
+"""Compiled array kernels of a family, made from its scalar ``njit`` kernels.
+
+A family names six scalar kernels (see :mod:`glmmcore.families.base`).  For
+each family and link, glmmcore generates a small Python module whose
+``numba.cfunc`` array kernels loop over observations and call the scalar
+kernels directly, so LLVM inlines them: a plugin family compiles to the same
+machine code as a built-in one.  The module is written once to a cache
+directory, named by a hash of the kernels' source code, so numba's on-disk
+cache serves later processes and a changed plugin gets a new module.  The
+compiled loops receive the kernels' addresses as plain integers and call them
+through :func:`call_update` and friends, so the loops themselves are compiled
+and cached once for every family.
+
+Kernels defined where they cannot be imported from a file (``__main__``, a
+notebook) are compiled in memory instead: same speed, no disk cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+_TEMPLATE = '''"""Array kernels of {family!r} with link {link!r}, made by glmmcore.kernels."""
+{imports}
+from numba import carray, cfunc, types
+
+_P = types.CPointer(types.float64)
+
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P), cache={cache})
+def update(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p):
+    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
+    mu, w, r, dev = carray(mu_p, n), carray(w_p, n), carray(r_p, n), carray(dev_p, n)
+    total = 0.0
+    for i in range(n):
+        m = linkinv(eta[i])
+        mu[i] = m
+        if wt[i] == 0.0:
+            w[i] = 0.0
+            r[i] = 0.0
+            dev[i] = 0.0
+            continue
+        me = mu_eta(eta[i], m)
+        w[i] = wt[i] * me * me / variance(m, phi)
+        r[i] = (y[i] - m) / me
+        d = dev_resid(y[i], m, wt[i], phi)
+        dev[i] = d
+        total += d
+    return total
+
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P), cache={cache})
+def logpdf_vec(n, y_p, mu_p, wt_p, phi, out_p):
+    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
+    total = 0.0
+    for i in range(n):
+        v = logpdf(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
+        out[i] = v
+        total += v
+    return total
+
+
+@cfunc(types.float64(types.int64, _P, _P), cache={cache})
+def linkinv_vec(n, eta_p, mu_p):
+    eta, mu = carray(eta_p, n), carray(mu_p, n)
+    for i in range(n):
+        mu[i] = linkinv(eta[i])
+    return 0.0
+
+
+@cfunc(types.float64(types.int64, _P, _P), cache={cache})
+def linkfun_vec(n, mu_p, eta_p):
+    mu, eta = carray(mu_p, n), carray(eta_p, n)
+    for i in range(n):
+        eta[i] = linkfun(mu[i])
+    return 0.0
+
+
+@cfunc(types.float64(types.int64, _P, types.float64, _P), cache={cache})
+def variance_vec(n, mu_p, phi, out_p):
+    mu, out = carray(mu_p, n), carray(out_p, n)
+    for i in range(n):
+        out[i] = variance(mu[i], phi)
+    return 0.0
+
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P), cache={cache})
+def devres_vec(n, y_p, mu_p, wt_p, phi, out_p):
+    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
+    total = 0.0
+    for i in range(n):
+        v = dev_resid(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
+        out[i] = v
+        total += v
+    return total
+'''
+
+SCALAR_KERNELS = ("linkfun", "linkinv", "mu_eta", "variance", "dev_resid", "logpdf")
+ARRAY_KERNELS = ("update", "logpdf_vec", "linkinv_vec", "linkfun_vec", "variance_vec",
+                 "devres_vec")
+
+
+@dataclass(frozen=True)
+class FamilyKernels:
+    """Addresses of a family's compiled array kernels (and the module holding them)."""
+
+    update: int
+    logpdf_vec: int
+    linkinv_vec: int
+    linkfun_vec: int
+    variance_vec: int
+    devres_vec: int
+    module: ModuleType
+
+
+_lock = threading.Lock()
+_loaded: dict[str, FamilyKernels] = {}
+
+
+def family_kernels(family: Any) -> FamilyKernels:
+    """The compiled array kernels of a family instance (compiled on first use)."""
+    scalars = {
+        "linkfun": family.link.linkfun, "linkinv": family.link.linkinv,
+        "mu_eta": family.link.mu_eta, "variance": type(family).variance,
+        "dev_resid": type(family).dev_resid, "logpdf": type(family).logpdf,
+    }
+    key = _key(family, scalars)
+    with _lock:
+        if key not in _loaded:
+            module = _load_module(family, scalars, key)
+            _loaded[key] = FamilyKernels(
+                **{name: getattr(module, name).address for name in ARRAY_KERNELS},
+                module=module)
+        return _loaded[key]
+
+
+def _key(family: Any, scalars: dict[str, Any]) -> str:
+    digest = hashlib.sha256(_TEMPLATE.encode())
+    digest.update(f"{numba.__version__}|{family.name}|{family.link.name}".encode())
+    for name in SCALAR_KERNELS:
+        func = scalars[name].py_func
+        digest.update(f"{name}|{func.__module__}|{func.__qualname__}".encode())
+        try:
+            digest.update(inspect.getsource(func).encode())
+        except (OSError, TypeError):
+            digest.update(repr(func.__code__.co_code).encode())
+    return digest.hexdigest()[:20]
+
+
+def _importable(func: Any) -> bool:
+    module = sys.modules.get(func.__module__)
+    return (func.__module__ != "__main__" and "<" not in func.__qualname__
+            and module is not None and getattr(module, "__file__", None) is not None
+            and getattr(module, func.__qualname__, None) is not None)
+
+
+def _load_module(family: Any, scalars: dict[str, Any], key: str) -> ModuleType:
+    funcs = {name: scalars[name].py_func for name in SCALAR_KERNELS}
+    if all(_importable(f) for f in funcs.values()):
+        imports = "\n".join(f"from {f.__module__} import {f.__qualname__} as {name}"
+                            for name, f in funcs.items())
+        source = _TEMPLATE.format(family=family.name, link=family.link.name,
+                                  imports=imports, cache=True)
+        path = _write_source(f"glmmcore_kernels_{_safe(family.name)}_{key}.py", source)
+        if path is not None:
+            spec = importlib.util.spec_from_file_location(path.stem, path)
+            module = importlib.util.module_from_spec(spec)
+            # numba's cache finds a function's module by name when loading it
+            sys.modules[path.stem] = module
+            spec.loader.exec_module(module)
+            return module
+    module = ModuleType(f"glmmcore_kernels_{key}")
+    module.__dict__.update(scalars)
+    exec(compile(_TEMPLATE.format(family=family.name, link=family.link.name, imports="",
+                                  cache=False), module.__name__, "exec"), module.__dict__)
+    return module
+
+
+def kernel_dir() -> Path | None:
+    """Directory of the generated kernel modules (``GLMMCORE_KERNEL_DIR`` overrides)."""
+    env = os.environ.get("GLMMCORE_KERNEL_DIR")
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    candidates = [Path(env)] if env else [base / "glmmcore" / "kernels",
+                                          Path(tempfile.gettempdir()) / "glmmcore-kernels"]
+    for directory in candidates:
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
+        if os.access(directory, os.W_OK):
+            return directory
+    return None
+
+
+def _write_source(name: str, source: str) -> Path | None:
+    directory = kernel_dir()
+    if directory is None:
+        return None
+    path = directory / name
+    if path.exists() and path.read_text() == source:
+        return path
+    fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(source)
+    os.replace(tmp, path)  # atomic: concurrent processes see a whole file
+    return path
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+# -- calling the array kernels from compiled code ----------------------------------------
+
+def _pointer_call(restype: ir.Type, argtypes: list[ir.Type], pointer_args: list[int]):
+    """Codegen: call the function at address args[0] with the remaining arguments,
+    casting the integer arguments at ``pointer_args`` to ``double*``."""
+    def codegen(context, builder, signature, args):
+        fnty = ir.FunctionType(restype, argtypes)
+        fn = builder.inttoptr(args[0], fnty.as_pointer())
+        call_args = []
+        for k, value in enumerate(args[1:]):
+            if k in pointer_args:
+                value = builder.inttoptr(value, ir.DoubleType().as_pointer())
+            call_args.append(value)
+        return builder.call(fn, call_args)
+    return codegen
+
+
+_D, _I, _PTR = ir.DoubleType(), ir.IntType(64), ir.DoubleType().as_pointer()
+
+
+@intrinsic
+def _call_update(typingctx, fn, n, eta, y, wt, phi, mu, w, r, dev):
+    sig = types.float64(*([types.int64] * 5), types.float64, *([types.int64] * 4))
+    return sig, _pointer_call(_D, [_I, _PTR, _PTR, _PTR, _D, _PTR, _PTR, _PTR, _PTR],
+                              [1, 2, 3, 5, 6, 7, 8])
+
+
+@intrinsic
+def _call_yms(typingctx, fn, n, y, mu, wt, phi, out):
+    sig = types.float64(*([types.int64] * 5), types.float64, types.int64)
+    return sig, _pointer_call(_D, [_I, _PTR, _PTR, _PTR, _D, _PTR], [1, 2, 3, 5])
+
+
+@intrinsic
+def _call_map(typingctx, fn, n, a, b):
+    sig = types.float64(types.int64, types.int64, types.int64, types.int64)
+    return sig, _pointer_call(_D, [_I, _PTR, _PTR], [1, 2])
+
+
+@intrinsic
+def _call_var(typingctx, fn, n, mu, phi, out):
+    sig = types.float64(types.int64, types.int64, types.int64, types.float64, types.int64)
+    return sig, _pointer_call(_D, [_I, _PTR, _D, _PTR], [1, 3])
+
+
+@njit(cache=True, nogil=True)
+def call_update(fn, eta, y, wt, phi, mu, w, r, dev):
+    """mu, working weights, working residuals and deviance residuals at eta; sum of the latter."""
+    return _call_update(fn, eta.size, eta.ctypes.data, y.ctypes.data, wt.ctypes.data, phi,
+                        mu.ctypes.data, w.ctypes.data, r.ctypes.data, dev.ctypes.data)
+
+
+@njit(cache=True, nogil=True)
+def call_yms(fn, y, mu, wt, phi, out):
+    """A ``(y, mu, wt, phi) -> out`` kernel (log-density, deviance residuals); returns the sum."""
+    return _call_yms(fn, y.size, y.ctypes.data, mu.ctypes.data, wt.ctypes.data, phi,
+                     out.ctypes.data)
+
+
+@njit(cache=True, nogil=True)
+def call_map(fn, a, b):
+    """An elementwise ``a -> b`` kernel (inverse link, link)."""
+    return _call_map(fn, a.size, a.ctypes.data, b.ctypes.data)
+
+
+@njit(cache=True, nogil=True)
+def call_var(fn, mu, phi, out):
+    """The variance kernel ``(mu, phi) -> out``."""
+    return _call_var(fn, mu.size, mu.ctypes.data, phi, out.ctypes.data)
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float64)
+
+
+def linkinv(family: Any, eta: np.ndarray) -> np.ndarray:
+    """Inverse link of an array."""
+    eta = _c(eta)
+    out = np.empty_like(eta)
+    call_map(family_kernels(family).linkinv_vec, eta, out)
+    return out
+
+
+def linkfun(family: Any, mu: np.ndarray) -> np.ndarray:
+    """Link of an array."""
+    mu = _c(mu)
+    out = np.empty_like(mu)
+    call_map(family_kernels(family).linkfun_vec, mu, out)
+    return out
+
+
+def variance(family: Any, mu: np.ndarray, phi: float) -> np.ndarray:
+    """Variance function (dispersion included) of an array of means."""
+    mu = _c(mu)
+    out = np.empty_like(mu)
+    call_var(family_kernels(family).variance_vec, mu, float(phi), out)
+    return out
+
+
+def dev_resid(family: Any, y: np.ndarray, mu: np.ndarray, wt: np.ndarray,
+              phi: float) -> np.ndarray:
+    """Deviance residuals (squared) of arrays."""
+    out = np.empty(len(y))
+    call_yms(family_kernels(family).devres_vec, _c(y), _c(mu), _c(wt), float(phi), out)
+    return out
+
+
+def logpdf(family: Any, y: np.ndarray, mu: np.ndarray, wt: np.ndarray,
+           phi: float) -> np.ndarray:
+    """Complete log-density of each observation."""
+    out = np.empty(len(y))
+    call_yms(family_kernels(family).logpdf_vec, _c(y), _c(mu), _c(wt), float(phi), out)
+    return out

@@ -1,0 +1,571 @@
+"""Blocked Cholesky factor of the penalized system (MixedModels.jl's layout).
+
+The system factored, with ``W`` the weights and ``Y`` dense columns appended
+(``[X y]`` for a linear mixed model, the working response for PIRLS)::
+
+    [ Lambda' Z' W Z Lambda + I    Lambda' Z' W Y ]
+    [ Y' W Z Lambda                Y' W Y         ]
+
+Rows come in three groups: the random effects of the first block (the
+grouping factor with most levels), those of the other blocks ("rest"), and
+the ``m`` columns of ``Y``.  The first group's diagonal part is block
+diagonal (one ``p1 x p1`` block per level), so it factors in O(levels); its
+coupling to the rest is sparse (only co-occurring levels); the rest and
+``Y`` form one dense Schur complement, factored by LAPACK when large.
+
+The weighted cross-products do not depend on theta; :func:`crossprod` makes
+them once per weight vector, and :func:`factor` applies ``Lambda(theta)`` to
+them at block level, so an LMM's cost per theta does not grow with ``n``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+from scipy.linalg import solve_triangular
+
+from .dense import (
+    LAPACK_MIN_SIZE,
+    chol_lower_lapack,
+    chol_lower_small,
+    log_diag_sum,
+    lower_inverse,
+    solve_lower,
+    solve_lower_t,
+)
+
+
+@dataclass
+class BlockedStructure:
+    """Response-independent layout of the blocked system (see module doc).
+
+    Built once per model from the grouping factors and reused for every
+    weight vector, theta and response.
+    """
+
+    codes1: np.ndarray       # (n,) level of the first block
+    X1: np.ndarray           # (n, p1) columns of the first block
+    rest_codes: np.ndarray   # (n, nr) levels of the other blocks
+    Xr: np.ndarray           # (n, sum p) columns of the other blocks
+    rest_p: np.ndarray       # (nr,) columns per block
+    rest_xoff: np.ndarray    # (nr,) first column of each block in Xr
+    rest_off: np.ndarray     # (nr,) first row of each block among the rest rows
+    row_term: np.ndarray     # (q_r,) block of each rest row
+    row_start: np.ndarray    # (q_r,) first row of the row's level
+    r1_ptr: np.ndarray       # (l1+1,) coupling blocks of each first-block level
+    r1_row: np.ndarray       # (nb,) first rest row of each coupling block
+    r1_term: np.ndarray      # (nb,) rest block of each coupling block
+    r1_voff: np.ndarray      # (nb+1,) offsets of coupling values
+    obs_r1: np.ndarray       # (n, nr) coupling block of each observation
+    rr_row: np.ndarray       # (npair,) first rest row of the row level of each rest pair
+    rr_col: np.ndarray       # (npair,) first rest row of the column level
+    rr_rterm: np.ndarray     # (npair,) block of the row level
+    rr_cterm: np.ndarray     # (npair,) block of the column level
+    rr_voff: np.ndarray      # (npair+1,) offsets of the pair values
+    obs_rr: np.ndarray       # (n, nr(nr+1)/2) rest pair of each observation
+    tidx: np.ndarray         # theta index of each element of every T, -1 = 0
+    toff: np.ndarray         # (K+1,) offsets of the Ts in tidx
+    max_rows: int            # largest number of rest rows coupled to one level
+
+    @property
+    def n(self) -> int:
+        """Number of observations."""
+        return self.codes1.shape[0]
+
+    @property
+    def p1(self) -> int:
+        """Columns of the first block."""
+        return self.X1.shape[1]
+
+    @property
+    def l1(self) -> int:
+        """Levels of the first block."""
+        return self.r1_ptr.shape[0] - 1
+
+    @property
+    def q_r(self) -> int:
+        """Random effects outside the first block."""
+        return self.row_term.shape[0]
+
+    @property
+    def q(self) -> int:
+        """All random effects."""
+        return self.l1 * self.p1 + self.q_r
+
+
+def build_structure(blocks: list) -> BlockedStructure:
+    """Lay out the blocked system for random-effects blocks (largest first)."""
+    first, rest = blocks[0], blocks[1:]
+    n = first.X.shape[0]
+    l1, p1 = first.nlevels, first.p
+    rest_p = np.array([b.p for b in rest], dtype=np.int64)
+    rest_q = np.array([b.q for b in rest], dtype=np.int64)
+    rest_off = np.concatenate([[0], np.cumsum(rest_q)[:-1]]).astype(np.int64) if rest else \
+        np.zeros(0, dtype=np.int64)
+    q_r = int(rest_q.sum())
+    rest_codes = (np.column_stack([b.factor.codes for b in rest]) if rest
+                  else np.zeros((n, 0), dtype=np.int64))
+    Xr = np.ascontiguousarray(np.column_stack([b.X for b in rest])) if rest else np.zeros((n, 0))
+    rest_xoff = np.concatenate([[0], np.cumsum(rest_p)[:-1]]).astype(np.int64) if rest else \
+        np.zeros(0, dtype=np.int64)
+    row_term = np.repeat(np.arange(len(rest), dtype=np.int64), rest_q)
+    within = np.arange(q_r, dtype=np.int64) - rest_off[row_term] if rest else \
+        np.zeros(0, dtype=np.int64)
+    row_start = (rest_off[row_term] + (within // rest_p[row_term]) * rest_p[row_term]
+                 if rest else within)
+    codes1 = np.ascontiguousarray(first.factor.codes, dtype=np.int64)
+    if rest:
+        rows = rest_off[None, :] + rest_codes * rest_p[None, :]
+        key = codes1[:, None] * max(q_r, 1) + rows
+        uniq, inverse = np.unique(key.ravel(), return_inverse=True)
+        blk_level = uniq // q_r
+        r1_row = (uniq % q_r).astype(np.int64)
+        r1_term = row_term[r1_row]
+        r1_ptr = np.searchsorted(blk_level, np.arange(l1 + 1)).astype(np.int64)
+        sizes = rest_p[r1_term] * p1
+        r1_voff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        obs_r1 = inverse.reshape(n, len(rest)).astype(np.int64)
+        rows_per_level = np.add.reduceat(rest_p[r1_term], r1_ptr[:-1]) if len(uniq) else [0]
+        has = np.diff(r1_ptr) > 0
+        max_rows = int(np.max(np.where(has, rows_per_level, 0))) if l1 else 0
+    else:
+        r1_row = r1_term = np.zeros(0, dtype=np.int64)
+        r1_ptr = np.zeros(l1 + 1, dtype=np.int64)
+        r1_voff = np.zeros(1, dtype=np.int64)
+        obs_r1 = np.zeros((n, 0), dtype=np.int64)
+        max_rows = 0
+    rr = _rest_pairs(rest_off, rest_codes, rest_p, row_term, q_r)
+    tparts = [b.theta_index.ravel() for b in blocks]
+    toff = np.concatenate([[0], np.cumsum([t.size for t in tparts])]).astype(np.int64)
+    return BlockedStructure(
+        codes1=codes1, X1=np.ascontiguousarray(first.X), rest_codes=np.ascontiguousarray(
+            rest_codes, dtype=np.int64), Xr=Xr, rest_p=rest_p, rest_xoff=rest_xoff,
+        rest_off=rest_off, row_term=row_term, row_start=row_start.astype(np.int64),
+        r1_ptr=r1_ptr, r1_row=r1_row, r1_term=r1_term, r1_voff=r1_voff, obs_r1=obs_r1,
+        rr_row=rr[0], rr_col=rr[1], rr_rterm=rr[2], rr_cterm=rr[3], rr_voff=rr[4],
+        obs_rr=rr[5], tidx=np.concatenate(tparts).astype(np.int64), toff=toff,
+        max_rows=max_rows)
+
+
+def _rest_pairs(rest_off, rest_codes, rest_p, row_term, q_r):
+    """Co-occurring pairs of rest levels (lower triangle) and each observation's pairs."""
+    n, nr = rest_codes.shape
+    combos = [(k, k2) for k in range(nr) for k2 in range(k + 1)]
+    if not combos:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty, empty, np.zeros(1, dtype=np.int64), np.zeros((n, 0),
+                                                                                 dtype=np.int64)
+    starts = rest_off[None, :] + rest_codes * rest_p[None, :]
+    keys = np.stack([starts[:, k] * q_r + starts[:, k2] for k, k2 in combos], axis=1)
+    uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
+    row, col = (uniq // q_r).astype(np.int64), (uniq % q_r).astype(np.int64)
+    rterm, cterm = row_term[row], row_term[col]
+    voff = np.concatenate([[0], np.cumsum(rest_p[rterm] * rest_p[cterm])]).astype(np.int64)
+    return row, col, rterm, cterm, voff, inverse.reshape(n, len(combos)).astype(np.int64)
+
+
+class BlockedFactor:
+    """Workspace and factor of the blocked system for one structure and ``m``.
+
+    Call :meth:`crossprod` when the weights or ``Y`` change, :meth:`factor`
+    for each theta, then read :attr:`logdet_re`, :attr:`D` or call
+    :meth:`solve`.
+    """
+
+    def __init__(self, s: BlockedStructure, m: int) -> None:
+        self.s, self.m = s, m
+        l1, p1, q_r = s.l1, s.p1, s.q_r
+        nv = int(s.r1_voff[-1])
+        self.A11 = np.zeros((l1, p1, p1))
+        self.r1v = np.zeros(nv)
+        self.rrv = np.zeros(int(s.rr_voff[-1]))
+        self.A1Y = np.zeros((l1, p1, m))
+        self.ArY = np.zeros((q_r, m))
+        self.AYY = np.zeros((m, m))
+        self.L11 = np.zeros((l1, p1, p1))
+        self.L21v = np.zeros(nv)
+        self.LY1 = np.zeros((l1, m, p1))
+        self.D = np.zeros((q_r + m, q_r + m))
+        self.tbuf = np.zeros(s.tidx.shape[0])
+        self.logdet_re = np.nan
+
+    def crossprod(self, w: np.ndarray, Y: np.ndarray) -> None:
+        """Weighted cross-products of ``[Z, Y]`` (``Y`` is ``n x m``)."""
+        s = self.s
+        _crossprod(s.codes1, s.X1, s.rest_codes, s.Xr, s.rest_p, s.rest_xoff, s.rest_off,
+                   s.obs_r1, s.r1_voff, s.obs_rr, s.rr_voff, w, Y, self.A11, self.r1v,
+                   self.rrv, self.A1Y, self.ArY, self.AYY)
+
+    def factor(self, theta: np.ndarray) -> bool:
+        """Factor the system at ``theta``; False if not positive definite."""
+        s = self.s
+        status, logdet = _factor(theta, s.tidx, s.toff, s.rest_p, s.row_term, s.row_start,
+                                 s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rr_row, s.rr_col,
+                                 s.rr_rterm, s.rr_cterm, s.rr_voff, s.max_rows, self.A11,
+                                 self.r1v, self.rrv, self.A1Y, self.ArY, self.AYY, self.L11,
+                                 self.L21v, self.LY1, self.D, self.tbuf)
+        if status == NEEDS_LAPACK:
+            if not chol_lower_lapack(self.D):
+                status = FAILED
+            else:
+                logdet += 2.0 * log_diag_sum(self.D, 0, s.q_r)
+        self.logdet_re = logdet if status != FAILED else np.inf
+        return status != FAILED
+
+    def solve(self, nsolve: int) -> tuple[np.ndarray, np.ndarray]:
+        """Back-substitute with ``Y``'s column ``nsolve`` as right-hand side.
+
+        Returns the spherical random effects ``u`` (length q) and the
+        coefficients ``x`` of the first ``nsolve`` columns of ``Y``.
+        """
+        s = self.s
+        u = np.empty(s.q)
+        x = np.empty(nsolve)
+        _solve(nsolve, s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rest_p, self.L11,
+               self.L21v, self.LY1, self.D, u, x)
+        return u, x
+
+    def y_diag(self, i: int) -> float:
+        """Diagonal element ``i`` of the factor of the ``Y`` rows."""
+        k = self.s.q_r + i
+        return self.D[k, k]
+
+    def inverse_diag_blocks(self) -> list[np.ndarray]:
+        """Diagonal ``p x p`` blocks of ``(L L')^{-1}``, one array per block."""
+        s = self.s
+        q_r = s.q_r
+        Linv = (solve_triangular(np.tril(self.D[:q_r, :q_r]), np.eye(q_r), lower=True)
+                if q_r else np.zeros((0, 0)))
+        first = np.empty((s.l1, s.p1, s.p1))
+        _inverse_first(Linv, s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rest_p, self.L11,
+                       self.L21v, first)
+        out = [first]
+        for k in range(len(s.rest_p)):
+            p = int(s.rest_p[k])
+            stop = int(s.rest_off[k + 1]) if k + 1 < len(s.rest_p) else q_r
+            cols = Linv[:, s.rest_off[k]:stop].reshape(q_r, -1, p)
+            out.append(np.einsum("ial,iam->alm", cols, cols))
+        return out
+
+    @property
+    def y_lower(self) -> np.ndarray:
+        """Lower factor of the ``Y`` rows (``m x m``)."""
+        q_r = self.s.q_r
+        return self.D[q_r:, q_r:]
+
+
+@njit(cache=True, nogil=True)
+def _crossprod(codes1, X1, rest_codes, Xr, rest_p, rest_xoff, rest_off, obs_r1, r1_voff,
+               obs_rr, rr_voff, w, Y, A11, r1v, rrv, A1Y, ArY, AYY):
+    A11[:] = 0.0
+    r1v[:] = 0.0
+    rrv[:] = 0.0
+    A1Y[:] = 0.0
+    ArY[:] = 0.0
+    AYY[:] = 0.0
+    n, p1 = X1.shape
+    m = Y.shape[1]
+    nr = rest_p.shape[0]
+    if p1 == 1 and nr == 0:
+        _crossprod_one_scalar(codes1, X1, w, Y, A11, A1Y, AYY)
+        return
+    for i in range(n):
+        wi = w[i]
+        if wi == 0.0:
+            continue
+        j = codes1[i]
+        for a in range(p1):
+            xa = wi * X1[i, a]
+            for b in range(p1):
+                A11[j, a, b] += xa * X1[i, b]
+            for t in range(m):
+                A1Y[j, a, t] += xa * Y[i, t]
+        for t in range(m):
+            yt = wi * Y[i, t]
+            for u in range(t + 1):
+                AYY[t, u] += yt * Y[i, u]
+        c = 0
+        for k in range(nr):
+            pk = rest_p[k]
+            row0 = rest_off[k] + rest_codes[i, k] * pk
+            vo = r1_voff[obs_r1[i, k]]
+            for a in range(pk):
+                xa = wi * Xr[i, rest_xoff[k] + a]
+                for b in range(p1):
+                    r1v[vo + a * p1 + b] += xa * X1[i, b]
+                for t in range(m):
+                    ArY[row0 + a, t] += xa * Y[i, t]
+            for k2 in range(k + 1):
+                pk2 = rest_p[k2]
+                vo2 = rr_voff[obs_rr[i, c]]
+                c += 1
+                for a in range(pk):
+                    xa = wi * Xr[i, rest_xoff[k] + a]
+                    for b in range(pk2):
+                        rrv[vo2 + a * pk2 + b] += xa * Xr[i, rest_xoff[k2] + b]
+
+
+@njit(cache=True, nogil=True)
+def _crossprod_one_scalar(codes1, X1, w, Y, A11, A1Y, AYY):
+    """The common case of one scalar term (e.g. ``(1 | g)``), without inner loops over p."""
+    m = Y.shape[1]
+    for i in range(codes1.shape[0]):
+        wi = w[i]
+        j = codes1[i]
+        wx = wi * X1[i, 0]
+        A11[j, 0, 0] += wx * X1[i, 0]
+        for t in range(m):
+            yt = Y[i, t]
+            A1Y[j, 0, t] += wx * yt
+            wy = wi * yt
+            for u in range(t + 1):
+                AYY[t, u] += wy * Y[i, u]
+
+
+OK, NEEDS_LAPACK, FAILED = 0, 1, 2
+
+
+@njit(cache=True, nogil=True)
+def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_term, r1_voff,
+            rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, max_rows, A11, r1v, rrv, A1Y, ArY,
+            AYY, L11, L21v, LY1, D, tbuf):
+    """Factor all but a large dense part; returns (status, log-determinant so far)."""
+    for e in range(tidx.shape[0]):
+        tbuf[e] = theta[tidx[e]] if tidx[e] >= 0 else 0.0
+    l1, p1 = A11.shape[0], A11.shape[1]
+    q_r = D.shape[0] - AYY.shape[0]
+    T1 = tbuf[0:p1 * p1].reshape((p1, p1))
+    logdet = 0.0
+    if not _factor_first(T1, A11, L11):
+        return FAILED, np.inf
+    for j in range(l1):
+        for a in range(p1):
+            logdet += 2.0 * np.log(L11[j, a, a])
+    _coupling(T1, tbuf, toff, rest_p, r1_ptr, r1_term, r1_voff, r1v, A1Y, L11, L21v, LY1)
+    _schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm, rr_cterm,
+                rr_voff, rrv, ArY, AYY, D)
+    _schur_update(r1_ptr, r1_row, r1_term, r1_voff, rest_p, max_rows, q_r, L21v, LY1, D)
+    if D.shape[0] >= LAPACK_MIN_SIZE:
+        return NEEDS_LAPACK, logdet
+    if D.shape[0] > 0 and not chol_lower_small(D):
+        return FAILED, np.inf
+    for i in range(q_r):
+        logdet += 2.0 * np.log(D[i, i])
+    return OK, logdet
+
+
+@njit(cache=True, nogil=True)
+def _factor_first(T1, A11, L11):
+    l1, p1 = A11.shape[0], A11.shape[1]
+    if p1 == 1:
+        t2 = T1[0, 0] * T1[0, 0]
+        for j in range(l1):
+            L11[j, 0, 0] = np.sqrt(t2 * A11[j, 0, 0] + 1.0)
+        return True
+    tmp = np.empty((p1, p1))
+    for j in range(l1):
+        A = A11[j]
+        for a in range(p1):
+            for b in range(p1):
+                s = 0.0
+                for c in range(p1):
+                    s += A[a, c] * T1[c, b]
+                tmp[a, b] = s
+        M = L11[j]
+        for a in range(p1):
+            for b in range(a + 1):
+                s = 0.0
+                for c in range(p1):
+                    s += T1[c, a] * tmp[c, b]
+                M[a, b] = s + (1.0 if a == b else 0.0)
+            for b in range(a + 1, p1):
+                M[a, b] = 0.0
+        if not chol_lower_small(M):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _coupling(T1, tbuf, toff, rest_p, r1_ptr, r1_term, r1_voff, r1v, A1Y, L11, L21v, LY1):
+    """Rows coupled to each first-block level: (Lambda' A) T1 L11^{-T}."""
+    l1, p1 = L11.shape[0], L11.shape[1]
+    m = A1Y.shape[2]
+    row = np.empty(p1)
+    for j in range(l1):
+        L = L11[j]
+        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
+            k = r1_term[blk]
+            pk = rest_p[k]
+            t0 = toff[k + 1]
+            vo = r1_voff[blk]
+            for a in range(pk):
+                for b in range(p1):
+                    s = 0.0
+                    for c in range(pk):
+                        tca = tbuf[t0 + c * pk + a]
+                        if tca != 0.0:
+                            for d in range(p1):
+                                s += tca * r1v[vo + c * p1 + d] * T1[d, b]
+                    row[b] = s
+                solve_lower(L, row)
+                for b in range(p1):
+                    L21v[vo + a * p1 + b] = row[b]
+        for t in range(m):
+            for b in range(p1):
+                s = 0.0
+                for d in range(p1):
+                    s += A1Y[j, d, t] * T1[d, b]
+                row[b] = s
+            solve_lower(L, row)
+            for b in range(p1):
+                LY1[j, t, b] = row[b]
+
+
+@njit(cache=True, nogil=True)
+def _schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm, rr_cterm,
+                rr_voff, rrv, ArY, AYY, D):
+    """Lower triangle of [Lambda_r' A_rr Lambda_r + I, .; Y'W Z_r Lambda_r, Y'WY]."""
+    q_r = ArY.shape[0]
+    m = AYY.shape[0]
+    for r in range(q_r):
+        for c in range(r):
+            D[r, c] = 0.0
+        D[r, r] = 1.0
+    for e in range(rr_row.shape[0]):   # T_r' V T_c of each co-occurring pair of levels
+        pr, pc = rest_p[rr_rterm[e]], rest_p[rr_cterm[e]]
+        tr, tc = toff[rr_rterm[e] + 1], toff[rr_cterm[e] + 1]
+        r0, c0, vo = rr_row[e], rr_col[e], rr_voff[e]
+        for a in range(pr):
+            for b in range(pc):
+                if r0 + a < c0 + b:
+                    continue
+                s = 0.0
+                for x in range(pr):
+                    txa = tbuf[tr + x * pr + a]
+                    if txa != 0.0:
+                        for y in range(pc):
+                            s += txa * rrv[vo + x * pc + y] * tbuf[tc + y * pc + b]
+                D[r0 + a, c0 + b] += s
+    for c in range(q_r):               # T_k[e, cc] of column c's block is tbuf[t0 + e * pk]
+        pk = rest_p[row_term[c]]
+        s0 = row_start[c]
+        t0 = toff[row_term[c] + 1] + c - s0
+        for t in range(m):
+            s = 0.0
+            for e in range(pk):
+                s += ArY[s0 + e, t] * tbuf[t0 + e * pk]
+            D[q_r + t, c] = s
+    for t in range(m):
+        for u in range(t + 1):
+            D[q_r + t, q_r + u] = AYY[t, u]
+
+
+@njit(cache=True, nogil=True)
+def _schur_update(r1_ptr, r1_row, r1_term, r1_voff, rest_p, max_rows, q_r, L21v, LY1, D):
+    """Subtract each first-block level's coupling rows: D -= C_j C_j'."""
+    l1, m, p1 = LY1.shape
+    idx = np.empty(max_rows + m, dtype=np.int64)
+    C = np.empty((max_rows + m, p1))
+    for j in range(l1):
+        nrow = 0
+        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
+            pk = rest_p[r1_term[blk]]
+            vo = r1_voff[blk]
+            for a in range(pk):
+                idx[nrow] = r1_row[blk] + a
+                for b in range(p1):
+                    C[nrow, b] = L21v[vo + a * p1 + b]
+                nrow += 1
+        for t in range(m):
+            idx[nrow] = q_r + t
+            for b in range(p1):
+                C[nrow, b] = LY1[j, t, b]
+            nrow += 1
+        for r in range(nrow):
+            R = idx[r]
+            for c in range(r + 1):
+                s = 0.0
+                for b in range(p1):
+                    s += C[r, b] * C[c, b]
+                D[R, idx[c]] -= s
+
+
+@njit(cache=True, nogil=True)
+def _solve(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, D, u, x):
+    l1, p1 = L11.shape[0], L11.shape[1]
+    m = LY1.shape[1]
+    q_r = D.shape[0] - m
+    dsz = q_r + nsolve
+    rhs_row = q_r + nsolve
+    xd = np.empty(dsz)
+    for i in range(dsz):
+        xd[i] = D[rhs_row, i]
+    if dsz > 0:
+        solve_lower_t(D[:dsz, :dsz], xd)
+    for i in range(nsolve):
+        x[i] = xd[q_r + i]
+    off1 = l1 * p1
+    for i in range(q_r):
+        u[off1 + i] = xd[i]
+    rhs = np.empty(p1)
+    for j in range(l1):
+        for b in range(p1):
+            rhs[b] = LY1[j, nsolve, b]
+        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
+            pk = rest_p[r1_term[blk]]
+            vo = r1_voff[blk]
+            r0 = r1_row[blk]
+            for a in range(pk):
+                xa = xd[r0 + a]
+                for b in range(p1):
+                    rhs[b] -= L21v[vo + a * p1 + b] * xa
+        for t in range(nsolve):
+            for b in range(p1):
+                rhs[b] -= LY1[j, t, b] * x[t]
+        solve_lower_t(L11[j], rhs)
+        for b in range(p1):
+            u[j * p1 + b] = rhs[b]
+
+
+@njit(cache=True, nogil=True)
+def _inverse_first(Linv22, r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, out):
+    """Diagonal blocks of (L L')^{-1} for the first block's levels.
+
+    ``L11_j^{-T} L11_j^{-1} + G' G`` with ``G = L22^{-1} L21_j L11_j^{-1}``.
+    """
+    l1, p1 = L11.shape[0], L11.shape[1]
+    q_r = Linv22.shape[0]
+    G = np.zeros((q_r, p1))
+    for j in range(l1):
+        Li = lower_inverse(np.ascontiguousarray(L11[j]))
+        for a in range(p1):
+            for b in range(p1):
+                s = 0.0
+                for c in range(p1):
+                    s += Li[c, a] * Li[c, b]
+                out[j, a, b] = s
+        if r1_ptr[j + 1] == r1_ptr[j]:
+            continue
+        G[:, :] = 0.0
+        lo = q_r
+        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
+            pk = rest_p[r1_term[blk]]
+            vo = r1_voff[blk]
+            for a in range(pk):
+                R = r1_row[blk] + a
+                lo = min(lo, R)
+                for b in range(p1):
+                    w = 0.0
+                    for c in range(p1):
+                        w += L21v[vo + a * p1 + c] * Li[c, b]
+                    if w != 0.0:
+                        for i in range(R, q_r):
+                            G[i, b] += Linv22[i, R] * w
+        for a in range(p1):
+            for b in range(p1):
+                s = 0.0
+                for i in range(lo, q_r):
+                    s += G[i, a] * G[i, b]
+                out[j, a, b] += s

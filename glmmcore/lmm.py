@@ -1,0 +1,196 @@
+"""Profiled deviance of a linear mixed model (penalized least squares).
+
+With ``L`` the factor of ``Lambda' Z' W Z Lambda + I``, ``R_X`` that of the
+fixed effects' Schur complement and ``r2`` the penalized weighted residual
+sum of squares (all from one factorization of the system with ``[X y]``
+appended), the deviance profiled over ``beta`` and ``sigma`` is (lme4, Bates
+et al. 2015, eq. 34 and 41)::
+
+    ML:   log|L|^2 - sum(log w) + n (1 + log(2 pi r2 / n))
+    REML: log|L|^2 - sum(log w) + log|R_X|^2 + (n-p) (1 + log(2 pi r2 / (n-p)))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .condvar import scaled_condvar
+from .errors import DataError, ModelSpecError, show
+from .optimize import bobyqa, check_convergence, fd_derivatives, unchecked_convergence
+from .predictor import Predictor
+from .result import MixedModelResult
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+@dataclass
+class LmmSolution:
+    """Everything that follows from theta at the optimum.
+
+    Attributes
+    ----------
+    beta
+        Fixed effects.
+    u
+        Spherical random effects (``b = Lambda u``).
+    sigma
+        Residual standard deviation.
+    RX_lower
+        Lower factor ``R_X'`` of the fixed effects' Schur complement.
+    pwrss
+        Penalized weighted residual sum of squares.
+    ldL2, ldRX2
+        ``log|L|^2`` and ``log|R_X|^2``.
+    """
+
+    beta: np.ndarray
+    u: np.ndarray
+    sigma: float
+    RX_lower: np.ndarray
+    pwrss: float
+    ldL2: float
+    ldRX2: float
+
+
+class LmmDeviance:
+    """The profiled (RE)ML deviance as a function of theta.
+
+    The weighted cross-products are formed once here; each call applies
+    ``Lambda(theta)`` and refactors, so a call costs no more than the
+    factorization.
+
+    Parameters
+    ----------
+    predictor
+        X and the random-effects layout.
+    y, weights, offset
+        Response, prior weights (positive) and offset.
+    reml
+        REML criterion if True, else ML deviance.
+    """
+
+    def __init__(self, predictor: Predictor, y: np.ndarray, weights: np.ndarray,
+                 offset: np.ndarray, reml: bool) -> None:
+        self.predictor = predictor
+        self.n, self.p = predictor.n, predictor.p
+        self.reml = reml
+        self.ldW = float(np.sum(np.log(weights)))
+        Y = np.empty((self.n, self.p + 1))
+        Y[:, :self.p] = predictor.X
+        Y[:, self.p] = y - offset
+        self.factor = predictor.new_factor(self.p + 1)
+        self.factor.crossprod(np.ascontiguousarray(weights, dtype=float), Y)
+        self.nevals = 0
+
+    def __call__(self, theta: np.ndarray) -> float:
+        """Deviance (REML criterion if ``reml``) at ``theta``."""
+        self.nevals += 1
+        if not self.factor.factor(theta):
+            return np.inf
+        return self.criterion(self.reml)
+
+    def criterion(self, reml: bool) -> float:
+        """Deviance of the current factorization, ML or REML."""
+        f, n, p = self.factor, self.n, self.p
+        pwrss = f.y_diag(p) ** 2
+        if reml:
+            nmp = n - p
+            return (f.logdet_re - self.ldW + self.ld_rx2()
+                    + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp)))
+        return f.logdet_re - self.ldW + n * (1.0 + LOG_2PI + np.log(pwrss / n))
+
+    def ld_rx2(self) -> float:
+        """``log|R_X|^2`` of the current factorization."""
+        return 2.0 * float(sum(np.log(self.factor.y_diag(i)) for i in range(self.p)))
+
+    def solution(self, theta: np.ndarray) -> LmmSolution:
+        """beta, u, sigma and the factor pieces at ``theta``."""
+        if not self.factor.factor(theta):
+            raise FloatingPointError("the penalized system is not positive definite at theta")
+        u, beta = self.factor.solve(self.p)
+        pwrss = self.factor.y_diag(self.p) ** 2
+        dof = self.n - self.p if self.reml else self.n
+        return LmmSolution(beta=beta, u=u, sigma=float(np.sqrt(pwrss / dof)),
+                           RX_lower=np.array(self.factor.y_lower[:self.p, :self.p]),
+                           pwrss=float(pwrss), ldL2=float(self.factor.logdet_re),
+                           ldRX2=self.ld_rx2())
+
+
+def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,
+            n_dropped: int, formula: str) -> MixedModelResult:
+    """Fit a linear mixed model: optimize the profiled deviance over theta."""
+    w = response.weights
+    bad = np.flatnonzero(w <= 0)
+    if bad.size:
+        raise DataError(f"weights of a linear mixed model must be positive; observation "
+                        f"{bad[0]} has weight {show(w[bad[0]])}")
+    check_identifiable(predictor)
+    dev = LmmDeviance(predictor, response.y, w, response.offset, reml)
+    reterms = predictor.reterms
+    lower = reterms.theta_lower
+    opt = bobyqa(dev, reterms.theta_start(), lower, rel_tol=control.rel_tol,
+                 x_tol=control.x_tol, maxeval=control.maxeval)
+    theta = opt.x
+    messages = [f"bobyqa: {opt.message} after {opt.nevals} evaluations"]
+    if control.check_convergence:
+        grad, hess = fd_derivatives(dev, theta, lower)
+        conv = check_convergence(grad, hess, theta, lower, reterms.is_diagonal(), len(theta),
+                                 messages)
+    else:
+        conv = unchecked_convergence(theta, reterms.is_diagonal(), messages)
+    return lmm_result(dev, response, theta, conv, n_dropped, formula)
+
+
+def fit_lmm_at(fit: MixedModelResult, theta: np.ndarray) -> MixedModelResult:
+    """The estimates of a fitted LMM's model at a given theta, without optimizing."""
+    dev = LmmDeviance(fit.predictor, fit.response.y, fit.response.weights,
+                      fit.response.offset, fit.reml)
+    conv = unchecked_convergence(theta, fit.predictor.reterms.is_diagonal(),
+                                 ["theta given, not optimized"])
+    return lmm_result(dev, fit.response, theta, conv, fit.n_dropped, fit.formula)
+
+
+def lmm_result(dev: LmmDeviance, response: Any, theta: np.ndarray, conv: Any,
+               n_dropped: int, formula: str) -> MixedModelResult:
+    """Estimates, fit statistics and random effects at ``theta``."""
+    predictor = dev.predictor
+    sol = dev.solution(theta)
+    crit = dev.criterion(dev.reml)
+    ml_deviance = dev.criterion(False)
+    b = predictor.Lambda_u(theta, sol.u)
+    eta = predictor.X @ sol.beta + predictor.Zb(b) + response.offset
+    RXinv = np.linalg.inv(sol.RX_lower)
+    vcov = sol.sigma ** 2 * (RXinv.T @ RXinv)
+
+    def condvar_blocks() -> list[np.ndarray]:
+        dev.factor.factor(theta)
+        return scaled_condvar(predictor, dev.factor, theta, sol.sigma ** 2)
+
+    return MixedModelResult(
+        formula=formula, family=response.family, method="REML" if dev.reml else "ML",
+        predictor=predictor, response=response, theta=theta, beta=sol.beta, u=sol.u, b=b,
+        sigma=sol.sigma, vcov_beta=vcov, loglik=-0.5 * crit,
+        nparams=predictor.p + len(theta) + 1, deviance=ml_deviance, convergence=conv,
+        n_dropped=n_dropped, eta=eta, mu=eta, reml=dev.reml,
+        extra={"has_scale": True, "pwrss": sol.pwrss, "nevals": dev.nevals},
+        condvar_blocks=condvar_blocks)
+
+
+def check_identifiable(predictor: Predictor) -> None:
+    """lme4's checks that a residual variance is left for an LMM."""
+    n = predictor.n
+    for term in predictor.reterms.terms:
+        block = predictor.reterms.blocks[term.block]
+        if block.nlevels >= n:
+            raise ModelSpecError(f"grouping factor '{block.factor.name}' has {block.nlevels} "
+                                 f"levels for {n} observations; in a linear mixed model the "
+                                 "levels must be fewer than the observations, or no residual "
+                                 "variance is left")
+        q = block.nlevels * len(term.colnames)
+        if q >= n:
+            raise ModelSpecError(f"term '{term.label}' ({', '.join(term.colnames)}) has {q} "
+                                 f"random effects for {n} observations; its variances and the "
+                                 "residual variance are not identifiable")

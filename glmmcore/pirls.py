@@ -1,0 +1,184 @@
+"""Penalized iteratively reweighted least squares (PIRLS).
+
+Finds the conditional modes ``u`` of the spherical random effects given
+``theta`` and ``beta`` (and ``beta`` too when ``beta_in_pirls``, lme4's
+``nAGQ = 0``), minimizing the penalized deviance ``sum(dev_resid) + |u|^2``
+by Fisher scoring with step-halving.  Each iteration solves the weighted
+penalized least-squares system with the model's factor workspace, the same
+one a linear mixed model uses, with the working response as its ``Y``
+column(s).
+
+The iterations stop when the Newton increment is below :data:`STEP_TOL`
+before it is taken, so the factor left in the workspace belongs to the
+weights at the returned mode: ``log|L|^2`` and the conditional variances are
+consistent with ``u``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import ConvergenceError
+from .kernels import FamilyKernels, call_map, call_update, call_yms
+from .predictor import Predictor
+
+STEP_TOL = 1e-12     # on max|increment| / (1 + max|value|)
+MAX_ITER = 60
+MAX_HALVINGS = 40
+
+
+@dataclass
+class PirlsOutcome:
+    """The converged mode and the pieces of the Laplace approximation.
+
+    Attributes
+    ----------
+    u, beta
+        Conditional modes and the fixed effects used (estimated if in PIRLS).
+    pdev
+        Penalized deviance ``sum(dev_resid) + |u|^2``.
+    ldL2
+        ``log|L|^2`` at the weights of the mode.
+    loglik_y
+        Complete conditional log-likelihood ``sum(log p(y | u))``.
+    iterations, halvings
+        Iterations and step halvings used.
+    """
+
+    u: np.ndarray
+    beta: np.ndarray
+    pdev: float
+    ldL2: float
+    loglik_y: float
+    iterations: int
+    halvings: int
+
+    @property
+    def laplace_deviance(self) -> float:
+        """``-2 log p(y | u) + |u|^2 + log|L|^2``: -2 times the Laplace log-likelihood."""
+        return -2.0 * self.loglik_y + float(self.u @ self.u) + self.ldL2
+
+
+class Pirls:
+    """PIRLS workspace for one model; warm-starts from the previous mode.
+
+    Parameters
+    ----------
+    predictor
+        X, Z and the factor layout.
+    y, weights, offset
+        Response, prior weights and offset.
+    kernels
+        The family's compiled kernels.
+    beta_in_pirls
+        Estimate beta inside PIRLS (``nAGQ = 0``).
+    """
+
+    def __init__(self, predictor: Predictor, y: np.ndarray, weights: np.ndarray,
+                 offset: np.ndarray, kernels: FamilyKernels, beta_in_pirls: bool) -> None:
+        self.predictor, self.kernels = predictor, kernels
+        self.y, self.wt, self.offset = y, weights, offset
+        self.beta_in_pirls = beta_in_pirls
+        n, p = predictor.n, predictor.p
+        self.m = p + 1 if beta_in_pirls else 1
+        self.factor = predictor.new_factor(self.m)
+        self.Y = np.zeros((n, self.m))
+        if beta_in_pirls:
+            self.Y[:, :p] = predictor.X
+        self.eta, self.mu = np.empty(n), np.empty(n)
+        self.w, self.r, self.dev = np.empty(n), np.empty(n), np.empty(n)
+        self.zb, self.base = np.empty(n), np.empty(n)
+        self._base_beta: np.ndarray | None = None   # the beta that self.base belongs to
+        self.u = np.zeros(predictor.reterms.q)
+        self.beta = np.zeros(p)
+
+    def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0) -> PirlsOutcome:
+        """Iterate to the conditional mode at theta (and beta unless estimated here)."""
+        if beta is not None:
+            self.beta = np.asarray(beta, dtype=float).copy()
+        u, b = self.u.copy(), self.beta.copy()
+        pdev = self._evaluate(theta, u, b, phi)
+        halvings = 0
+        for iteration in range(1, MAX_ITER + 1):
+            u_new, b_new = self._newton(theta)
+            step = max(_rel_change(u_new, u), _rel_change(b_new, b) if self.beta_in_pirls
+                       else 0.0)
+            if step < STEP_TOL:
+                self.u, self.beta = u, b
+                return self._outcome(u, b, pdev, phi, iteration, halvings)
+            t = 1.0
+            for _ in range(MAX_HALVINGS):
+                u_t = u + t * (u_new - u)
+                b_t = b + t * (b_new - b) if self.beta_in_pirls else b
+                pdev_t = self._evaluate(theta, u_t, b_t, phi)
+                if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
+                    break
+                t *= 0.5
+                halvings += 1
+            else:
+                raise ConvergenceError(
+                    "PIRLS step-halving failed to reduce the penalized deviance",
+                    {"theta": theta.tolist(), "beta": b.tolist(), "iteration": iteration,
+                     "penalized_deviance": pdev, "halvings": halvings})
+            u, b, pdev = u_t, b_t, pdev_t
+        raise ConvergenceError(f"PIRLS did not converge in {MAX_ITER} iterations",
+                               {"theta": theta.tolist(), "beta": b.tolist(),
+                                "penalized_deviance": pdev, "last_step": step,
+                                "halvings": halvings})
+
+    def start_glm(self, start_mu: np.ndarray) -> np.ndarray:
+        """Fixed effects of the GLM without random effects (IRLS from ``start_mu``).
+
+        Needs a workspace that estimates beta; leaves the modes at zero.
+        """
+        if not self.beta_in_pirls:
+            raise ValueError("start_glm needs a workspace that estimates beta")
+        eta = np.empty_like(start_mu)
+        call_map(self.kernels.linkfun_vec, np.ascontiguousarray(start_mu), eta)
+        sw = np.sqrt(self.wt)
+        X = self.predictor.X
+        self.beta = np.linalg.lstsq(X * sw[:, None], (eta - self.offset) * sw, rcond=None)[0]
+        self.u[:] = 0.0
+        out = self.run(np.zeros(self.predictor.reterms.ntheta), None, 1.0)
+        self.u[:] = 0.0
+        return out.beta
+
+    def _evaluate(self, theta: np.ndarray, u: np.ndarray, beta: np.ndarray, phi: float) -> float:
+        """Working quantities at (u, beta); returns the penalized deviance."""
+        if self.beta_in_pirls or self._base_beta is not beta:
+            np.add(self.predictor.X @ beta, self.offset, out=self.base)
+            self._base_beta = beta
+        self.predictor.linear_predictor(theta, u, self.base, self.zb, self.eta)
+        total = call_update(self.kernels.update, self.eta, self.y, self.wt, phi, self.mu,
+                            self.w, self.r, self.dev)
+        return total + float(u @ u)
+
+    def _newton(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Solve the penalized weighted least-squares system at the current weights."""
+        if self.beta_in_pirls:
+            np.subtract(self.eta, self.offset, out=self.Y[:, -1])
+        else:
+            self.Y[:, 0] = self.zb
+        self.Y[:, -1] += self.r
+        self.factor.crossprod(self.w, self.Y)
+        if not self.factor.factor(theta):
+            raise ConvergenceError("the PIRLS system is not positive definite",
+                                   {"theta": theta.tolist()})
+        u_new, b_new = self.factor.solve(self.m - 1)
+        return u_new, (b_new if self.beta_in_pirls else self.beta)
+
+    def _outcome(self, u: np.ndarray, beta: np.ndarray, pdev: float, phi: float,
+                 iterations: int, halvings: int) -> PirlsOutcome:
+        lp = np.empty(self.predictor.n)
+        loglik = call_yms(self.kernels.logpdf_vec, self.y, self.mu, self.wt, phi, lp)
+        return PirlsOutcome(u=u.copy(), beta=beta.copy(), pdev=pdev,
+                            ldL2=float(self.factor.logdet_re), loglik_y=float(loglik),
+                            iterations=iterations, halvings=halvings)
+
+
+def _rel_change(new: np.ndarray, old: np.ndarray) -> float:
+    if new.size == 0:
+        return 0.0
+    return float(np.max(np.abs(new - old)) / (1.0 + np.max(np.abs(old))))

@@ -1,0 +1,186 @@
+"""The predictor side of a model: X, the random-effects terms and the factor layout.
+
+Everything here is independent of the response, so one :class:`Predictor`
+serves every response fitted with the same formula and rows (the batch
+fitting reuses it).  The response side lives in :mod:`glmmcore.response`.
+
+Choice of factorization (``backend``):
+
+- ``"blocked"``: the first block (most levels) is block diagonal and the rest
+  forms one dense Schur complement (MixedModels.jl's layout).  Best whenever
+  the random effects outside the first block number up to a few thousand,
+  which covers nested models, one-factor models and crossed designs with one
+  large factor.
+- ``"sparse"``: CHOLMOD factors the whole random-effects system with a
+  fill-reducing ordering, analysed once per model.  Chosen automatically when
+  the rest exceeds :data:`DENSE_REST_MAX` random effects, where a dense Schur
+  complement would cost too much memory and time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from .errors import ModelSpecError
+from .fixed import FixedDesign
+from .linalg.blocked import BlockedFactor, build_structure
+from .reterms import ReTerms
+
+DENSE_REST_MAX = 2500
+BACKENDS = ("auto", "blocked", "sparse")
+
+
+@dataclass
+class Predictor:
+    """X, Z (as terms) and the layout of the penalized system.
+
+    Attributes
+    ----------
+    fixed
+        The fixed-effects design.
+    reterms
+        The random-effects terms.
+    backend
+        ``"blocked"`` or ``"sparse"`` (see module doc).
+    layout
+        The backend's response-independent structure.
+    """
+
+    fixed: FixedDesign
+    reterms: ReTerms
+    backend: str
+    layout: Any
+
+    @property
+    def X(self) -> np.ndarray:
+        """Fixed-effects model matrix."""
+        return self.fixed.X
+
+    @property
+    def n(self) -> int:
+        """Number of observations."""
+        return self.fixed.X.shape[0]
+
+    @property
+    def p(self) -> int:
+        """Number of fixed-effects coefficients."""
+        return self.fixed.X.shape[1]
+
+    def new_factor(self, m: int) -> Any:
+        """A factor workspace for ``m`` dense columns appended to Z."""
+        if self.backend == "blocked":
+            return BlockedFactor(self.layout, m)
+        from .linalg.sparse import SparseFactor
+        return SparseFactor(self.layout, m)
+
+    @cached_property
+    def _z(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        blocks = self.reterms.blocks
+        codes = np.ascontiguousarray(np.column_stack([b.factor.codes for b in blocks]),
+                                     dtype=np.int64)
+        Xall = np.ascontiguousarray(np.column_stack([b.X for b in blocks]))
+        p = np.array([b.p for b in blocks], dtype=np.int64)
+        xoff = np.concatenate([[0], np.cumsum(p)[:-1]]).astype(np.int64)
+        boff = np.concatenate([[0], np.cumsum([b.q for b in blocks])[:-1]]).astype(np.int64)
+        return codes, Xall, p, xoff, boff
+
+    def Zb(self, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """``Z b`` for random effects ``b`` ordered block by block, level-major."""
+        codes, Xall, p, xoff, boff = self._z
+        if out is None:
+            out = np.zeros(self.n)
+        else:
+            out[:] = 0.0
+        _add_zb(codes, Xall, p, xoff, boff, np.ascontiguousarray(b, dtype=float), out)
+        return out
+
+    def linear_predictor(self, theta: np.ndarray, u: np.ndarray, base: np.ndarray,
+                         zb: np.ndarray, eta: np.ndarray) -> None:
+        """``zb = Z Lambda(theta) u`` and ``eta = base + zb``, into the given arrays."""
+        codes, Xall, p, xoff, boff = self._z
+        _linear_predictor(codes, Xall, p, xoff, boff, self._tmaps[0], self._tmaps[1],
+                          theta, u, base, zb, eta)
+
+    @cached_property
+    def _tmaps(self) -> tuple[np.ndarray, np.ndarray]:
+        parts = [b.theta_index.ravel() for b in self.reterms.blocks]
+        toff = np.concatenate([[0], np.cumsum([t.size for t in parts])]).astype(np.int64)
+        return np.concatenate(parts).astype(np.int64), toff
+
+    def Lambda_u(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
+        """``b = Lambda(theta) u``."""
+        out = np.empty_like(u)
+        start = 0
+        for block, T in zip(self.reterms.blocks, self.reterms.T_matrices(theta)):
+            U = u[start:start + block.q].reshape(block.nlevels, block.p)
+            out[start:start + block.q] = (U @ T.T).ravel()
+            start += block.q
+        return out
+
+
+@njit(cache=True, nogil=True)
+def _linear_predictor(codes, Xall, p, xoff, boff, tidx, toff, theta, u, base, zb, eta):
+    b = np.empty_like(u)
+    K = p.shape[0]
+    for k in range(K):                      # b = Lambda u, level by level
+        pk = p[k]
+        nlev = ((boff[k + 1] if k + 1 < K else u.shape[0]) - boff[k]) // pk
+        for lev in range(nlev):
+            base_k = boff[k] + lev * pk
+            for a in range(pk):
+                s = 0.0
+                for c in range(pk):
+                    t = tidx[toff[k] + a * pk + c]
+                    if t >= 0:
+                        s += theta[t] * u[base_k + c]
+                b[base_k + a] = s
+    n = codes.shape[0]
+    for i in range(n):
+        s = 0.0
+        for k in range(K):
+            pk = p[k]
+            start = boff[k] + codes[i, k] * pk
+            for a in range(pk):
+                s += Xall[i, xoff[k] + a] * b[start + a]
+        zb[i] = s
+        eta[i] = base[i] + s
+
+
+@njit(cache=True, nogil=True)
+def _add_zb(codes, Xall, p, xoff, boff, b, out):
+    n, K = codes.shape
+    for i in range(n):
+        s = 0.0
+        for k in range(K):
+            pk = p[k]
+            base = boff[k] + codes[i, k] * pk
+            for a in range(pk):
+                s += Xall[i, xoff[k] + a] * b[base + a]
+        out[i] += s
+
+
+def build_predictor(fixed: FixedDesign, reterms: ReTerms, backend: str = "auto") -> Predictor:
+    """Lay out the penalized system and choose the factorization.
+
+    Parameters
+    ----------
+    backend
+        ``"auto"``, ``"blocked"`` or ``"sparse"``.
+    """
+    if backend not in BACKENDS:
+        raise ModelSpecError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    q_rest = sum(b.q for b in reterms.blocks[1:])
+    if backend == "auto":
+        backend = "blocked" if q_rest <= DENSE_REST_MAX else "sparse"
+    if backend == "blocked":
+        layout: Any = build_structure(reterms.blocks)
+    else:
+        from .linalg.sparse import build_sparse_structure
+        layout = build_sparse_structure(reterms.blocks)
+    return Predictor(fixed=fixed, reterms=reterms, backend=backend, layout=layout)
+

@@ -1,0 +1,159 @@
+"""Family registry: discovery of families through the ``glmmcore.families`` entry points.
+
+Built-in families are registered by glmmcore's own ``pyproject.toml`` in the
+same entry-point group a third-party plugin uses.  Discovery is lazy (on the
+first lookup) and cached per registry.  A plugin that fails to import or does
+not meet the interface is skipped with a :class:`FamilyPluginWarning` naming
+it and the reason; every other family keeps working.  When two entry points
+share a name, glmmcore's own wins, then the one whose distribution name sorts
+first; the others are reported in a warning.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import Any
+
+from .errors import FamilyError, FamilyPluginWarning
+
+GROUP = "glmmcore.families"
+OWN_DISTRIBUTION = "glmmcore"
+
+
+@dataclass(frozen=True)
+class FamilyEntry:
+    """A discovered family class and where it came from."""
+
+    name: str
+    cls: type
+    source: str
+
+
+class FamilyRegistry:
+    """Families found through entry points, discovered once on first use."""
+
+    def __init__(self, group: str = GROUP) -> None:
+        self.group = group
+        self._lock = threading.Lock()
+        self._entries: dict[str, FamilyEntry] | None = None
+
+    def entries(self) -> dict[str, FamilyEntry]:
+        """All valid families by name (discovering them on first call)."""
+        with self._lock:
+            if self._entries is None:
+                self._entries = _discover(self.group)
+            return self._entries
+
+    def refresh(self) -> None:
+        """Forget the discovered families (after installing a plugin)."""
+        with self._lock:
+            self._entries = None
+
+    def names(self) -> list[str]:
+        """Sorted names of the available families."""
+        return sorted(self.entries())
+
+    def get(self, family: Any, link: Any = None) -> Any:
+        """A family instance from a name, a class or an instance.
+
+        Raises
+        ------
+        FamilyError
+            Unknown name (listing the available ones), unsupported link, or an
+            object that is not a family.
+        """
+        from glmmcore.families.base import Family
+        if isinstance(family, Family):
+            if link is not None and link != family.link.name:
+                return type(family)(link)
+            return family
+        if isinstance(family, type) and issubclass(family, Family):
+            problem = interface_problem(family)
+            if problem:
+                raise FamilyError(f"family class {family.__name__} {problem}")
+            return family(link)
+        if not isinstance(family, str):
+            raise FamilyError(f"family must be a name, a Family subclass or instance, "
+                              f"not {type(family).__name__}")
+        key = family.lower()
+        found = self.entries().get(key)
+        if found is None:
+            raise FamilyError(f"unknown family '{family}'; available: {', '.join(self.names())}")
+        return found.cls(link)
+
+
+def interface_problem(cls: type) -> str | None:
+    """Why ``cls`` does not meet the family interface, or None if it does."""
+    from glmmcore.families.base import Family, Link
+    if not (isinstance(cls, type) and issubclass(cls, Family)):
+        return "is not a subclass of glmmcore.families.Family"
+    if not cls.name:
+        return "has no name"
+    if not cls.links or not all(isinstance(v, Link) for v in cls.links.values()):
+        return "has no links (a dict of Link objects)"
+    if cls.default_link not in cls.links:
+        return f"has default link '{cls.default_link}' that is not among its links"
+    for kernel in ("variance", "dev_resid", "logpdf"):
+        if not hasattr(getattr(cls, kernel, None), "py_func"):
+            return f"has no numba.njit kernel '{kernel}'"
+    for link in cls.links.values():
+        for kernel in ("linkfun", "linkinv", "mu_eta"):
+            if not hasattr(getattr(link, kernel, None), "py_func"):
+                return f"has link '{link.name}' without a numba.njit kernel '{kernel}'"
+    return None
+
+
+def _discover(group: str) -> dict[str, FamilyEntry]:
+    candidates: dict[str, list[tuple[int, str, Any]]] = {}
+    for ep in entry_points(group=group):
+        dist = ep.dist.name if ep.dist is not None else ""
+        rank = 0 if dist == OWN_DISTRIBUTION else 1
+        candidates.setdefault(ep.name.lower(), []).append((rank, f"{dist}:{ep.value}", ep))
+    entries: dict[str, FamilyEntry] = {}
+    for name in sorted(candidates):
+        for _, source, ep in sorted(candidates[name], key=lambda c: (c[0], c[1])):
+            try:
+                cls = ep.load()
+            except Exception as exc:  # noqa: BLE001 - any plugin failure is reported, not fatal
+                warnings.warn(f"family plugin '{name}' ({source}) failed to import and is "
+                              f"skipped: {type(exc).__name__}: {exc}", FamilyPluginWarning,
+                              stacklevel=4)
+                continue
+            problem = interface_problem(cls)
+            if problem:
+                warnings.warn(f"family plugin '{name}' ({source}) {problem} and is skipped",
+                              FamilyPluginWarning, stacklevel=4)
+                continue
+            if name in entries:
+                warnings.warn(f"two families are named '{name}': using {entries[name].source}, "
+                              f"ignoring {source}", FamilyPluginWarning, stacklevel=4)
+                continue
+            entries[name] = FamilyEntry(name, cls, source)
+    return entries
+
+
+_REGISTRY = FamilyRegistry()
+
+
+def available_families() -> list[str]:
+    """Names of the families glmmcore can use (built-in and plugins)."""
+    return _REGISTRY.names()
+
+
+def get_family(family: Any = "gaussian", link: Any = None) -> Any:
+    """A family instance from a name, class or instance, with an optional link.
+
+    Examples
+    --------
+    >>> get_family("binomial", link="probit")
+    Binomial(link='probit')
+    """
+    return _REGISTRY.get(family, link)
+
+
+def refresh_families() -> None:
+    """Discover the families again (e.g. after installing a plugin)."""
+    _REGISTRY.refresh()

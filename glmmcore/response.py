@@ -1,0 +1,94 @@
+"""The response side of a model: y, prior weights, offset and family.
+
+Kept apart from the predictor side (:mod:`glmmcore.predictor`) as lme4 does:
+the same predictor serves many responses.  The family checks and converts
+the raw response (a binomial family, for instance, accepts 0/1, booleans,
+two-level strings and ``cbind`` counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, FormulaError, show
+from .fixed import evaluate_model_matrix
+from .formula import ParsedFormula
+from .frame import ModelFrame
+
+
+@dataclass
+class Response:
+    """y, weights and offset, aligned with the model frame's rows.
+
+    Attributes
+    ----------
+    name
+        Label of the response (its expression).
+    y
+        Response as float64 (a proportion for binomial counts).
+    weights
+        Prior weights (ones when none were given; the number of trials for
+        binomial counts).
+    offset
+        Offset on the linear-predictor scale (zeros when none).
+    family
+        The family object.
+    info
+        Facts about how the response was read (e.g. the success level).
+    """
+
+    name: str
+    y: np.ndarray
+    weights: np.ndarray
+    offset: np.ndarray
+    family: Any
+    info: dict = field(default_factory=dict)
+
+
+def evaluate_expression(expr: str, data: pd.DataFrame, formula: str) -> pd.Series:
+    """Values of one expression: a column as it is, or a formulaic expression."""
+    if expr in data.columns:
+        return data[expr]
+    mm = evaluate_model_matrix(f"0 + {expr}", data, formula)
+    if mm.shape[1] != 1:
+        raise FormulaError(f"'{expr}' gives {mm.shape[1]} columns; a single numeric "
+                           "column is needed here", formula)
+    return pd.Series(mm.iloc[:, 0].to_numpy(dtype=float), name=expr)
+
+
+def build_response(parsed: ParsedFormula, frame: ModelFrame, family: Any) -> Response:
+    """Read, check and convert the response for ``family``."""
+    data = frame.data
+    values = [evaluate_expression(e, data, parsed.text) for e in parsed.response]
+    offset = np.zeros(frame.nobs)
+    for expr in parsed.offsets:
+        off = evaluate_expression(expr, data, parsed.text)
+        offset += _numeric(off, f"offset({expr})")
+    if frame.offset is not None:
+        offset += frame.offset
+    weights = np.ones(frame.nobs) if frame.weights is None else frame.weights.astype(float)
+    name = parsed.response[0] if len(values) == 1 else f"cbind({', '.join(parsed.response)})"
+    y, weights, info = family.prepare_response(values, weights, name, frame.row_labels)
+    return Response(name=name, y=np.ascontiguousarray(y, dtype=float),
+                    weights=np.ascontiguousarray(weights, dtype=float),
+                    offset=offset, family=family, info=info)
+
+
+def _numeric(series: pd.Series, label: str) -> np.ndarray:
+    if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
+        raise DataError(f"{label} must be numeric, not {series.dtype}")
+    return series.to_numpy(dtype=float)
+
+
+def numeric_response(series: pd.Series, name: str) -> np.ndarray:
+    """A response that must be numeric (bool counts as 0/1)."""
+    if pd.api.types.is_bool_dtype(series):
+        return series.to_numpy(dtype=float)
+    if not pd.api.types.is_numeric_dtype(series):
+        raise DataError(f"response '{name}' must be numeric; it has dtype {series.dtype} "
+                        f"(e.g. {show(series.iloc[0])})")
+    return series.to_numpy(dtype=float)

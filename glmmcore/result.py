@@ -1,0 +1,264 @@
+"""The fitted model: estimates, variance components, random effects, fit statistics.
+
+Names follow lme4 where lme4 has one (``fixef``, ``ranef``, ``varcorr``,
+``theta``, ``sigma``, ``loglik``); tables are pandas objects indexed by
+coefficient or level names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .optimize import Convergence
+from .predictor import Predictor
+from .response import Response
+
+
+@dataclass
+class MixedModelResult:
+    """A fitted linear or generalized linear mixed model.
+
+    Attributes
+    ----------
+    formula
+        The model formula.
+    family
+        The family object (``Gaussian(link='identity')`` for an LMM).
+    method
+        ``"REML"``, ``"ML"``, ``"Laplace"``, ``"AGQ"`` or ``"nAGQ=0"``.
+    theta
+        Relative covariance parameters in lme4's order.
+    beta
+        Fixed effects (also :attr:`fixef` as a Series).
+    b
+        Conditional modes of the random effects, block by block.
+    sigma
+        Residual standard deviation (LMM), square root of the dispersion
+        (families with one), else 1.
+    loglik
+        Log-likelihood at the optimum (REML criterion / -2 for a REML fit),
+        complete with every constant.
+    convergence
+        Diagnostics of the optimizer and the checks after it.
+    n_dropped
+        Rows dropped for missing values.
+    """
+
+    formula: str
+    family: Any
+    method: str
+    predictor: Predictor
+    response: Response
+    theta: np.ndarray
+    beta: np.ndarray
+    u: np.ndarray
+    b: np.ndarray
+    sigma: float
+    vcov_beta: np.ndarray
+    loglik: float
+    nparams: int
+    deviance: float
+    convergence: Convergence
+    n_dropped: int
+    eta: np.ndarray
+    mu: np.ndarray
+    reml: bool = False
+    nagq: int = 1
+    extra: dict = field(default_factory=dict)
+    data_label: str = "data"
+    condvar_blocks: Callable[[], list[np.ndarray]] | None = field(default=None, repr=False)
+
+    # -- sizes -----------------------------------------------------------
+    @property
+    def nobs(self) -> int:
+        """Number of observations used."""
+        return self.predictor.n
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels of each grouping factor."""
+        return {b.factor.name: b.nlevels for b in self.predictor.reterms.blocks}
+
+    @property
+    def is_lmm(self) -> bool:
+        """True for a linear mixed model."""
+        return self.method in ("REML", "ML")
+
+    # -- fixed effects ---------------------------------------------------
+    @property
+    def fixef(self) -> pd.Series:
+        """Fixed-effects estimates."""
+        return pd.Series(self.beta, index=self.predictor.fixed.names, name="Estimate")
+
+    @property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed-effects estimates."""
+        names = self.predictor.fixed.names
+        return pd.DataFrame(self.vcov_beta, index=names, columns=names)
+
+    @property
+    def stderr(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(np.sqrt(np.diag(self.vcov_beta)), index=self.predictor.fixed.names,
+                         name="Std. Error")
+
+    # -- random effects --------------------------------------------------
+    @property
+    def theta_names(self) -> list[str]:
+        """lme4-style labels of theta's elements (``student.(Intercept)``)."""
+        names = []
+        for term in self.predictor.reterms.terms:
+            cols = term.colnames
+            for c in range(len(cols)):
+                for r in range(c, len(cols)):
+                    label = cols[r] if r == c else f"{cols[r]}.{cols[c]}"
+                    names.append(f"{term.label}.{label}")
+        return names
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components as lme4's ``as.data.frame(VarCorr(fit))``.
+
+        Columns ``grp, var1, var2, vcov, sdcor``: variances with their
+        standard deviations, then covariances with their correlations, per
+        term; a ``Residual`` row for families with a scale.
+        """
+        rows = []
+        scale2 = self.sigma ** 2
+        Ts = self.predictor.reterms.T_matrices(self.theta)
+        for term in self.predictor.reterms.terms:
+            T = Ts[term.block][np.ix_(term.cols, term.cols)]
+            S = scale2 * (T @ T.T)
+            sd = np.sqrt(np.diag(S))
+            for i, name in enumerate(term.colnames):
+                rows.append((term.label, name, None, S[i, i], sd[i]))
+            for i in range(len(sd)):
+                for j in range(i + 1, len(sd)):
+                    corr = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
+                    rows.append((term.label, term.colnames[i], term.colnames[j], S[i, j], corr))
+        if self.has_scale:
+            rows.append(("Residual", None, None, scale2, self.sigma))
+        cols = list(zip(*rows))
+        # object columns keep None (not NaN) where lme4 has NA, whatever the rows
+        return pd.DataFrame({
+            "grp": pd.Series(cols[0], dtype=object), "var1": pd.Series(cols[1], dtype=object),
+            "var2": pd.Series(cols[2], dtype=object), "vcov": np.array(cols[3], dtype=float),
+            "sdcor": np.array(cols[4], dtype=float)})
+
+    @property
+    def has_scale(self) -> bool:
+        """True when the family has a residual scale (LMM, Gaussian, Gamma)."""
+        return bool(self.extra.get("has_scale", self.is_lmm))
+
+    @cached_property
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects, one table per grouping factor."""
+        out = {}
+        start = 0
+        for block in self.predictor.reterms.blocks:
+            values = self.b[start:start + block.q].reshape(block.nlevels, block.p)
+            out[block.factor.name] = pd.DataFrame(values, index=block.factor.levels,
+                                                  columns=block.colnames)
+            start += block.q
+        return out
+
+    @cached_property
+    def condvar(self) -> dict[str, np.ndarray]:
+        """Conditional covariance of each level's random effects.
+
+        One array of shape ``(levels, p, p)`` per grouping factor (lme4's
+        ``postVar``), given theta, beta and the scale.
+        """
+        if self.condvar_blocks is None:
+            raise RuntimeError("conditional variances are not available for this result")
+        blocks = self.condvar_blocks()
+        return {b.factor.name: v for b, v in zip(self.predictor.reterms.blocks, blocks)}
+
+    # -- fit statistics --------------------------------------------------
+    @property
+    def aic(self) -> float:
+        """Akaike's information criterion."""
+        return -2.0 * self.loglik + 2.0 * self.nparams
+
+    @property
+    def bic(self) -> float:
+        """Schwarz's Bayesian information criterion."""
+        return -2.0 * self.loglik + np.log(self.nobs) * self.nparams
+
+    @property
+    def reml_criterion(self) -> float:
+        """REML criterion at the optimum (NaN for a non-REML fit)."""
+        return -2.0 * self.loglik if self.reml else np.nan
+
+    @property
+    def converged(self) -> bool:
+        """Whether the convergence checks passed."""
+        return self.convergence.converged
+
+    @property
+    def is_singular(self) -> bool:
+        """Whether a variance component sits on its bound 0."""
+        return self.convergence.is_singular
+
+    # -- fitted values -----------------------------------------------------
+    def fitted(self) -> pd.Series:
+        """Fitted means (conditional on the random effects)."""
+        return pd.Series(self.mu, index=self.response_index, name="fitted")
+
+    def linear_predictor(self) -> pd.Series:
+        """Conditional linear predictor ``X beta + Z b + offset``."""
+        return pd.Series(self.eta, index=self.response_index, name="eta")
+
+    def residuals(self, kind: str = "response") -> pd.Series:
+        """Residuals: ``"response"`` (y - mu), ``"pearson"`` or ``"deviance"``."""
+        y, mu = self.response.y, self.mu
+        if kind == "response":
+            r = y - mu
+        elif kind == "pearson":
+            r = (y - mu) * np.sqrt(self.response.weights / self.unit_variance())
+        elif kind == "deviance":
+            r = np.sign(y - mu) * np.sqrt(np.maximum(self.deviance_residuals(), 0.0))
+        else:
+            raise ValueError(f"kind must be 'response', 'pearson' or 'deviance', not {kind!r}")
+        return pd.Series(r, index=self.response_index, name="residuals")
+
+    @property
+    def response_index(self) -> pd.Index:
+        """Row labels of the data rows used."""
+        return self.extra.get("row_labels", pd.RangeIndex(self.nobs))
+
+    def unit_variance(self) -> np.ndarray:
+        """Variance function at the fitted means (scale excluded for an LMM)."""
+        if self.is_lmm:
+            return np.ones(self.nobs)
+        return self.family.variance_array(self.mu, self.extra.get("phi", 1.0))
+
+    def deviance_residuals(self) -> np.ndarray:
+        """Squared deviance residuals at the fitted means."""
+        if self.is_lmm:
+            return self.response.weights * (self.response.y - self.mu) ** 2
+        return self.family.dev_resid_array(self.response.y, self.mu, self.response.weights,
+                                           self.extra.get("phi", 1.0))
+
+    # -- presentation ------------------------------------------------------
+    def summary(self) -> Summary:
+        """lme4-style summary; ``print(fit.summary())``."""
+        from .summary import format_summary
+        return Summary(format_summary(self))
+
+    def __repr__(self) -> str:
+        return (f"<MixedModelResult {self.method} fit of '{self.formula}': "
+                f"logLik {self.loglik:.4f}, {self.nobs} obs>")
+
+
+class Summary(str):
+    """Summary text that shows itself at the prompt."""
+
+    def __repr__(self) -> str:
+        return str(self)

@@ -1,0 +1,278 @@
+"""Random-effects terms: grouping factors, their columns, and theta's layout.
+
+Each lme4 term ``(expr | g)`` has a grouping factor with ``l`` levels and ``p``
+columns; its covariance is ``sigma^2 T T'`` with ``T`` lower triangular and
+``theta`` the free elements of ``T`` (column-major lower triangle, as lme4).
+``(expr || g)`` is split into one term per column, as lme4 splits it.
+
+For speed, terms on the same grouping factor are merged into one *block*
+whose ``T`` is block diagonal: ``(1 + x || g)`` is one block with a diagonal
+``T``, not two crossed terms.  Blocks are ordered by number of levels, largest
+first, so that the first block's part of ``Lambda' Z' W Z Lambda + I`` is
+block diagonal.  ``theta`` itself is kept in lme4's order (terms sorted by
+number of levels, stably), so values compare one to one with lme4's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import ModelSpecError
+from .fixed import evaluate_model_matrix, rename_intercept
+from .formula import ParsedFormula, RandomTerm
+
+
+@dataclass
+class GroupingFactor:
+    """A grouping factor: one integer code per observation.
+
+    Attributes
+    ----------
+    name
+        As lme4 prints it (``"student"``, ``"group:sender"``).
+    codes
+        Level index of each observation (int64).
+    levels
+        Level labels, in lme4's order (sorted; interactions lexicographic).
+    """
+
+    name: str
+    codes: np.ndarray
+    levels: pd.Index
+
+    @property
+    def nlevels(self) -> int:
+        """Number of levels."""
+        return len(self.levels)
+
+
+@dataclass
+class CovarianceTerm:
+    """One lme4 term (after ``||`` splitting): a row group of ``VarCorr``.
+
+    Attributes
+    ----------
+    label
+        Group label as ``as.data.frame(VarCorr)`` prints it (``student.1``).
+    block
+        Index of the block holding this term.
+    cols
+        Positions of the term's columns inside its block.
+    colnames
+        Names of the term's columns.
+    """
+
+    label: str
+    block: int
+    cols: np.ndarray
+    colnames: list[str]
+
+
+@dataclass
+class ReBlock:
+    """Random effects of one grouping factor (one or more merged terms).
+
+    Attributes
+    ----------
+    factor
+        The grouping factor.
+    X
+        ``n x p`` columns of the block (C order).
+    colnames
+        Names of the columns.
+    theta_index
+        ``p x p`` array: index into theta of each element of ``T``, -1 where
+        ``T`` is structurally zero.
+    """
+
+    factor: GroupingFactor
+    X: np.ndarray
+    colnames: list[str]
+    theta_index: np.ndarray
+
+    @property
+    def p(self) -> int:
+        """Number of columns."""
+        return self.X.shape[1]
+
+    @property
+    def nlevels(self) -> int:
+        """Number of levels of the grouping factor."""
+        return self.factor.nlevels
+
+    @property
+    def q(self) -> int:
+        """Number of random effects of the block."""
+        return self.p * self.nlevels
+
+
+@dataclass
+class ReTerms:
+    """All random-effects terms of a model.
+
+    Attributes
+    ----------
+    blocks
+        Merged blocks, largest number of levels first.
+    terms
+        lme4's terms in lme4's order (for VarCorr and theta labels).
+    theta_lower
+        Lower bounds of theta (0 on diagonals of T, -inf elsewhere).
+    """
+
+    blocks: list[ReBlock]
+    terms: list[CovarianceTerm]
+    theta_lower: np.ndarray
+
+    @property
+    def ntheta(self) -> int:
+        """Length of theta."""
+        return len(self.theta_lower)
+
+    @property
+    def q(self) -> int:
+        """Total number of random effects."""
+        return sum(b.q for b in self.blocks)
+
+    def theta_start(self) -> np.ndarray:
+        """lme4's start: 1 on the diagonals of T, 0 elsewhere."""
+        return np.where(np.isfinite(self.theta_lower), 1.0, 0.0)
+
+    def is_diagonal(self) -> np.ndarray:
+        """True for the elements of theta on a diagonal of T."""
+        return np.isfinite(self.theta_lower)
+
+    def factors(self) -> dict[str, GroupingFactor]:
+        """Grouping factors by name, in block order."""
+        return {b.factor.name: b.factor for b in self.blocks}
+
+    def T_matrices(self, theta: np.ndarray) -> list[np.ndarray]:
+        """The relative covariance factors ``T`` of the blocks."""
+        out = []
+        for b in self.blocks:
+            T = np.where(b.theta_index >= 0, theta[np.maximum(b.theta_index, 0)], 0.0)
+            out.append(T)
+        return out
+
+
+@dataclass
+class _SplitTerm:
+    term: RandomTerm
+    factor: GroupingFactor
+    X: np.ndarray
+    colnames: list[str]
+
+
+def build_reterms(parsed: ParsedFormula, data: pd.DataFrame) -> ReTerms:
+    """Build the random-effects terms of a parsed formula on model-frame data.
+
+    Raises
+    ------
+    ModelSpecError
+        A grouping factor has a single level.
+    """
+    factors: dict[tuple[str, ...], GroupingFactor] = {}
+    split: list[_SplitTerm] = []
+    for term in parsed.random:
+        if term.group not in factors:
+            factors[term.group] = grouping_factor(term.group, data)
+        factor = factors[term.group]
+        if factor.nlevels < 2:
+            raise ModelSpecError(f"grouping factor '{factor.name}' of term '{term.text}' has "
+                                 f"a single level; a random effect needs at least 2 levels")
+        mm = evaluate_model_matrix(term.expr, data, parsed.text)
+        X = mm.to_numpy(dtype=float)
+        names = [rename_intercept(str(c)) for c in mm.columns]
+        if X.shape[1] == 0:
+            raise ModelSpecError(f"random-effects term '{term.text}' has no columns")
+        if term.uncorrelated:
+            for j, name in enumerate(names):
+                split.append(_SplitTerm(term, factor, X[:, j:j + 1], [name]))
+        else:
+            split.append(_SplitTerm(term, factor, X, names))
+    if not split:
+        raise ModelSpecError(f"formula '{parsed.text}' has no random-effects term; "
+                             "a mixed model needs at least one '(expr | group)'")
+    return _assemble(split)
+
+
+def _assemble(split: list[_SplitTerm]) -> ReTerms:
+    # lme4 sorts terms by number of levels, decreasing; Python's sort is stable
+    order = sorted(range(len(split)), key=lambda i: -split[i].factor.nlevels)
+    keys: list[tuple[str, ...]] = []
+    for i in order:
+        if split[i].term.group not in keys:
+            keys.append(split[i].term.group)
+    members = {k: [i for i in order if split[i].term.group == k] for k in keys}
+    block_of: dict[int, tuple[int, int]] = {}
+    for b, key in enumerate(keys):
+        start = 0
+        for i in members[key]:
+            block_of[i] = (b, start)
+            start += split[i].X.shape[1]
+    lower: list[float] = []
+    index_parts: dict[int, np.ndarray] = {}
+    terms: list[CovarianceTerm] = []
+    label_count: dict[str, int] = {}
+    for i in order:
+        p = split[i].X.shape[1]
+        idx = -np.ones((p, p), dtype=np.int64)
+        for c in range(p):
+            for r in range(c, p):
+                idx[r, c] = len(lower)
+                lower.append(0.0 if r == c else -np.inf)
+        index_parts[i] = idx
+        name = split[i].factor.name
+        seen = label_count.get(name, 0)
+        label_count[name] = seen + 1
+        b, start = block_of[i]
+        terms.append(CovarianceTerm(label=name if seen == 0 else f"{name}.{seen}", block=b,
+                                    cols=np.arange(start, start + p),
+                                    colnames=list(split[i].colnames)))
+    blocks = []
+    for key in keys:
+        parts = members[key]
+        X = np.ascontiguousarray(np.column_stack([split[i].X for i in parts]))
+        p = X.shape[1]
+        theta_index = -np.ones((p, p), dtype=np.int64)
+        for i in parts:
+            _, start = block_of[i]
+            k = split[i].X.shape[1]
+            theta_index[start:start + k, start:start + k] = index_parts[i]
+        colnames = [n for i in parts for n in split[i].colnames]
+        blocks.append(ReBlock(factor=split[parts[0]].factor, X=X, colnames=colnames,
+                              theta_index=theta_index))
+    return ReTerms(blocks=blocks, terms=terms, theta_lower=np.array(lower))
+
+
+def grouping_factor(names: tuple[str, ...], data: pd.DataFrame) -> GroupingFactor:
+    """Integer codes of a grouping factor or of an interaction of several."""
+    codes_list, levels_list = [], []
+    for name in names:
+        codes, levels = _factorize(data[name])
+        codes_list.append(codes)
+        levels_list.append(levels)
+    if len(names) == 1:
+        return GroupingFactor(names[0], codes_list[0], levels_list[0])
+    stacked = np.column_stack(codes_list)
+    uniq, codes = np.unique(stacked, axis=0, return_inverse=True)
+    labels = [":".join(_label(levels_list[k][u[k]]) for k in range(len(names))) for u in uniq]
+    return GroupingFactor(":".join(names), codes.astype(np.int64).ravel(),
+                          pd.Index(labels, dtype=object))
+
+
+def _factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        column = column.cat.remove_unused_categories()
+        return column.cat.codes.to_numpy(dtype=np.int64), pd.Index(column.cat.categories)
+    codes, uniques = pd.factorize(column, sort=True)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+def _label(value: object) -> str:
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,120 @@
+"""The factorizations against dense linear algebra on a design with every kind of block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import multivariate_normal
+
+from glmmcore.fixed import fixed_design
+from glmmcore.formula import parse_formula
+from glmmcore.frame import model_frame
+from glmmcore.lmm import LmmDeviance
+from glmmcore.predictor import build_predictor
+from glmmcore.reterms import build_reterms
+
+FORMULA = "y ~ x + (1 + x | g) + (1 | h) + (x || k) + (1 | g:h)"
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    n = 240
+    df = pd.DataFrame({"g": rng.integers(0, 30, n), "h": rng.integers(0, 8, n),
+                       "k": rng.integers(0, 5, n), "x": rng.normal(size=n)})
+    df["y"] = 1 + df["x"] + rng.normal(size=30)[df["g"]] + rng.normal(size=n)
+    return df
+
+
+def parts(frame: pd.DataFrame, backend: str):
+    parsed = parse_formula(FORMULA)
+    mf = model_frame(parsed, frame)
+    fixed = fixed_design(parsed.fixed, mf.data, FORMULA)
+    reterms = build_reterms(parsed, mf.data)
+    return build_predictor(fixed, reterms, backend)
+
+
+def dense_Z_Lambda(predictor, theta):
+    """Dense Z and Lambda in the block, level-major order the factors use."""
+    cols, lams = [], []
+    for block, T in zip(predictor.reterms.blocks, predictor.reterms.T_matrices(theta)):
+        Zk = np.zeros((predictor.n, block.q))
+        for i, level in enumerate(block.factor.codes):
+            Zk[i, level * block.p:(level + 1) * block.p] = block.X[i]
+        cols.append(Zk)
+        lams.append(np.kron(np.eye(block.nlevels), T))
+    from scipy.linalg import block_diag
+    return np.hstack(cols), block_diag(*lams)
+
+
+THETA = np.array([0.9, 0.3, 0.4, 0.7, 0.5, 0.8, 0.6, 0.2])
+
+
+@pytest.mark.parametrize("backend", ["blocked", "sparse"])
+def test_factor_matches_dense_algebra(frame, backend):
+    pred = parts(frame, backend)
+    theta = THETA[:pred.reterms.ntheta]
+    rng = np.random.default_rng(3)
+    w = rng.uniform(0.5, 2.0, pred.n)
+    y = frame["y"].to_numpy()
+    Y = np.column_stack([pred.X, y])
+    fac = pred.new_factor(Y.shape[1])
+    fac.crossprod(w, Y)
+    assert fac.factor(theta)
+
+    Z, Lam = dense_Z_Lambda(pred, theta)
+    ZL = Z @ Lam
+    M = ZL.T @ (w[:, None] * ZL) + np.eye(ZL.shape[1])
+    assert fac.logdet_re == pytest.approx(np.linalg.slogdet(M)[1], rel=1e-12)
+
+    full = np.block([[M, ZL.T @ (w[:, None] * pred.X)],
+                     [pred.X.T @ (w[:, None] * ZL), pred.X.T @ (w[:, None] * pred.X)]])
+    rhs = np.concatenate([ZL.T @ (w * y), pred.X.T @ (w * y)])
+    sol = np.linalg.solve(full, rhs)
+    u, beta = fac.solve(pred.p)
+    np.testing.assert_allclose(beta, sol[-pred.p:], rtol=1e-10)
+    np.testing.assert_allclose(u, sol[:-pred.p], rtol=1e-9, atol=1e-12)
+
+    Minv = np.linalg.inv(M)
+    start = 0
+    for block, V in zip(pred.reterms.blocks, fac.inverse_diag_blocks()):
+        for level in range(block.nlevels):
+            sl = slice(start + level * block.p, start + (level + 1) * block.p)
+            np.testing.assert_allclose(V[level], Minv[sl, sl], rtol=1e-9, atol=1e-14)
+        start += block.q
+
+
+def test_profiled_deviance_equals_the_marginal_likelihood(frame):
+    pred = parts(frame, "blocked")
+    theta = THETA[:pred.reterms.ntheta]
+    y = frame["y"].to_numpy()
+    dev = LmmDeviance(pred, y, np.ones(pred.n), np.zeros(pred.n), reml=False)
+    value = dev(theta)
+    sol = dev.solution(theta)
+    Z, Lam = dense_Z_Lambda(pred, theta)
+    ZL = Z @ Lam
+    cov = sol.sigma ** 2 * (np.eye(pred.n) + ZL @ ZL.T)
+    loglik = multivariate_normal(mean=pred.X @ sol.beta, cov=cov).logpdf(y)
+    assert value == pytest.approx(-2 * loglik, rel=1e-10)
+
+
+def test_reml_criterion_equals_the_restricted_likelihood(frame):
+    pred = parts(frame, "sparse")
+    theta = THETA[:pred.reterms.ntheta]
+    y = frame["y"].to_numpy()
+    dev = LmmDeviance(pred, y, np.ones(pred.n), np.zeros(pred.n), reml=True)
+    value = dev(theta)
+    sigma = dev.solution(theta).sigma
+    Z, Lam = dense_Z_Lambda(pred, theta)
+    ZL = Z @ Lam
+    V = sigma ** 2 * (np.eye(pred.n) + ZL @ ZL.T)
+    Vi = np.linalg.inv(V)
+    X = pred.X
+    XtViX = X.T @ Vi @ X
+    beta = np.linalg.solve(XtViX, X.T @ Vi @ y)
+    r = y - X @ beta
+    n, p = X.shape
+    restricted = (np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1] + r @ Vi @ r
+                  + (n - p) * np.log(2 * np.pi))
+    assert value == pytest.approx(restricted, rel=1e-10)

@@ -1,0 +1,121 @@
+"""Every seed LMM against lme4's fit: logLik, estimates, SEs, variance components, modes."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from conftest import lme4_name
+
+import glmmcore
+from glmmcore.lmm import LmmDeviance
+
+SEED_LMMS = ["gpa_ri", "gpa_ri_ml", "gpa_rs", "gpa_uncorr", "gpa_cluster", "pupils_crossed",
+             "nurses_nested", "nurses_slope", "nurses_slash", "socio_m4"]
+
+REL = 1e-4        # the issue's tolerance on estimates, SEs and variance components
+MODE_REL = 1e-3   # on conditional modes
+
+
+def parse_call(call: str) -> tuple[str, str, bool]:
+    """Formula, data name and REML flag of an lmer call."""
+    m = re.fullmatch(r"lmer\((.*), data = (\w+)(.*)\)", call)
+    assert m, call
+    formula, data, rest = m.groups()
+    return formula, data, "REML = FALSE" not in rest
+
+
+def close(actual: float, expected: float, rel: float, floor: float = 1e-8) -> bool:
+    return abs(actual - expected) <= rel * max(abs(expected), floor)
+
+
+@pytest.fixture(scope="module", params=["blocked", "sparse"])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.mark.parametrize("key", SEED_LMMS)
+def test_seed_lmm_matches_lme4(key, reference, datasets, backend):
+    ref = reference[key]
+    formula, data, reml = parse_call(ref["call"])
+    fit = glmmcore.fit(formula, datasets[data], REML=reml, control={"backend": backend})
+
+    # log-likelihood at least lme4's (to 1e-6 relative)
+    assert fit.loglik >= ref["logLik"] - 1e-6 * abs(ref["logLik"])
+    assert fit.nobs == ref["nobs"]
+    assert fit.converged, fit.convergence.reason
+    assert len(fit.fixef) == len(ref["fixef"])
+    for name, n in (ref.get("ngrps") or {}).items():
+        assert fit.ngroups[name] == n
+    # information criteria follow from logLik and the parameter count
+    if ref.get("AIC") is not None:
+        assert fit.aic == pytest.approx(ref["AIC"], rel=1e-8, abs=1e-6)
+    if ref.get("BIC") is not None:
+        assert fit.bic == pytest.approx(ref["BIC"], rel=1e-8, abs=1e-6)
+
+    # Where lme4 stopped measurably short of the optimum (its criterion at its
+    # theta, evaluated here, exceeds ours by more than LME4_SHORT), its
+    # estimates differ from the optimum's by more than its convergence allows
+    # to check at REL; there the estimates are compared at lme4's own theta.
+    gap = criterion_at(fit, ref["theta"]) - criterion_at(fit, fit.theta)
+    assert gap >= -1e-9, "lme4's theta gives a better criterion than our optimum"
+    target = fit if gap <= LME4_SHORT else refit_at(fit, ref["theta"])
+    check_estimates(target, ref)
+    check_varcorr(target, ref)
+    check_modes(target, ref)
+
+
+LME4_SHORT = 1e-8
+
+
+def criterion_at(fit, theta) -> float:
+    dev = LmmDeviance(fit.predictor, fit.response.y, fit.response.weights,
+                      fit.response.offset, fit.reml)
+    return dev(np.asarray(theta, dtype=float))
+
+
+def refit_at(fit, theta):
+    """The fit's estimates evaluated at a given theta (no optimization)."""
+    from glmmcore.lmm import fit_lmm_at
+    return fit_lmm_at(fit, np.asarray(theta, dtype=float))
+
+
+def check_estimates(fit, ref) -> None:
+    for name, value in fit.fixef.items():
+        assert close(value, ref["fixef"][lme4_name(name)], REL), (name, value)
+    for name, value in fit.stderr.items():
+        assert close(value, ref["se"][lme4_name(name)], REL), (name, value)
+
+
+def check_varcorr(fit, ref) -> None:
+    ours = fit.varcorr
+    assert len(ours) == len(ref["varcorr"])
+    for row in ref["varcorr"]:
+        var1 = ours["var1"].fillna("").map(lme4_name)
+        var2 = ours["var2"].fillna("").map(lme4_name)
+        hit = ours[(ours["grp"] == row["grp"]) & (var1 == (row["var1"] or ""))
+                   & (var2 == (row["var2"] or ""))]
+        assert len(hit) == 1, row
+        # covariances and correlations compare on the scale of the variances involved
+        assert close(hit["vcov"].iloc[0], row["vcov"], REL, floor=1e-3 * max(
+            r["vcov"] for r in ref["varcorr"] if r["var2"] is None)), row
+        if row["var2"] is None:
+            assert close(hit["sdcor"].iloc[0], row["sdcor"], REL), row
+        else:
+            assert abs(hit["sdcor"].iloc[0] - row["sdcor"]) < REL, row
+
+
+def check_modes(fit, ref) -> None:
+    for group, head in (ref.get("ranef_head") or {}).items():
+        table = fit.ranef[group].rename(columns=lme4_name)
+        scale = table.abs().to_numpy().max()
+        for i, row in enumerate(head):
+            level = row.get("_row")
+            # without a label, the i-th level in lme4's (sorted) order
+            ours = table.loc[level] if level is not None else table.iloc[i]
+            for col, value in row.items():
+                if col == "_row":
+                    continue
+                assert abs(ours[col] - value) <= MODE_REL * max(abs(value), 0.1 * scale), \
+                    (group, i, col)
