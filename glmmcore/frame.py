@@ -160,11 +160,11 @@ def _argument_column(value: Any, frame: pd.DataFrame, what: str) -> np.ndarray |
 
 
 def _check_weights(w: np.ndarray, labels: pd.Index, keep: np.ndarray) -> None:
-    bad = np.flatnonzero(keep & (np.isnan(w) | (w < 0) | ~np.isfinite(w)))
+    bad = np.flatnonzero(keep & ~(w > 0) | keep & ~np.isfinite(w))
     if bad.size:
         i = bad[0]
         what = "missing" if np.isnan(w[i]) else show(w[i])
-        raise DataError(f"weights must be finite and non-negative; row {show(labels[i])} has "
+        raise DataError(f"weights must be finite and positive; row {show(labels[i])} has "
                         f"{what} ({bad.size} bad rows)")
 
 

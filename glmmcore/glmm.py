@@ -16,15 +16,20 @@ block of the factorization for ``nAGQ = 0``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 
 from .condvar import scaled_condvar
-from .errors import ConvergenceError, ConvergenceWarning, DataError, show
+from .errors import ConvergenceError, DataError
 from .kernels import family_kernels
-from .optimize import bobyqa, check_convergence, fd_derivatives, unchecked_convergence
+from .optimize import (
+    bobyqa,
+    check_convergence,
+    fd_derivatives,
+    unchecked_convergence,
+    warn_once,
+)
 from .pirls import Pirls, PirlsOutcome
 from .predictor import Predictor
 from .quadrature import Quadrature, check_quadrature
@@ -144,10 +149,13 @@ def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, con
     eta = predictor.X @ beta + predictor.Zb(b) + response.offset
     mu = response.family.linkinv_array(eta)
     factor = pirls.factor
-    flags = _numerical_flags(response, mu, dev.failures)
+    flags = _numerical_flags(response, predictor, mu, dev.failures)
+    if out.stopped_on_deviance:
+        flags.append("PIRLS stopped when the deviance settled, not at a finite mode: "
+                     "estimates drift to infinity (separation?)")
     conv.extra.update({"pirls_iterations": out.iterations, "pirls_halvings": out.halvings,
                        "pirls_failures": dev.failures, "flags": flags})
-    _warn(conv, flags, control)
+    warn_once(conv, [f for f in flags if f.startswith("fitted probabilities")], control)
 
     def condvar_blocks() -> list[np.ndarray]:
         dev.evaluate(x, stage)
@@ -192,30 +200,30 @@ def rx_vcov(predictor: Predictor, w: np.ndarray, theta: np.ndarray) -> np.ndarra
 
 
 def _check_weights(w: np.ndarray) -> None:
-    bad = np.flatnonzero(w < 0)
-    if bad.size:
-        raise DataError(f"weights must be non-negative; observation {bad[0]} has "
-                        f"{show(w[bad[0]])}")
     if not np.any(w > 0):
-        raise DataError("every weight is zero")
+        raise DataError("every observation has weight zero (no trials)")
 
 
-def _numerical_flags(response: Any, mu: np.ndarray, failures: int) -> list[str]:
+def _numerical_flags(response: Any, predictor: Predictor, mu: np.ndarray,
+                     failures: int) -> list[str]:
     """Numerical problems worth reporting (not errors: the fit completed)."""
     flags = []
     family = response.family.name
     if family == "binomial":
-        extreme = np.mean((mu < 1e-8) | (mu > 1 - 1e-8))
-        if extreme > 0:
-            flags.append(f"fitted probabilities numerically 0 or 1 for {extreme:.1%} of the "
-                         "observations (complete or quasi-complete separation?)")
+        eps = 10 * np.finfo(float).eps        # R's glm.fit threshold
+        extreme = int(np.sum((mu < eps) | (mu > 1 - eps)))
+        if extreme:
+            flags.append(f"fitted probabilities numerically 0 or 1 for {extreme} of "
+                         f"{len(mu)} observations (complete or quasi-complete separation?)")
+    if family in ("binomial", "poisson"):
+        for block in predictor.reterms.blocks:
+            counts = np.bincount(block.factor.codes, weights=response.y * response.weights,
+                                 minlength=block.nlevels)
+            zero = int(np.sum(counts == 0))
+            if zero:
+                flags.append(f"{zero} level(s) of '{block.factor.name}' have no successes or "
+                             "counts at all; their modes rest on the random-effects prior")
     if failures:
         flags.append(f"PIRLS failed at {failures} trial parameter value(s) the optimizer "
                      "then avoided")
     return flags
-
-
-def _warn(conv: Any, flags: list[str], control: Any) -> None:
-    problems = ([] if conv.converged else [conv.reason]) + flags
-    if problems and control.warn:
-        warnings.warn("; ".join(problems), ConvergenceWarning, stacklevel=4)

@@ -19,7 +19,13 @@ import numpy as np
 
 from .condvar import scaled_condvar
 from .errors import DataError, ModelSpecError, show
-from .optimize import bobyqa, check_convergence, fd_derivatives, unchecked_convergence
+from .optimize import (
+    bobyqa,
+    check_convergence,
+    fd_derivatives,
+    unchecked_convergence,
+    warn_once,
+)
 from .predictor import Predictor
 from .result import MixedModelResult
 
@@ -141,6 +147,7 @@ def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,
                                  messages)
     else:
         conv = unchecked_convergence(theta, reterms.is_diagonal(), messages)
+    warn_once(conv, [], control)
     return lmm_result(dev, response, theta, conv, n_dropped, formula)
 
 

@@ -8,11 +8,14 @@ variance sits on its bound (a singular fit), and ``converged`` with a reason.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nlopt
 import numpy as np
+
+from .errors import ConvergenceWarning
 
 GRAD_TOL = 2e-3        # lme4's check.conv.grad
 SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
@@ -218,3 +221,13 @@ def unchecked_convergence(x: np.ndarray, diagonal: np.ndarray,
                        is_singular=singular, gradient=np.full(n, np.nan),
                        hessian=np.full((n, n), np.nan), scaled_gradient=np.full(n, np.nan),
                        min_eigenvalue=np.nan, optimizer=messages)
+
+
+def warn_once(conv: Convergence, problems: list[str], control: object) -> None:
+    """One :class:`ConvergenceWarning` per fit for a failed check or other problems.
+
+    Diagnostics are on the result either way; ``control.warn = False`` silences it.
+    """
+    problems = ([] if conv.converged else [conv.reason]) + list(problems)
+    if problems and getattr(control, "warn", True):
+        warnings.warn("; ".join(problems), ConvergenceWarning, stacklevel=4)

@@ -11,7 +11,10 @@ column(s).
 The iterations stop when the Newton increment is below :data:`STEP_TOL`
 before it is taken, so the factor left in the workspace belongs to the
 weights at the returned mode: ``log|L|^2`` and the conditional variances are
-consistent with ``u``.
+consistent with ``u``.  When there is no finite mode (complete separation
+drives ``beta`` to infinity), the deviance settles while the increments do
+not shrink; after :data:`SLOW_ITER` iterations PIRLS then stops on the
+deviance, as R's ``glm.fit`` does, and says so on its outcome.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from .predictor import Predictor
 STEP_TOL = 1e-12     # on max|increment| / (1 + max|value|)
 MAX_ITER = 60
 MAX_HALVINGS = 40
+SLOW_ITER = 25       # after this many iterations, also stop when the deviance settles:
+DEV_TOL = 1e-10      # |change| < DEV_TOL (|pdev| + 0.1)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class PirlsOutcome:
     loglik_y: float
     iterations: int
     halvings: int
+    stopped_on_deviance: bool = False
 
     @property
     def laplace_deviance(self) -> float:
@@ -122,6 +128,14 @@ class Pirls:
                     "PIRLS step-halving failed to reduce the penalized deviance",
                     {"theta": theta.tolist(), "beta": b.tolist(), "iteration": iteration,
                      "penalized_deviance": pdev, "halvings": halvings})
+            if iteration >= SLOW_ITER and abs(pdev - pdev_t) < DEV_TOL * (abs(pdev_t) + 0.1):
+                # no finite mode in reach (e.g. separation): stop on the deviance, as R's
+                # glm.fit, with the factor taken at the final weights
+                self._newton(theta)
+                self.u, self.beta = u_t, b_t
+                out = self._outcome(u_t, b_t, pdev_t, phi, iteration, halvings)
+                out.stopped_on_deviance = True
+                return out
             u, b, pdev = u_t, b_t, pdev_t
         raise ConvergenceError(f"PIRLS did not converge in {MAX_ITER} iterations",
                                {"theta": theta.tolist(), "beta": b.tolist(),

@@ -127,6 +127,7 @@ def _convergence(fit: Any) -> str:
         lines.append("boundary (singular) fit: a variance component is estimated as 0")
     if not conv.converged:
         lines.append(f"Convergence warning: {conv.reason}")
+    lines += [f"Note: {flag}" for flag in conv.extra.get("flags", [])]
     return "\n".join(lines)
 
 

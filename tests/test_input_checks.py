@@ -49,7 +49,7 @@ def test_infinite_value_names_column_and_row(small):
         glmmcore.fit("y ~ x + (1 | g)", bad)
 
 
-@pytest.mark.parametrize("value, what", [(-1.0, "-1.0"), (np.nan, "missing")])
+@pytest.mark.parametrize("value, what", [(-1.0, "-1.0"), (0.0, "0.0"), (np.nan, "missing")])
 def test_bad_weights_name_the_row(small, value, what):
     w = np.ones(len(small))
     w[3] = value
