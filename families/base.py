@@ -39,12 +39,17 @@ LINK_KERNEL_NAMES = ("linkfun", "linkinv", "mu_eta")
 
 @dataclass(frozen=True)
 class Link:
-    """A link function: three scalar ``njit`` kernels and a name."""
+    """A link function: scalar ``njit`` kernels and a name.
+
+    ``mu_eta2(eta, mu)``, the second derivative of the inverse link, is
+    optional; families that use the observed information need it.
+    """
 
     name: str
     linkfun: Any
     linkinv: Any
     mu_eta: Any
+    mu_eta2: Any = None
 
     def __repr__(self) -> str:
         return f"Link({self.name!r})"
@@ -85,6 +90,12 @@ class Family:
     variance: ClassVar[Any] = None
     dev_resid: ClassVar[Any] = None
     logpdf: ClassVar[Any] = None
+    # "expected": log|L|^2 of the Laplace approximation at the PIRLS (Fisher) weights, as
+    # lme4; "observed": at -d2 log p / d eta2 (the exact Laplace approximation, as
+    # glmmTMB), which needs the two kernels below and the link's mu_eta2
+    laplace: ClassVar[str] = "expected"
+    dlogpdf_dmu: ClassVar[Any] = None
+    d2logpdf_dmu2: ClassVar[Any] = None
 
     def __init__(self, link: str | Link | None = None) -> None:
         if isinstance(link, Link):
@@ -157,6 +168,10 @@ class Family:
     def start_phi(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> float:
         """Starting value of the extra parameter (ignored without one)."""
         return 1.0
+
+    def display_params(self, phi: float) -> dict[str, float]:
+        """The extra parameter as results show it (e.g. a shape from a dispersion)."""
+        return {self.extra.name: phi} if self.extra is not None else {}
 
     def simulate(self, mu: np.ndarray, weights: np.ndarray, phi: float,
                  rng: np.random.Generator) -> np.ndarray:

@@ -128,6 +128,42 @@ def sqrt_mu_eta(eta: float, mu: float) -> float:
     return 2.0 * eta
 
 
+@njit(cache=True, inline="always")
+def identity_mu_eta2(eta: float, mu: float) -> float:
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def log_mu_eta2(eta: float, mu: float) -> float:
+    return mu
+
+
+@njit(cache=True, inline="always")
+def inverse_mu_eta2(eta: float, mu: float) -> float:
+    return 2.0 * mu * mu * mu
+
+
+@njit(cache=True, inline="always")
+def logit_mu_eta2(eta: float, mu: float) -> float:
+    return mu * (1.0 - mu) * (1.0 - 2.0 * mu)
+
+
+@njit(cache=True, inline="always")
+def probit_mu_eta2(eta: float, mu: float) -> float:
+    return -eta * INV_SQRT_2PI * math.exp(-0.5 * eta * eta)
+
+
+@njit(cache=True, inline="always")
+def cloglog_mu_eta2(eta: float, mu: float) -> float:
+    e = math.exp(min(eta, 700.0))
+    return e * math.exp(-e) * (1.0 - e)
+
+
+@njit(cache=True, inline="always")
+def sqrt_mu_eta2(eta: float, mu: float) -> float:
+    return 2.0
+
+
 @njit(cache=True)
 def _qnorm(p: float) -> float:
     """Normal quantile (Acklam's rational approximation, one Newton step)."""
@@ -163,7 +199,8 @@ def _qnorm(p: float) -> float:
 
 def _link(name: str) -> Link:
     g = globals()
-    return Link(name, g[f"{name}_linkfun"], g[f"{name}_linkinv"], g[f"{name}_mu_eta"])
+    return Link(name, g[f"{name}_linkfun"], g[f"{name}_linkinv"], g[f"{name}_mu_eta"],
+                g[f"{name}_mu_eta2"])
 
 
 IDENTITY = _link("identity")

@@ -162,11 +162,12 @@ def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, con
         return scaled_condvar(predictor, factor, theta, 1.0)
 
     method = {0: "nAGQ=0", 1: "Laplace"}.get(dev.nagq, "AGQ")
-    extra = {"phi": phi, "nevals": dev.nevals, "has_scale": dev.has_phi,
+    has_scale = dev.has_phi and response.family.extra.name == "dispersion"
+    extra = {"phi": phi, "nevals": dev.nevals, "has_scale": has_scale,
              "conditional_deviance": float(np.sum(response.family.dev_resid_array(
                  response.y, mu, response.weights, phi)))}
     if dev.has_phi:
-        extra["family_params"] = {response.family.extra.name: phi}
+        extra["family_params"] = response.family.display_params(phi)
     sigma = float(np.sqrt(phi)) if dev.has_phi else 1.0
     return MixedModelResult(
         formula=formula, family=response.family, method=method, predictor=predictor,

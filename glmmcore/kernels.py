@@ -110,7 +110,25 @@ def devres_vec(n, y_p, mu_p, wt_p, phi, out_p):
     return total
 '''
 
+_OBSERVED_TEMPLATE = '''
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P), cache={cache})
+def observed_weights(n, eta_p, y_p, wt_p, phi, mu_p, w_p):
+    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
+    mu, w = carray(mu_p, n), carray(w_p, n)
+    for i in range(n):
+        if wt[i] == 0.0:
+            w[i] = 0.0
+            continue
+        m = mu[i]
+        me = mu_eta(eta[i], m)
+        w[i] = -(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me
+                 + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(eta[i], m))
+    return 0.0
+'''
+
 SCALAR_KERNELS = ("linkfun", "linkinv", "mu_eta", "variance", "dev_resid", "logpdf")
+OBSERVED_KERNELS = ("mu_eta2", "dlogpdf_dmu", "d2logpdf_dmu2")
 ARRAY_KERNELS = ("update", "logpdf_vec", "linkinv_vec", "linkfun_vec", "variance_vec",
                  "devres_vec")
 
@@ -126,6 +144,7 @@ class FamilyKernels:
     variance_vec: int
     devres_vec: int
     module: ModuleType
+    observed_weights: int = 0   # 0 unless the family uses the observed information
 
 
 _lock = threading.Lock()
@@ -134,25 +153,30 @@ _loaded: dict[str, FamilyKernels] = {}
 
 def family_kernels(family: Any) -> FamilyKernels:
     """The compiled array kernels of a family instance (compiled on first use)."""
+    cls = type(family)
     scalars = {
         "linkfun": family.link.linkfun, "linkinv": family.link.linkinv,
-        "mu_eta": family.link.mu_eta, "variance": type(family).variance,
-        "dev_resid": type(family).dev_resid, "logpdf": type(family).logpdf,
+        "mu_eta": family.link.mu_eta, "variance": cls.variance,
+        "dev_resid": cls.dev_resid, "logpdf": cls.logpdf,
     }
+    if getattr(cls, "laplace", "expected") == "observed":
+        scalars.update({"mu_eta2": family.link.mu_eta2, "dlogpdf_dmu": cls.dlogpdf_dmu,
+                        "d2logpdf_dmu2": cls.d2logpdf_dmu2})
     key = _key(family, scalars)
     with _lock:
         if key not in _loaded:
             module = _load_module(family, scalars, key)
+            observed = getattr(module, "observed_weights", None)
             _loaded[key] = FamilyKernels(
                 **{name: getattr(module, name).address for name in ARRAY_KERNELS},
-                module=module)
+                module=module, observed_weights=observed.address if observed else 0)
         return _loaded[key]
 
 
 def _key(family: Any, scalars: dict[str, Any]) -> str:
-    digest = hashlib.sha256(_TEMPLATE.encode())
+    digest = hashlib.sha256((_TEMPLATE + _OBSERVED_TEMPLATE).encode())
     digest.update(f"{numba.__version__}|{family.name}|{family.link.name}".encode())
-    for name in SCALAR_KERNELS:
+    for name in scalars:
         func = scalars[name].py_func
         digest.update(f"{name}|{func.__module__}|{func.__qualname__}".encode())
         try:
@@ -169,13 +193,18 @@ def _importable(func: Any) -> bool:
             and getattr(module, func.__qualname__, None) is not None)
 
 
+def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> str:
+    text = _TEMPLATE + (_OBSERVED_TEMPLATE if "mu_eta2" in scalars else "")
+    return text.format(family=family.name, link=family.link.name, imports=imports,
+                       cache=cache)
+
+
 def _load_module(family: Any, scalars: dict[str, Any], key: str) -> ModuleType:
-    funcs = {name: scalars[name].py_func for name in SCALAR_KERNELS}
+    funcs = {name: scalars[name].py_func for name in scalars}
     if all(_importable(f) for f in funcs.values()):
         imports = "\n".join(f"from {f.__module__} import {f.__qualname__} as {name}"
                             for name, f in funcs.items())
-        source = _TEMPLATE.format(family=family.name, link=family.link.name,
-                                  imports=imports, cache=True)
+        source = _source(family, scalars, imports, cache=True)
         path = _write_source(f"glmmcore_kernels_{_safe(family.name)}_{key}.py", source)
         if path is not None:
             spec = importlib.util.spec_from_file_location(path.stem, path)
@@ -186,8 +215,8 @@ def _load_module(family: Any, scalars: dict[str, Any], key: str) -> ModuleType:
             return module
     module = ModuleType(f"glmmcore_kernels_{key}")
     module.__dict__.update(scalars)
-    exec(compile(_TEMPLATE.format(family=family.name, link=family.link.name, imports="",
-                                  cache=False), module.__name__, "exec"), module.__dict__)
+    exec(compile(_source(family, scalars, "", cache=False), module.__name__, "exec"),
+         module.__dict__)
     return module
 
 
@@ -275,6 +304,19 @@ def call_update(fn, eta, y, wt, phi, mu, w, r, dev):
     """mu, working weights, working residuals and deviance residuals at eta; sum of the latter."""
     return _call_update(fn, eta.size, eta.ctypes.data, y.ctypes.data, wt.ctypes.data, phi,
                         mu.ctypes.data, w.ctypes.data, r.ctypes.data, dev.ctypes.data)
+
+
+@intrinsic
+def _call_observed(typingctx, fn, n, eta, y, wt, phi, mu, w):
+    sig = types.float64(*([types.int64] * 5), types.float64, types.int64, types.int64)
+    return sig, _pointer_call(_D, [_I, _PTR, _PTR, _PTR, _D, _PTR, _PTR], [1, 2, 3, 5, 6])
+
+
+@njit(cache=True, nogil=True)
+def call_observed(fn, eta, y, wt, phi, mu, w):
+    """Observed-information weights ``-d2 log p / d eta2`` at eta (with mu) into w."""
+    return _call_observed(fn, eta.size, eta.ctypes.data, y.ctypes.data, wt.ctypes.data, phi,
+                          mu.ctypes.data, w.ctypes.data)
 
 
 @njit(cache=True, nogil=True)

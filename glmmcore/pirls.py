@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConvergenceError
-from .kernels import FamilyKernels, call_map, call_update, call_yms
+from .kernels import FamilyKernels, call_map, call_observed, call_update, call_yms
 from .predictor import Predictor
 
 STEP_TOL = 1e-12     # on max|increment| / (1 + max|value|)
@@ -113,7 +113,7 @@ class Pirls:
                        else 0.0)
             if step < STEP_TOL:
                 self.u, self.beta = u, b
-                return self._outcome(u, b, pdev, phi, iteration, halvings)
+                return self._outcome(theta, u, b, pdev, phi, iteration, halvings)
             t = 1.0
             for _ in range(MAX_HALVINGS):
                 u_t = u + t * (u_new - u)
@@ -133,7 +133,7 @@ class Pirls:
                 # glm.fit, with the factor taken at the final weights
                 self._newton(theta)
                 self.u, self.beta = u_t, b_t
-                out = self._outcome(u_t, b_t, pdev_t, phi, iteration, halvings)
+                out = self._outcome(theta, u_t, b_t, pdev_t, phi, iteration, halvings)
                 out.stopped_on_deviance = True
                 return out
             u, b, pdev = u_t, b_t, pdev_t
@@ -183,8 +183,19 @@ class Pirls:
         u_new, b_new = self.factor.solve(self.m - 1)
         return u_new, (b_new if self.beta_in_pirls else self.beta)
 
-    def _outcome(self, u: np.ndarray, beta: np.ndarray, pdev: float, phi: float,
-                 iterations: int, halvings: int) -> PirlsOutcome:
+    def _refactor_observed(self, theta: np.ndarray, phi: float) -> None:
+        """Refactor at the observed information (-d2 log p / d eta2) at the mode."""
+        call_observed(self.kernels.observed_weights, self.eta, self.y, self.wt, phi,
+                      self.mu, self.w)
+        self.factor.crossprod(self.w, self.Y)
+        if not self.factor.factor(theta):
+            raise ConvergenceError("the observed information is not positive definite at "
+                                   "the mode", {"theta": theta.tolist()})
+
+    def _outcome(self, theta: np.ndarray, u: np.ndarray, beta: np.ndarray, pdev: float,
+                 phi: float, iterations: int, halvings: int) -> PirlsOutcome:
+        if self.kernels.observed_weights:
+            self._refactor_observed(theta, phi)
         lp = np.empty(self.predictor.n)
         loglik = call_yms(self.kernels.logpdf_vec, self.y, self.mu, self.wt, phi, lp)
         return PirlsOutcome(u=u.copy(), beta=beta.copy(), pdev=pdev,

@@ -130,7 +130,9 @@ class MixedModelResult:
         term; a ``Residual`` row for families with a scale.
         """
         rows = []
-        scale2 = self.sigma ** 2
+        # an LMM's random effects are scaled by sigma; a GLMM's are not (the dispersion is
+        # in its PIRLS weights)
+        scale2 = self.sigma ** 2 if self.is_lmm else 1.0
         Ts = self.predictor.reterms.T_matrices(self.theta)
         for term in self.predictor.reterms.terms:
             T = Ts[term.block][np.ix_(term.cols, term.cols)]
@@ -143,7 +145,7 @@ class MixedModelResult:
                     corr = S[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else np.nan
                     rows.append((term.label, term.colnames[i], term.colnames[j], S[i, j], corr))
         if self.has_scale:
-            rows.append(("Residual", None, None, scale2, self.sigma))
+            rows.append(("Residual", None, None, self.sigma ** 2, self.sigma))
         cols = list(zip(*rows))
         # object columns keep None (not NaN) where lme4 has NA, whatever the rows
         return pd.DataFrame({
