@@ -25,6 +25,13 @@ import numpy as np
 
 from .errors import ConvergenceError
 from .kernels import FamilyKernels, call_map, call_observed, call_update, call_yms
+from .pirls_kernel import (
+    HALVING_FAILED,
+    MAX_ITERATIONS,
+    NOT_POSITIVE_DEFINITE,
+    STOPPED_ON_DEVIANCE,
+    pirls_loop,
+)
 from .predictor import Predictor
 
 STEP_TOL = 1e-12     # on max|increment| / (1 + max|value|)
@@ -99,11 +106,57 @@ class Pirls:
         self._base_beta: np.ndarray | None = None   # the beta that self.base belongs to
         self.u = np.zeros(predictor.reterms.q)
         self.beta = np.zeros(p)
+        self.compiled = predictor.backend == "blocked"
+        if self.compiled:
+            f = self.factor
+            self._zargs = predictor.linear_predictor_args()
+            self._cargs, self._fargs, self._sargs = (f.crossprod_args(), f.factor_args(),
+                                                     f.solve_args())
+            self._work = (self.eta, self.mu, self.w, self.r, self.dev, self.zb, self.base,
+                          np.empty(n))
+            self._kernel_ptrs = (kernels.update, kernels.logpdf_vec, kernels.observed_weights)
+            self._limits = (STEP_TOL, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
+                            DEV_TOL)
 
     def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0) -> PirlsOutcome:
-        """Iterate to the conditional mode at theta (and beta unless estimated here)."""
+        """Iterate to the conditional mode at theta (and beta unless estimated here).
+
+        Raises
+        ------
+        ConvergenceError
+            Step-halving cannot reduce the penalized deviance, the iterations
+            run out, or the system is not positive definite; with diagnostics.
+        """
         if beta is not None:
             self.beta = np.asarray(beta, dtype=float).copy()
+        theta = np.asarray(theta, dtype=float)
+        if self.compiled:
+            return self._run_compiled(theta, float(phi))
+        return self._run_python(theta, float(phi))
+
+    def _run_compiled(self, theta: np.ndarray, phi: float) -> PirlsOutcome:
+        info = np.zeros(6)
+        u, b = self.u.copy(), self.beta.copy()
+        status = pirls_loop(theta, phi, self.beta_in_pirls, self._limits, self._kernel_ptrs,
+                            self.predictor.X, self.y, self.wt, self.offset, self.Y, u, b,
+                            self._zargs, self._cargs, self._fargs, self._sargs, self._work, info)
+        pdev, ldL2, loglik, iterations, halvings, step = info
+        if status >= HALVING_FAILED:
+            reason = {HALVING_FAILED: "PIRLS step-halving failed to reduce the penalized "
+                      "deviance", MAX_ITERATIONS: f"PIRLS did not converge in {MAX_ITER} "
+                      "iterations", NOT_POSITIVE_DEFINITE: "the PIRLS system is not positive "
+                      "definite"}[status]
+            raise ConvergenceError(reason, {"theta": theta.tolist(), "beta": b.tolist(),
+                                            "penalized_deviance": pdev, "last_step": step,
+                                            "iterations": int(iterations),
+                                            "halvings": int(halvings)})
+        self.u, self.beta = u, b
+        return PirlsOutcome(u=u.copy(), beta=b.copy(), pdev=pdev, ldL2=ldL2, loglik_y=loglik,
+                            iterations=int(iterations), halvings=int(halvings),
+                            stopped_on_deviance=status == STOPPED_ON_DEVIANCE)
+
+    def _run_python(self, theta: np.ndarray, phi: float) -> PirlsOutcome:
+        """The same iterations as :func:`pirls_loop`, for the CHOLMOD factorization."""
         u, b = self.u.copy(), self.beta.copy()
         pdev = self._evaluate(theta, u, b, phi)
         halvings = 0

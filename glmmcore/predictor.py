@@ -102,9 +102,11 @@ class Predictor:
     def linear_predictor(self, theta: np.ndarray, u: np.ndarray, base: np.ndarray,
                          zb: np.ndarray, eta: np.ndarray) -> None:
         """``zb = Z Lambda(theta) u`` and ``eta = base + zb``, into the given arrays."""
-        codes, Xall, p, xoff, boff = self._z
-        _linear_predictor(codes, Xall, p, xoff, boff, self._tmaps[0], self._tmaps[1],
-                          theta, u, base, zb, eta)
+        _linear_predictor(*self.linear_predictor_args(), theta, u, base, zb, eta)
+
+    def linear_predictor_args(self) -> tuple:
+        """The fixed arguments of the compiled linear predictor."""
+        return (*self._z, *self._tmaps)
 
     @cached_property
     def _tmaps(self) -> tuple[np.ndarray, np.ndarray]:

@@ -17,13 +17,18 @@ from glmmcore.reterms import build_reterms
 FORMULA = "y ~ x + (1 + x | g) + (1 | h) + (x || k) + (1 | g:h)"
 
 
-@pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
+# small: every dense part below LAPACK_MIN_SIZE (compiled loops); large: the dense
+# Schur complement of the blocked factor goes to LAPACK
+SIZES = {"small": (240, 30, 8), "large": (900, 160, 110)}
+
+
+@pytest.fixture(scope="module", params=list(SIZES))
+def frame(request) -> pd.DataFrame:
+    n, g_levels, h_levels = SIZES[request.param]
     rng = np.random.default_rng(7)
-    n = 240
-    df = pd.DataFrame({"g": rng.integers(0, 30, n), "h": rng.integers(0, 8, n),
+    df = pd.DataFrame({"g": rng.integers(0, g_levels, n), "h": rng.integers(0, h_levels, n),
                        "k": rng.integers(0, 5, n), "x": rng.normal(size=n)})
-    df["y"] = 1 + df["x"] + rng.normal(size=30)[df["g"]] + rng.normal(size=n)
+    df["y"] = 1 + df["x"] + rng.normal(size=g_levels)[df["g"]] + rng.normal(size=n)
     return df
 
 

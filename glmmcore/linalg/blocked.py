@@ -27,10 +27,10 @@ from numba import njit
 from scipy.linalg import solve_triangular
 
 from .dense import (
+    DPOTRF,
     LAPACK_MIN_SIZE,
     chol_lower_lapack,
     chol_lower_small,
-    log_diag_sum,
     lower_inverse,
     solve_lower,
     solve_lower_t,
@@ -193,26 +193,34 @@ class BlockedFactor:
 
     def crossprod(self, w: np.ndarray, Y: np.ndarray) -> None:
         """Weighted cross-products of ``[Z, Y]`` (``Y`` is ``n x m``)."""
-        s = self.s
-        _crossprod(s.codes1, s.X1, s.rest_codes, s.Xr, s.rest_p, s.rest_xoff, s.rest_off,
-                   s.obs_r1, s.r1_voff, s.obs_rr, s.rr_voff, w, Y, self.A11, self.r1v,
-                   self.rrv, self.A1Y, self.ArY, self.AYY)
+        _crossprod(*self.crossprod_args(), w, Y, self.A11, self.r1v, self.rrv, self.A1Y,
+                   self.ArY, self.AYY)
 
     def factor(self, theta: np.ndarray) -> bool:
         """Factor the system at ``theta``; False if not positive definite."""
+        ok, logdet = _factor(theta, *self.factor_args())
+        self.logdet_re = logdet
+        return ok
+
+    def factor_args(self) -> tuple:
+        """Everything :func:`_factor` takes after theta (also PIRLS's compiled loop)."""
         s = self.s
-        status, logdet = _factor(theta, s.tidx, s.toff, s.rest_p, s.row_term, s.row_start,
-                                 s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rr_row, s.rr_col,
-                                 s.rr_rterm, s.rr_cterm, s.rr_voff, s.max_rows, self.A11,
-                                 self.r1v, self.rrv, self.A1Y, self.ArY, self.AYY, self.L11,
-                                 self.L21v, self.LY1, self.D, self.tbuf)
-        if status == NEEDS_LAPACK:
-            if not chol_lower_lapack(self.D):
-                status = FAILED
-            else:
-                logdet += 2.0 * log_diag_sum(self.D, 0, s.q_r)
-        self.logdet_re = logdet if status != FAILED else np.inf
-        return status != FAILED
+        return (s.tidx, s.toff, s.rest_p, s.row_term, s.row_start, s.r1_ptr, s.r1_row,
+                s.r1_term, s.r1_voff, s.rr_row, s.rr_col, s.rr_rterm, s.rr_cterm, s.rr_voff,
+                s.max_rows, self.A11, self.r1v, self.rrv, self.A1Y, self.ArY, self.AYY,
+                self.L11, self.L21v, self.LY1, self.D, self.tbuf, DPOTRF)
+
+    def crossprod_args(self) -> tuple:
+        """Everything :func:`_crossprod` takes besides w and Y, in its order."""
+        s = self.s
+        return (s.codes1, s.X1, s.rest_codes, s.Xr, s.rest_p, s.rest_xoff, s.rest_off,
+                s.obs_r1, s.r1_voff, s.obs_rr, s.rr_voff)
+
+    def solve_args(self) -> tuple:
+        """Everything :func:`_solve` takes besides nsolve, u and x."""
+        s = self.s
+        return (s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rest_p, self.L11, self.L21v,
+                self.LY1, self.D)
 
     def solve(self, nsolve: int) -> tuple[np.ndarray, np.ndarray]:
         """Back-substitute with ``Y``'s column ``nsolve`` as right-hand side.
@@ -220,11 +228,9 @@ class BlockedFactor:
         Returns the spherical random effects ``u`` (length q) and the
         coefficients ``x`` of the first ``nsolve`` columns of ``Y``.
         """
-        s = self.s
-        u = np.empty(s.q)
+        u = np.empty(self.s.q)
         x = np.empty(nsolve)
-        _solve(nsolve, s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rest_p, self.L11,
-               self.L21v, self.LY1, self.D, u, x)
+        _solve(nsolve, *self.solve_args(), u, x)
         return u, x
 
     def y_diag(self, i: int) -> float:
@@ -324,22 +330,19 @@ def _crossprod_one_scalar(codes1, X1, w, Y, A11, A1Y, AYY):
                 AYY[t, u] += wy * Y[i, u]
 
 
-OK, NEEDS_LAPACK, FAILED = 0, 1, 2
-
-
 @njit(cache=True, nogil=True)
 def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_term, r1_voff,
             rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, max_rows, A11, r1v, rrv, A1Y, ArY,
-            AYY, L11, L21v, LY1, D, tbuf):
-    """Factor all but a large dense part; returns (status, log-determinant so far)."""
+            AYY, L11, L21v, LY1, D, tbuf, potrf):
+    """Factor the blocked system at theta; returns (positive definite, log|L|^2)."""
     for e in range(tidx.shape[0]):
         tbuf[e] = theta[tidx[e]] if tidx[e] >= 0 else 0.0
     l1, p1 = A11.shape[0], A11.shape[1]
     q_r = D.shape[0] - AYY.shape[0]
     T1 = tbuf[0:p1 * p1].reshape((p1, p1))
-    logdet = 0.0
     if not _factor_first(T1, A11, L11):
-        return FAILED, np.inf
+        return False, np.inf
+    logdet = 0.0
     for j in range(l1):
         for a in range(p1):
             logdet += 2.0 * np.log(L11[j, a, a])
@@ -348,12 +351,14 @@ def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_t
                 rr_voff, rrv, ArY, AYY, D)
     _schur_update(r1_ptr, r1_row, r1_term, r1_voff, rest_p, max_rows, q_r, L21v, LY1, D)
     if D.shape[0] >= LAPACK_MIN_SIZE:
-        return NEEDS_LAPACK, logdet
-    if D.shape[0] > 0 and not chol_lower_small(D):
-        return FAILED, np.inf
+        ok = chol_lower_lapack(potrf, D)
+    else:
+        ok = chol_lower_small(D)
+    if not ok:
+        return False, np.inf
     for i in range(q_r):
         logdet += 2.0 * np.log(D[i, i])
-    return OK, logdet
+    return True, logdet
 
 
 @njit(cache=True, nogil=True)

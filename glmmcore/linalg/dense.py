@@ -10,8 +10,9 @@ in these compiled loops, which avoid LAPACK's call overhead.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
-from scipy.linalg.lapack import dpotrf
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import get_cython_function_address, intrinsic
 
 LAPACK_MIN_SIZE = 96
 
@@ -40,16 +41,41 @@ def chol_lower_small(A: np.ndarray) -> bool:
     return True
 
 
-def chol_lower_lapack(A: np.ndarray) -> bool:
+# LAPACK's dpotrf as scipy exports it; compiled code receives the address as an integer
+# (a ctypes function would pin the address into numba's cache)
+DPOTRF = get_cython_function_address("scipy.linalg.cython_lapack", "dpotrf")
+
+
+@intrinsic
+def _call_potrf(typingctx, fn, uplo, n, a, lda, info):
+    sig = types.void(*([types.int64] * 6))
+
+    def codegen(context, builder, signature, args):
+        i8p, i32p = ir.IntType(8).as_pointer(), ir.IntType(32).as_pointer()
+        argtypes = [i8p, i32p, ir.DoubleType().as_pointer(), i32p, i32p]
+        fnty = ir.FunctionType(ir.VoidType(), argtypes)
+        fptr = builder.inttoptr(args[0], fnty.as_pointer())
+        builder.call(fptr, [builder.inttoptr(v, t) for v, t in zip(args[1:], argtypes)])
+        return context.get_dummy_value()
+    return sig, codegen
+
+
+@njit(cache=True, nogil=True)
+def chol_lower_lapack(potrf: int, A: np.ndarray) -> bool:
     """Cholesky factor in the lower triangle of a C-ordered ``A``, in place, by LAPACK.
 
-    ``A.T`` is Fortran-ordered, and its upper triangle is ``A``'s lower one,
-    so ``dpotrf`` on it with ``uplo = 'U'`` works in place without a copy.
+    ``A`` read as Fortran-ordered is ``A.T``, whose upper triangle is ``A``'s
+    lower one, so ``dpotrf`` with ``uplo = 'U'`` works in place without a copy.
     """
-    factor, info = dpotrf(A.T, lower=0, overwrite_a=1, clean=0)
-    if not np.shares_memory(factor, A):
-        A[:, :] = factor.T
-    return info == 0
+    ints = np.empty(3, dtype=np.int32)
+    ints[0] = A.shape[0]
+    ints[1] = A.shape[0]
+    ints[2] = 0
+    uplo = np.empty(1, dtype=np.uint8)
+    uplo[0] = 85  # 'U'
+    _call_potrf(potrf, uplo.ctypes.data, ints[0:1].ctypes.data, A.ctypes.data,
+                ints[1:2].ctypes.data, ints[2:3].ctypes.data)
+    return ints[2] == 0
 
 
 @njit(cache=True, nogil=True)

@@ -1,0 +1,156 @@
+"""The PIRLS iterations compiled in one loop, for the blocked factorization.
+
+The same algorithm as :meth:`glmmcore.pirls.Pirls.run` (which documents it and
+runs it in Python for the CHOLMOD factorization), without a Python round trip
+per iteration: for small and medium models the interpreter's overhead would
+otherwise cost as much as the arithmetic.  The tests check that both loops
+give the same modes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .kernels import call_observed, call_update, call_yms
+from .linalg.blocked import _crossprod, _factor, _solve
+from .predictor import _linear_predictor
+
+CONVERGED, STOPPED_ON_DEVIANCE, HALVING_FAILED, MAX_ITERATIONS, NOT_POSITIVE_DEFINITE = range(5)
+
+
+@njit(cache=True, nogil=True)
+def pirls_loop(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u, beta,
+               zargs, cargs, fargs, sargs, work, info):
+    """Iterate to the conditional mode; returns a status code (see module constants).
+
+    ``limits`` = (step_tol, max_iter, max_halvings, slow_iter, dev_tol);
+    ``kernels`` = (update, logpdf_vec, observed_weights) addresses; ``zargs``,
+    ``cargs``, ``fargs``, ``sargs`` = the linear predictor's, cross-product's,
+    factor's and solve's fixed arguments; ``work`` = (eta, mu, w, r, dev, zb,
+    base, lp) buffers.  ``u`` and ``beta`` are updated in place; ``info`` gets
+    (pdev, log|L|^2, log-likelihood, iterations, halvings, last step).
+    """
+    step_tol, max_iter, max_halvings, slow_iter, dev_tol = limits
+    eta, mu, w, r, _dev, zb, base, lp = work
+    m = Y.shape[1]
+    nsolve = m - 1
+    if not beta_in_pirls:
+        _fixed_part(X, beta, offset, base)
+    pdev = _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zargs,
+                     work)
+    u_new = np.empty_like(u)
+    b_new = np.empty(nsolve)
+    u_try = np.empty_like(u)
+    b_try = beta.copy()
+    halvings = 0
+    step = np.inf
+    status = MAX_ITERATIONS
+    iteration = 0
+    while iteration < int(max_iter):
+        iteration += 1
+        if not _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, fargs, sargs,
+                       u_new, b_new, info):
+            status = NOT_POSITIVE_DEFINITE
+            break
+        step = _rel_change(u_new, u)
+        if beta_in_pirls:
+            step = max(step, _rel_change(b_new, beta))
+        if step < step_tol:
+            status = CONVERGED
+            break
+        t = 1.0
+        accepted = False
+        pdev_t = pdev
+        for _ in range(int(max_halvings)):
+            for i in range(u.shape[0]):
+                u_try[i] = u[i] + t * (u_new[i] - u[i])
+            if beta_in_pirls:
+                for i in range(beta.shape[0]):
+                    b_try[i] = beta[i] + t * (b_new[i] - beta[i])
+            pdev_t = _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u_try,
+                               b_try, zargs, work)
+            if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
+                accepted = True
+                break
+            t *= 0.5
+            halvings += 1
+        if not accepted:
+            status = HALVING_FAILED
+            break
+        settled = (iteration >= slow_iter
+                   and abs(pdev - pdev_t) < dev_tol * (abs(pdev_t) + 0.1))
+        u[:] = u_try
+        if beta_in_pirls:
+            beta[:] = b_try
+        pdev = pdev_t
+        if settled:   # no finite mode in reach: factor at the final weights and stop
+            if not _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, fargs,
+                           sargs, u_new, b_new, info):
+                status = NOT_POSITIVE_DEFINITE
+            else:
+                status = STOPPED_ON_DEVIANCE
+            break
+    if status <= STOPPED_ON_DEVIANCE and kernels[2] != 0:
+        call_observed(kernels[2], eta, y, wt, phi, mu, w)
+        _crossprod(*cargs, w, Y, *fargs[15:21])
+        ok, logdet = _factor(theta, *fargs)
+        info[1] = logdet
+        if not ok:
+            status = NOT_POSITIVE_DEFINITE
+    info[0] = pdev
+    info[2] = call_yms(kernels[1], y, mu, wt, phi, lp)
+    info[3] = iteration
+    info[4] = halvings
+    info[5] = step
+    return status
+
+
+@njit(cache=True, nogil=True)
+def _fixed_part(X, beta, offset, base):
+    n, p = X.shape
+    for i in range(n):
+        s = offset[i]
+        for j in range(p):
+            s += X[i, j] * beta[j]
+        base[i] = s
+
+
+@njit(cache=True, nogil=True)
+def _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zargs, work):
+    """Linear predictor, working quantities and penalized deviance at (u, beta)."""
+    eta, mu, w, r, dev, zb, base, _lp = work
+    if beta_in_pirls:
+        _fixed_part(X, beta, offset, base)
+    _linear_predictor(*zargs, theta, u, base, zb, eta)
+    total = call_update(kernels[0], eta, y, wt, phi, mu, w, r, dev)
+    for i in range(u.shape[0]):
+        total += u[i] * u[i]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, fargs, sargs, u_new, b_new,
+            info):
+    """Factor at the current weights and solve for the full Newton step."""
+    m = Y.shape[1]
+    for i in range(eta.shape[0]):
+        Y[i, m - 1] = (eta[i] - offset[i] if beta_in_pirls else zb[i]) + r[i]
+    _crossprod(*cargs, w, Y, *fargs[15:21])
+    ok, logdet = _factor(theta, *fargs)
+    info[1] = logdet
+    if not ok:
+        return False
+    _solve(m - 1, *sargs, u_new, b_new)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _rel_change(new, old):
+    if new.shape[0] == 0:
+        return 0.0
+    diff, size = 0.0, 0.0
+    for i in range(new.shape[0]):
+        diff = max(diff, abs(new[i] - old[i]))
+        size = max(size, abs(old[i]))
+    return diff / (1.0 + size)
