@@ -15,10 +15,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from formulaic import model_matrix
+from formulaic import model_matrix as formulaic_model_matrix
 from formulaic.errors import FormulaicError
 
 from .errors import DataError, FormulaError, RankDeficiencyWarning
+from .model_matrix import SimpleSpec, simple_spec
 
 INTERCEPT = "(Intercept)"
 RANK_TOL = 1e-7
@@ -53,8 +54,10 @@ class FixedDesign:
 
     def new_X(self, data: pd.DataFrame) -> np.ndarray:
         """Model matrix of new data with the fitted coding."""
-        mm = self.spec.get_model_matrix(data, output="numpy")
-        X = np.asarray(mm, dtype=float)
+        if isinstance(self.spec, SimpleSpec):
+            X = self.spec.build(data)[0]
+        else:
+            X = np.asarray(self.spec.get_model_matrix(data, output="numpy"), dtype=float)
         return np.ascontiguousarray(X if self.keep is None else X[:, self.keep])
 
 
@@ -66,9 +69,7 @@ def fixed_design(rhs: str, data: pd.DataFrame, formula: str) -> FixedDesign:
     FormulaError
         formulaic cannot evaluate a term on these data.
     """
-    mm = evaluate_model_matrix(rhs, data, formula)
-    names = [rename_intercept(str(c)) for c in mm.columns]
-    X = np.ascontiguousarray(mm.to_numpy(dtype=float))
+    X, names, spec = model_matrix(rhs, data, formula)
     keep = independent_columns(X)
     dropped = [n for n, k in zip(names, keep) if not k]
     if dropped:
@@ -77,14 +78,30 @@ def fixed_design(rhs: str, data: pd.DataFrame, formula: str) -> FixedDesign:
                       RankDeficiencyWarning, stacklevel=3)
         X = np.ascontiguousarray(X[:, keep])
     kept = [n for n, k in zip(names, keep) if k]
-    return FixedDesign(X=X, names=kept, dropped=dropped, spec=mm.model_spec,
+    return FixedDesign(X=X, names=kept, dropped=dropped, spec=spec,
                        keep=keep if dropped else None)
+
+
+def model_matrix(expr: str, data: pd.DataFrame,
+                 formula: str) -> tuple[np.ndarray, list[str], Any]:
+    """Model matrix, column names (lme4's ``(Intercept)``) and the spec to rebuild it.
+
+    Simple formulas are built directly (:mod:`glmmcore.model_matrix`), the rest
+    by formulaic; both give the same columns.
+    """
+    spec = simple_spec(expr, data)
+    if spec is not None:
+        X, names = spec.build(data)
+    else:
+        mm = evaluate_model_matrix(expr, data, formula)
+        X, names, spec = mm.to_numpy(dtype=float), [str(c) for c in mm.columns], mm.model_spec
+    return np.ascontiguousarray(X), [rename_intercept(n) for n in names], spec
 
 
 def evaluate_model_matrix(expr: str, data: pd.DataFrame, formula: str) -> pd.DataFrame:
     """Evaluate a right-hand side with formulaic, translating its errors."""
     try:
-        return model_matrix(expr, data, na_action="ignore")
+        return formulaic_model_matrix(expr, data, na_action="ignore")
     except FormulaicError as exc:
         reason = str(exc).splitlines()[0]
         raise FormulaError(f"cannot evaluate '{expr}' on the data: {reason}", formula) from None

@@ -23,6 +23,7 @@ from formulaic import Formula
 from formulaic.errors import FormulaicError
 
 from .errors import FormulaError
+from .model_matrix import parse_simple
 
 _NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`")
 _OPEN = "([{"
@@ -183,6 +184,8 @@ def _join_fixed(parts: list[tuple[str, str]]) -> str:
 
 
 def _check_formulaic(expr: str, text: str, span: tuple[int, int]) -> None:
+    if parse_simple(expr) is not None:   # names, 1/0, +, two-way products: valid
+        return
     try:
         Formula(expr)
     except (FormulaicError, SyntaxError, ValueError) as exc:

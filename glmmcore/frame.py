@@ -17,6 +17,7 @@ from formulaic import Formula
 
 from .errors import DataError, MissingColumnError, show
 from .formula import ParsedFormula
+from .model_matrix import simple_variables
 
 
 @dataclass
@@ -75,7 +76,8 @@ def formula_variables(parsed: ParsedFormula) -> list[str]:
     exprs = [*parsed.response, parsed.fixed, *parsed.offsets,
              *(term.expr for term in parsed.random)]
     for expr in exprs:
-        for name in sorted(Formula(expr).required_variables):
+        found = simple_variables(expr)
+        for name in found if found is not None else sorted(Formula(expr).required_variables):
             if name not in names:
                 names.append(name)
     for term in parsed.random:

@@ -23,6 +23,7 @@ from .optimize import (
     bobyqa,
     check_convergence,
     fd_derivatives,
+    newton_polish,
     unchecked_convergence,
     warn_once,
 )
@@ -143,6 +144,11 @@ def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,
     messages = [f"bobyqa: {opt.message} after {opt.nevals} evaluations"]
     if control.check_convergence:
         grad, hess = fd_derivatives(dev, theta, lower)
+        polished = newton_polish(dev, theta, opt.fun, lower, grad, hess)
+        if polished is not None:   # derivatives again, at the point reported
+            theta = polished[0]
+            messages.append("a Newton step with the derivatives improved the optimum")
+            grad, hess = fd_derivatives(dev, theta, lower)
         conv = check_convergence(grad, hess, theta, lower, reterms.is_diagonal(), len(theta),
                                  messages)
     else:

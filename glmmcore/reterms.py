@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import ModelSpecError
-from .fixed import evaluate_model_matrix, rename_intercept
+from .fixed import model_matrix
 from .formula import ParsedFormula, RandomTerm
 
 
@@ -183,9 +183,7 @@ def build_reterms(parsed: ParsedFormula, data: pd.DataFrame) -> ReTerms:
         if factor.nlevels < 2:
             raise ModelSpecError(f"grouping factor '{factor.name}' of term '{term.text}' has "
                                  f"a single level; a random effect needs at least 2 levels")
-        mm = evaluate_model_matrix(term.expr, data, parsed.text)
-        X = mm.to_numpy(dtype=float)
-        names = [rename_intercept(str(c)) for c in mm.columns]
+        X, names, _ = model_matrix(term.expr, data, parsed.text)
         if X.shape[1] == 0:
             raise ModelSpecError(f"random-effects term '{term.text}' has no columns")
         if term.uncorrelated:

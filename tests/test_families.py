@@ -9,14 +9,14 @@ from importlib.metadata import EntryPoint
 import numpy as np
 import pandas as pd
 import pytest
-from glmmcore.families.base import Family
-from glmmcore.families.gaussian import Gaussian
-from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
 from scipy import integrate
 
 import glmmcore
 import glmmcore.registry as registry
 from glmmcore.errors import FamilyError, FamilyPluginWarning, ResponseError
+from glmmcore.families.base import Family
+from glmmcore.families.gaussian import Gaussian
+from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
 
 LINKS = [IDENTITY, LOG, INVERSE, LOGIT, PROBIT, CLOGLOG, SQRT]
 ETAS = {"identity": [-1.3, 0.4, 2.2], "log": [-1.3, 0.4, 2.2], "inverse": [0.3, 1.1, 2.5],

@@ -6,9 +6,9 @@ import re
 
 import numpy as np
 import pytest
-from conftest import lme4_name
 
 import glmmcore
+from conftest import lme4_name
 from glmmcore.glmm import GlmmDeviance
 
 SEED_GLMMS = ["speed_laplace", "speed_agq9", "speed_slopes", "speed_crossed", "speed_nagq0",

@@ -4,7 +4,7 @@ Only the lower triangle of a symmetric input is read.  The factorizations
 report failure through their return value instead of raising, so that a
 deviance function can answer ``inf`` to the optimizer.  Matrices of
 :data:`LAPACK_MIN_SIZE` rows or more go to LAPACK in place; smaller ones stay
-in these compiled loops, which avoid LAPACK's call overhead.
+in these compiled loops, which avoid LAPACK's call and threading overhead.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import get_cython_function_address, intrinsic
 
-LAPACK_MIN_SIZE = 96
+LAPACK_MIN_SIZE = 256
+# Reassociating sums lets LLVM vectorize the dot products (4-5x faster from about 100
+# rows); results stay deterministic on a given machine, like BLAS's.
+FAST = {"reassoc", "contract"}
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=FAST)
 def chol_lower_small(A: np.ndarray) -> bool:
     """Overwrite the lower triangle of ``A`` with its Cholesky factor.
 
@@ -78,7 +81,7 @@ def chol_lower_lapack(potrf: int, A: np.ndarray) -> bool:
     return ints[2] == 0
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=FAST)
 def solve_lower(L: np.ndarray, b: np.ndarray) -> None:
     """Solve ``L x = b`` in place (``L`` lower triangular)."""
     n = L.shape[0]
@@ -89,7 +92,7 @@ def solve_lower(L: np.ndarray, b: np.ndarray) -> None:
         b[i] = s / L[i, i]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=FAST)
 def solve_lower_t(L: np.ndarray, b: np.ndarray) -> None:
     """Solve ``L' x = b`` in place (``L`` lower triangular), reading ``L`` by rows."""
     n = L.shape[0]
