@@ -67,23 +67,28 @@ class GlmmDeviance:
         phi = float(np.exp(x[-1])) if self.has_phi else 1.0
         return theta, beta, phi
 
-    def evaluate(self, x: np.ndarray, stage: int) -> tuple[float, PirlsOutcome]:
-        """Deviance and PIRLS outcome at x (raises ConvergenceError if PIRLS fails)."""
+    def evaluate(self, x: np.ndarray, stage: int,
+                 complete: bool = True) -> tuple[float, PirlsOutcome]:
+        """Deviance and PIRLS outcome at x (raises ConvergenceError if PIRLS fails).
+
+        ``complete=False`` leaves out the data-only constants of the
+        log-likelihood (log y!, log choose(n, k)) where they are constants:
+        the optimizer's path and the derivatives do not depend on them.
+        """
         theta, beta, phi = self.split(x, stage)
-        if stage == 1:
-            out = self.pirls0.run(theta, None, phi)
-            return out.laplace_deviance, out
-        out = self.pirls1.run(theta, beta, phi)
-        if self.quad is None:
-            return out.laplace_deviance, out
-        return self.quad.deviance(theta, phi, self.kernels), out
+        complete = complete or self.has_phi    # with phi, the "constants" depend on it
+        workspace = self.pirls0 if stage == 1 else self.pirls1
+        out = workspace.run(theta, beta, phi, complete=complete)
+        if self.quad is not None and stage == 2:
+            return self.quad.deviance(theta, phi, self.kernels, complete), out
+        return (out.laplace_deviance if complete else out.laplace_objective), out
 
     def objective(self, stage: int):
-        """The deviance as the optimizer sees it: inf where PIRLS fails."""
+        """The deviance as the optimizer sees it (constants left out): inf where PIRLS fails."""
         def f(x: np.ndarray) -> float:
             self.nevals += 1
             try:
-                return self.evaluate(np.asarray(x, dtype=float), stage)[0]
+                return self.evaluate(np.asarray(x, dtype=float), stage, complete=False)[0]
             except ConvergenceError:
                 self.failures += 1
                 return np.inf

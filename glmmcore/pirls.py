@@ -73,6 +73,11 @@ class PirlsOutcome:
         """``-2 log p(y | u) + |u|^2 + log|L|^2``: -2 times the Laplace log-likelihood."""
         return -2.0 * self.loglik_y + float(self.u @ self.u) + self.ldL2
 
+    @property
+    def laplace_objective(self) -> float:
+        """The Laplace deviance without its data-only constants: ``pdev + log|L|^2``."""
+        return self.pdev + self.ldL2
+
 
 class Pirls:
     """PIRLS workspace for one model; warm-starts from the previous mode.
@@ -118,8 +123,12 @@ class Pirls:
             self._limits = (STEP_TOL, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
                             DEV_TOL)
 
-    def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0) -> PirlsOutcome:
+    def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0,
+            complete: bool = True) -> PirlsOutcome:
         """Iterate to the conditional mode at theta (and beta unless estimated here).
+
+        ``complete=False`` skips the complete log-likelihood (``loglik_y`` is
+        NaN): the optimizer needs only :attr:`PirlsOutcome.laplace_objective`.
 
         Raises
         ------
@@ -131,13 +140,14 @@ class Pirls:
             self.beta = np.asarray(beta, dtype=float).copy()
         theta = np.asarray(theta, dtype=float)
         if self.compiled:
-            return self._run_compiled(theta, float(phi))
-        return self._run_python(theta, float(phi))
+            return self._run_compiled(theta, float(phi), complete)
+        return self._run_python(theta, float(phi), complete)
 
-    def _run_compiled(self, theta: np.ndarray, phi: float) -> PirlsOutcome:
+    def _run_compiled(self, theta: np.ndarray, phi: float, complete: bool) -> PirlsOutcome:
         info = np.zeros(6)
         u, b = self.u.copy(), self.beta.copy()
-        status = pirls_loop(theta, phi, self.beta_in_pirls, self._limits, self._kernel_ptrs,
+        status = pirls_loop(theta, phi, self.beta_in_pirls, complete, self._limits,
+                            self._kernel_ptrs,
                             self.predictor.X, self.y, self.wt, self.offset, self.Y, u, b,
                             self._zargs, self._cargs, self._fargs, self._sargs, self._work, info)
         pdev, ldL2, loglik, iterations, halvings, step = info
@@ -155,7 +165,7 @@ class Pirls:
                             iterations=int(iterations), halvings=int(halvings),
                             stopped_on_deviance=status == STOPPED_ON_DEVIANCE)
 
-    def _run_python(self, theta: np.ndarray, phi: float) -> PirlsOutcome:
+    def _run_python(self, theta: np.ndarray, phi: float, complete: bool) -> PirlsOutcome:
         """The same iterations as :func:`pirls_loop`, for the CHOLMOD factorization."""
         u, b = self.u.copy(), self.beta.copy()
         pdev = self._evaluate(theta, u, b, phi)
@@ -166,7 +176,7 @@ class Pirls:
                        else 0.0)
             if step < STEP_TOL:
                 self.u, self.beta = u, b
-                return self._outcome(theta, u, b, pdev, phi, iteration, halvings)
+                return self._outcome(theta, u, b, pdev, phi, iteration, halvings, complete)
             t = 1.0
             for _ in range(MAX_HALVINGS):
                 u_t = u + t * (u_new - u)
@@ -186,7 +196,8 @@ class Pirls:
                 # glm.fit, with the factor taken at the final weights
                 self._newton(theta)
                 self.u, self.beta = u_t, b_t
-                out = self._outcome(theta, u_t, b_t, pdev_t, phi, iteration, halvings)
+                out = self._outcome(theta, u_t, b_t, pdev_t, phi, iteration, halvings,
+                                    complete)
                 out.stopped_on_deviance = True
                 return out
             u, b, pdev = u_t, b_t, pdev_t
@@ -246,11 +257,13 @@ class Pirls:
                                    "the mode", {"theta": theta.tolist()})
 
     def _outcome(self, theta: np.ndarray, u: np.ndarray, beta: np.ndarray, pdev: float,
-                 phi: float, iterations: int, halvings: int) -> PirlsOutcome:
+                 phi: float, iterations: int, halvings: int, complete: bool) -> PirlsOutcome:
         if self.kernels.observed_weights:
             self._refactor_observed(theta, phi)
-        lp = np.empty(self.predictor.n)
-        loglik = call_yms(self.kernels.logpdf_vec, self.y, self.mu, self.wt, phi, lp)
+        loglik = np.nan
+        if complete:
+            loglik = call_yms(self.kernels.logpdf_vec, self.y, self.mu, self.wt, phi,
+                              np.empty(self.predictor.n))
         return PirlsOutcome(u=u.copy(), beta=beta.copy(), pdev=pdev,
                             ldL2=float(self.factor.logdet_re), loglik_y=float(loglik),
                             iterations=iterations, halvings=halvings)

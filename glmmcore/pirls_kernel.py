@@ -20,8 +20,8 @@ CONVERGED, STOPPED_ON_DEVIANCE, HALVING_FAILED, MAX_ITERATIONS, NOT_POSITIVE_DEF
 
 
 @njit(cache=True, nogil=True)
-def pirls_loop(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u, beta,
-               zargs, cargs, fargs, sargs, work, info):
+def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, offset, Y, u,
+               beta, zargs, cargs, fargs, sargs, work, info):
     """Iterate to the conditional mode; returns a status code (see module constants).
 
     ``limits`` = (step_tol, max_iter, max_halvings, slow_iter, dev_tol);
@@ -29,7 +29,9 @@ def pirls_loop(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, 
     ``cargs``, ``fargs``, ``sargs`` = the linear predictor's, cross-product's,
     factor's and solve's fixed arguments; ``work`` = (eta, mu, w, r, dev, zb,
     base, lp) buffers.  ``u`` and ``beta`` are updated in place; ``info`` gets
-    (pdev, log|L|^2, log-likelihood, iterations, halvings, last step).
+    (pdev, log|L|^2, log-likelihood, iterations, halvings, last step); the
+    log-likelihood only if ``complete`` (its data-only constants cost as much
+    as an iteration and do not move the optimum).
     """
     step_tol, max_iter, max_halvings, slow_iter, dev_tol = limits
     eta, mu, w, r, _dev, zb, base, lp = work
@@ -99,7 +101,7 @@ def pirls_loop(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, 
         if not ok:
             status = NOT_POSITIVE_DEFINITE
     info[0] = pdev
-    info[2] = call_yms(kernels[1], y, mu, wt, phi, lp)
+    info[2] = call_yms(kernels[1], y, mu, wt, phi, lp) if complete else np.nan
     info[3] = iteration
     info[4] = halvings
     info[5] = step

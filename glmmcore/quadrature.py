@@ -73,24 +73,34 @@ class Quadrature:
         self.X1 = block.X
         self.buffers = [np.empty(pirls.predictor.n) for _ in range(3)]
 
-    def deviance(self, theta: np.ndarray, phi: float, kernels: FamilyKernels) -> float:
-        """-2 log-likelihood by AGQ at the mode the PIRLS workspace holds."""
+    def deviance(self, theta: np.ndarray, phi: float, kernels: FamilyKernels,
+                 complete: bool = True) -> float:
+        """-2 log-likelihood by AGQ at the mode the PIRLS workspace holds.
+
+        The nodes use deviance residuals, ``log p(y) = -dev/2 + c(y)``; the
+        data-only ``c(y)`` is added once when ``complete``.
+        """
         pirls = self.pirls
         pred = pirls.predictor
         T1 = pred.reterms.T_matrices(theta)[0]
         block = pred.reterms.blocks[0]
         U = pirls.u.reshape(block.nlevels, block.p)
         eta_fixed = pred.X @ pirls.beta + pirls.offset
-        eta, mu, lp = self.buffers
-        return _agq_deviance(kernels.linkinv_vec, kernels.logpdf_vec, self.codes, self.X1,
-                             np.ascontiguousarray(T1), np.ascontiguousarray(U),
-                             pirls.factor.L11, eta_fixed, pirls.y, pirls.wt, float(phi),
-                             self.nodes, self.logw, eta, mu, lp)
+        eta, mu, dev = self.buffers
+        value = _agq_deviance(kernels.linkinv_vec, kernels.devres_vec, self.codes, self.X1,
+                              np.ascontiguousarray(T1), np.ascontiguousarray(U),
+                              pirls.factor.L11, eta_fixed, pirls.y, pirls.wt, float(phi),
+                              self.nodes, self.logw, eta, mu, dev)
+        if complete:
+            logpdf = call_yms(kernels.logpdf_vec, pirls.y, pirls.mu, pirls.wt, phi, mu)
+            devres = call_yms(kernels.devres_vec, pirls.y, pirls.mu, pirls.wt, phi, mu)
+            value -= 2.0 * logpdf + devres    # -2 sum(c(y))
+        return value
 
 
 @njit(cache=True, nogil=True)
-def _agq_deviance(linkinv_fn, logpdf_fn, codes, X1, T1, U, L11, eta_fixed, y, wt, phi,
-                  nodes, logw, eta, mu, lp):
+def _agq_deviance(linkinv_fn, devres_fn, codes, X1, T1, U, L11, eta_fixed, y, wt, phi,
+                  nodes, logw, eta, mu, dev):
     nlev, p = U.shape
     N = nodes.shape[0]
     n = codes.shape[0]
@@ -129,9 +139,9 @@ def _agq_deviance(linkinv_fn, logpdf_fn, codes, X1, T1, U, L11, eta_fixed, y, wt
                 s += X1[i, a] * shift[j, k, a]
             eta[i] = s
         call_map(linkinv_fn, eta, mu)
-        call_yms(logpdf_fn, y, mu, wt, phi, lp)
+        call_yms(devres_fn, y, mu, wt, phi, dev)
         for i in range(n):
-            S[codes[i], k] += lp[i]
+            S[codes[i], k] -= 0.5 * dev[i]
     total = 0.0
     for j in range(nlev):
         best = -np.inf
