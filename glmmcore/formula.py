@@ -279,7 +279,12 @@ def _in_number(text: str, pos: int) -> bool:
             and pos + 1 < len(text) and text[pos + 1].isdigit())
 
 
-def _top_level_positions(text: str, chars: str, start: int = 0):
+def _scan(text: str, start: int = 0):
+    """Yield (position, character, depth) of the characters outside quotes.
+
+    ``depth`` counts the brackets open before the character (an opening
+    bracket is reported at the depth outside it, a closing one inside it).
+    """
     depth, quote = 0, None
     for pos in range(start, len(text)):
         ch = text[pos]
@@ -288,29 +293,24 @@ def _top_level_positions(text: str, chars: str, start: int = 0):
                 quote = None
         elif ch in "'\"`":
             quote = ch
-        elif ch in _OPEN:
-            depth += 1
-        elif ch in _CLOSE:
-            depth -= 1
-        elif depth == 0 and ch in chars:
+        else:
+            yield pos, ch, depth
+            if ch in _OPEN:
+                depth += 1
+            elif ch in _CLOSE:
+                depth -= 1
+
+
+def _top_level_positions(text: str, chars: str, start: int = 0):
+    for pos, ch, depth in _scan(text, start):
+        if depth == 0 and ch in chars:
             yield pos
 
 
 def _matching_close(text: str, open_pos: int) -> int:
-    depth, quote = 0, None
-    for pos in range(open_pos, len(text)):
-        ch = text[pos]
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"`":
-            quote = ch
-        elif ch in _OPEN:
-            depth += 1
-        elif ch in _CLOSE:
-            depth -= 1
-            if depth == 0:
-                return pos
+    for pos, ch, depth in _scan(text, open_pos):
+        if ch in _CLOSE and depth == 1:
+            return pos
     return -1
 
 

@@ -141,29 +141,27 @@ def _linear_predictor(codes, Xall, p, xoff, boff, tidx, toff, theta, u, base, zb
                     if t >= 0:
                         s += theta[t] * u[base_k + c]
                 b[base_k + a] = s
-    n = codes.shape[0]
-    for i in range(n):
-        s = 0.0
-        for k in range(K):
-            pk = p[k]
-            start = boff[k] + codes[i, k] * pk
-            for a in range(pk):
-                s += Xall[i, xoff[k] + a] * b[start + a]
-        zb[i] = s
-        eta[i] = base[i] + s
+    for i in range(eta.shape[0]):
+        zb[i] = _zb_row(codes, Xall, p, xoff, boff, b, i)
+        eta[i] = base[i] + zb[i]
 
 
 @njit(cache=True, nogil=True)
 def _add_zb(codes, Xall, p, xoff, boff, b, out):
-    n, K = codes.shape
-    for i in range(n):
-        s = 0.0
-        for k in range(K):
-            pk = p[k]
-            base = boff[k] + codes[i, k] * pk
-            for a in range(pk):
-                s += Xall[i, xoff[k] + a] * b[base + a]
-        out[i] += s
+    for i in range(codes.shape[0]):
+        out[i] += _zb_row(codes, Xall, p, xoff, boff, b, i)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _zb_row(codes, Xall, p, xoff, boff, b, i):
+    """Row i of Z b."""
+    s = 0.0
+    for k in range(codes.shape[1]):
+        pk = p[k]
+        start = boff[k] + codes[i, k] * pk
+        for a in range(pk):
+            s += Xall[i, xoff[k] + a] * b[start + a]
+    return s
 
 
 def build_predictor(fixed: FixedDesign, reterms: ReTerms, backend: str = "auto") -> Predictor:
@@ -185,4 +183,3 @@ def build_predictor(fixed: FixedDesign, reterms: ReTerms, backend: str = "auto")
         from .linalg.sparse import build_sparse_structure
         layout = build_sparse_structure(reterms.blocks)
     return Predictor(fixed=fixed, reterms=reterms, backend=backend, layout=layout)
-

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, FormulaError, show
+from .errors import DataError, FormulaError
 from .fixed import evaluate_model_matrix
 from .formula import ParsedFormula
 from .frame import ModelFrame
@@ -83,12 +83,3 @@ def _numeric(series: pd.Series, label: str) -> np.ndarray:
         raise DataError(f"{label} must be numeric, not {series.dtype}")
     return series.to_numpy(dtype=float)
 
-
-def numeric_response(series: pd.Series, name: str) -> np.ndarray:
-    """A response that must be numeric (bool counts as 0/1)."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.to_numpy(dtype=float)
-    if not pd.api.types.is_numeric_dtype(series):
-        raise DataError(f"response '{name}' must be numeric; it has dtype {series.dtype} "
-                        f"(e.g. {show(series.iloc[0])})")
-    return series.to_numpy(dtype=float)
