@@ -2,21 +2,20 @@
 
 A family plugin subclasses :class:`Family` and names its kernels.  Kernels
 are plain module-level ``numba.njit`` functions of scalars, so that the
-compiled core can inline them into its loops (see
-:mod:`glmmcore.kernels` and ``docs/family-plugins.md`` for the contract):
+compiled core can inline them into its loops (see :mod:`glmmcore.kernels`
+and ``docs/family-plugins.md`` for the whole contract):
 
-==============  ==========================================  =======================
-kernel          signature                                   meaning
-==============  ==========================================  =======================
-``linkfun``     ``(mu) -> eta``                              link g
-``linkinv``     ``(eta) -> mu``                              inverse link
-``mu_eta``      ``(eta, mu) -> dmu/deta``                    its derivative, given
-                                                             ``mu = linkinv(eta)``
-``variance``    ``(mu, phi) -> Var(y)`` per unit weight      including dispersion
-``dev_resid``   ``(y, mu, wt, phi) -> d``                    ``-2 log p(y)`` up to a
-                                                             term free of ``mu``
-``logpdf``      ``(y, mu, wt, phi) -> log p(y)``             complete, constants in
-==============  ==========================================  =======================
+- link: ``linkfun(mu) -> eta``, ``linkinv(eta) -> mu``, ``mu_eta(eta, mu) ->
+  dmu/deta`` (given ``mu = linkinv(eta)``), optionally ``mu_eta2(eta, mu)``;
+- ``variance(mu, phi)``: the inverse Fisher information of ``mu`` per unit
+  weight, which sets the PIRLS weights ``wt mu_eta^2 / variance`` (it is
+  ``Var(y)`` for exponential-dispersion families);
+- ``dev_resid(y, mu, wt, phi)``: ``-2 log p(y)`` up to a term free of ``mu``;
+- ``logpdf(y, mu, wt, phi)``: the complete log-density times the weight;
+- optional ``dlogpdf_dmu`` (the score: PIRLS then uses it for the working
+  residual, needed when ``d log p / d mu`` is not ``wt (y - mu) / variance``)
+  and ``d2logpdf_dmu2`` (with ``laplace = "observed"``: the exact Laplace
+  approximation).
 
 ``phi`` is the family's extra parameter (dispersion, shape, size, precision)
 or 1 for families without one; ``wt`` is the prior weight (the number of
@@ -32,9 +31,6 @@ import numpy as np
 import pandas as pd
 
 from glmmcore.errors import FamilyError, ResponseError, show
-
-KERNEL_NAMES = ("variance", "dev_resid", "logpdf")
-LINK_KERNEL_NAMES = ("linkfun", "linkinv", "mu_eta")
 
 
 @dataclass(frozen=True)
@@ -62,13 +58,13 @@ class ExtraParameter:
     Attributes
     ----------
     name
-        Its name in results (``"dispersion"``, ``"shape"``, ``"theta"``).
-    lower
-        Lower bound of ``phi`` (optimized on the log scale when 0).
+        Its name (``"dispersion"``, ``"theta"``, ``"precision"``).  A
+        ``"dispersion"`` is a residual scale: it appears as the ``Residual``
+        row of ``varcorr`` and as ``sigma = sqrt(phi)``.  The parameter is
+        positive and optimized on the log scale.
     """
 
     name: str
-    lower: float = 0.0
 
 
 class Family:
@@ -96,6 +92,10 @@ class Family:
     laplace: ClassVar[str] = "expected"
     dlogpdf_dmu: ClassVar[Any] = None
     d2logpdf_dmu2: ClassVar[Any] = None
+    # for the flags on a fit: the range of the mean ((0, 1) for proportions), and whether
+    # a level whose responses are all 0 is worth reporting (counts, proportions)
+    mean_bounds: ClassVar[tuple[float, float] | None] = None
+    zero_responses_matter: ClassVar[bool] = False
 
     def __init__(self, link: str | Link | None = None) -> None:
         if isinstance(link, Link):
@@ -168,6 +168,14 @@ class Family:
     def start_phi(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> float:
         """Starting value of the extra parameter (ignored without one)."""
         return 1.0
+
+    def response_variance(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """``Var(y)`` per unit weight at the means (for Pearson residuals).
+
+        The variance kernel, unless a family whose kernel is an inverse Fisher
+        information (not ``Var(y)``) overrides this.
+        """
+        return self.variance_array(mu, phi)
 
     def display_params(self, phi: float) -> dict[str, float]:
         """The extra parameter as results show it (e.g. a shape from a dispersion)."""

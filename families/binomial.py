@@ -61,6 +61,8 @@ class Binomial(Family):
     variance = binomial_variance
     dev_resid = binomial_dev_resid
     logpdf = binomial_logpdf
+    mean_bounds = (0.0, 1.0)
+    zero_responses_matter = True
 
     def prepare_response(self, values: list[pd.Series], weights: np.ndarray, name: str,
                          labels: pd.Index) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -42,6 +42,7 @@ class Poisson(Family):
     variance = poisson_variance
     dev_resid = poisson_dev_resid
     logpdf = poisson_logpdf
+    zero_responses_matter = True
 
     def prepare_response(self, values: list[pd.Series], weights: np.ndarray, name: str,
                          labels: pd.Index) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -21,6 +21,7 @@ from .registry import get_family
 from .response import build_response
 from .result import MixedModelResult
 from .reterms import build_reterms
+from .threads import single_threaded_blas
 
 
 @dataclass(frozen=True)
@@ -106,12 +107,15 @@ def fit(formula: str, data: Any, *, family: Any = "gaussian", link: str | None =
     fixed = fixed_design(parsed.fixed, frame.data, parsed.text)
     reterms = build_reterms(parsed, frame.data)
     predictor = build_predictor(fixed, reterms, ctrl.backend)
-    if fam.is_gaussian_identity:
-        from .lmm import fit_lmm
-        result = fit_lmm(predictor, response, bool(REML), ctrl, frame.n_dropped, parsed.text)
-    else:
-        from .glmm import fit_glmm
-        result = fit_glmm(predictor, response, int(nAGQ), ctrl, frame.n_dropped, parsed.text)
+    with single_threaded_blas(predictor.uses_blas):
+        if fam.is_gaussian_identity:
+            from .lmm import fit_lmm
+            result = fit_lmm(predictor, response, bool(REML), ctrl, frame.n_dropped,
+                             parsed.text)
+        else:
+            from .glmm import fit_glmm
+            result = fit_glmm(predictor, response, int(nAGQ), ctrl, frame.n_dropped,
+                              parsed.text)
     result.data_label = data_label
     result.extra["row_labels"] = frame.row_labels
     return result

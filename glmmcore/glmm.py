@@ -173,7 +173,7 @@ def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, con
                  response.y, mu, response.weights, phi)))}
     if dev.has_phi:
         extra["family_params"] = response.family.display_params(phi)
-    sigma = float(np.sqrt(phi)) if dev.has_phi else 1.0
+    sigma = float(np.sqrt(phi)) if has_scale else 1.0
     return MixedModelResult(
         formula=formula, family=response.family, method=method, predictor=predictor,
         response=response, theta=theta.copy(), beta=beta, u=out.u, b=b, sigma=sigma,
@@ -214,14 +214,15 @@ def _numerical_flags(response: Any, predictor: Predictor, mu: np.ndarray,
                      failures: int) -> list[str]:
     """Numerical problems worth reporting (not errors: the fit completed)."""
     flags = []
-    family = response.family.name
-    if family == "binomial":
+    family = response.family
+    if family.mean_bounds is not None:
+        lo, hi = family.mean_bounds
         eps = 10 * np.finfo(float).eps        # R's glm.fit threshold
-        extreme = int(np.sum((mu < eps) | (mu > 1 - eps)))
+        extreme = int(np.sum((mu < lo + eps) | (mu > hi - eps)))
         if extreme:
             flags.append(f"fitted probabilities numerically 0 or 1 for {extreme} of "
                          f"{len(mu)} observations (complete or quasi-complete separation?)")
-    if family in ("binomial", "poisson"):
+    if family.zero_responses_matter:
         for block in predictor.reterms.blocks:
             counts = np.bincount(block.factor.codes, weights=response.y * response.weights,
                                  minlength=block.nlevels)

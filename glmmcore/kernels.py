@@ -56,8 +56,9 @@ def update(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p):
             dev[i] = 0.0
             continue
         me = mu_eta(eta[i], m)
-        w[i] = wt[i] * me * me / variance(m, phi)
-        r[i] = (y[i] - m) / me
+        v = variance(m, phi)
+        w[i] = wt[i] * me * me / v
+        r[i] = {residual}
         d = dev_resid(y[i], m, wt[i], phi)
         dev[i] = d
         total += d
@@ -159,6 +160,8 @@ def family_kernels(family: Any) -> FamilyKernels:
         "mu_eta": family.link.mu_eta, "variance": cls.variance,
         "dev_resid": cls.dev_resid, "logpdf": cls.logpdf,
     }
+    if getattr(cls, "dlogpdf_dmu", None) is not None:
+        scalars["dlogpdf_dmu"] = cls.dlogpdf_dmu
     if getattr(cls, "laplace", "expected") == "observed":
         scalars.update({"mu_eta2": family.link.mu_eta2, "dlogpdf_dmu": cls.dlogpdf_dmu,
                         "d2logpdf_dmu2": cls.d2logpdf_dmu2})
@@ -174,16 +177,43 @@ def family_kernels(family: Any) -> FamilyKernels:
 
 
 def _key(family: Any, scalars: dict[str, Any]) -> str:
+    """Hash of everything the generated module's machine code depends on."""
     digest = hashlib.sha256((_TEMPLATE + _OBSERVED_TEMPLATE).encode())
     digest.update(f"{numba.__version__}|{family.name}|{family.link.name}".encode())
+    seen: set = set()
     for name in scalars:
         func = scalars[name].py_func
         digest.update(f"{name}|{func.__module__}|{func.__qualname__}".encode())
-        try:
-            digest.update(inspect.getsource(func).encode())
-        except (OSError, TypeError):
-            digest.update(repr(func.__code__.co_code).encode())
+        for text in _closure_sources(func, seen):
+            digest.update(text.encode())
     return digest.hexdigest()[:20]
+
+
+def _closure_sources(func: Any, seen: set) -> list[str]:
+    """Source of a kernel, and of the jitted helpers and constants it uses, recursively.
+
+    numba's cache checks only a function's own file; hashing the helpers too
+    gives a changed helper (in a plugin, say) a new generated module.
+    """
+    if func in seen:
+        return []
+    seen.add(func)
+    try:
+        out = [inspect.getsource(func)]
+    except (OSError, TypeError):
+        out = [repr(func.__code__.co_code)]
+    names, stack = set(), [func.__code__]
+    while stack:                      # names used here and in nested code objects
+        code = stack.pop()
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if inspect.iscode(c))
+    for name in sorted(names):
+        value = func.__globals__.get(name)
+        if hasattr(value, "py_func"):
+            out.extend(_closure_sources(value.py_func, seen))
+        elif isinstance(value, (int, float, str, tuple)):
+            out.append(f"{name}={value!r}")
+    return out
 
 
 def _importable(func: Any) -> bool:
@@ -194,9 +224,14 @@ def _importable(func: Any) -> bool:
 
 
 def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> str:
+    # Fisher scoring needs w * r = d log p / d eta.  (y - mu) / mu_eta is that when
+    # d log p / d mu = wt (y - mu) / variance (exponential-dispersion families); a family
+    # with a score kernel (Beta, say) gets the score itself.
+    residual = ("dlogpdf_dmu(y[i], m, wt[i], phi) * v / (wt[i] * me)"
+                if "dlogpdf_dmu" in scalars else "(y[i] - m) / me")
     text = _TEMPLATE + (_OBSERVED_TEMPLATE if "mu_eta2" in scalars else "")
     return text.format(family=family.name, link=family.link.name, imports=imports,
-                       cache=cache)
+                       cache=cache, residual=residual)
 
 
 def _load_module(family: Any, scalars: dict[str, Any], key: str) -> ModuleType:

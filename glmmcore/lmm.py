@@ -101,17 +101,18 @@ class LmmDeviance:
 
     def criterion(self, reml: bool) -> float:
         """Deviance of the current factorization, ML or REML."""
-        f, n, p = self.factor, self.n, self.p
-        pwrss = f.y_diag(p) ** 2
+        n, p = self.n, self.p
+        diag = np.diagonal(self.factor.y_lower)
+        pwrss = diag[p] ** 2
         if reml:
             nmp = n - p
-            return (f.logdet_re - self.ldW + self.ld_rx2()
+            return (self.factor.logdet_re - self.ldW + 2.0 * np.sum(np.log(diag[:p]))
                     + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp)))
-        return f.logdet_re - self.ldW + n * (1.0 + LOG_2PI + np.log(pwrss / n))
+        return self.factor.logdet_re - self.ldW + n * (1.0 + LOG_2PI + np.log(pwrss / n))
 
     def ld_rx2(self) -> float:
         """``log|R_X|^2`` of the current factorization."""
-        return 2.0 * float(sum(np.log(self.factor.y_diag(i)) for i in range(self.p)))
+        return 2.0 * float(np.sum(np.log(np.diagonal(self.factor.y_lower)[:self.p])))
 
     def solution(self, theta: np.ndarray) -> LmmSolution:
         """beta, u, sigma and the factor pieces at ``theta``."""

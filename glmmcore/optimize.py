@@ -129,7 +129,10 @@ def fd_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.nd
     """Finite-difference gradient and Hessian of ``f`` at ``x``.
 
     Central differences, except one-sided (forward) for a coordinate whose
-    backward step would cross its lower bound.
+    backward step would cross its lower bound.  A mixed derivative of two
+    central coordinates takes two evaluations, ``f(x + h_i + h_j)`` and
+    ``f(x - h_i - h_j)``, with the single-coordinate ones (second order, like
+    the four-point rule, at half its cost): ``n^2 + n + 1`` evaluations in all.
     """
     x = np.asarray(x, dtype=float)
     n = x.size
@@ -152,14 +155,13 @@ def fd_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.nd
             hess[i, i] = (fp[i] - 2 * f0 + fm[i]) / h[i] ** 2
     for i in range(n):
         for j in range(i):
-            ei, ej = np.zeros(n), np.zeros(n)
-            ei[i], ej[j] = h[i], h[j]
+            e = np.zeros(n)
+            e[i], e[j] = h[i], h[j]
             if forward[i] or forward[j]:
-                hess[i, j] = (f(x + ei + ej) - fp[i] - fp[j] + f0) / (h[i] * h[j])
+                hess[i, j] = (f(x + e) - fp[i] - fp[j] + f0) / (h[i] * h[j])
             else:
-                fpp, fmm = f(x + ei + ej), f(x - ei - ej)
-                fpm, fmp = f(x + ei - ej), f(x - ei + ej)
-                hess[i, j] = (fpp - fpm - fmp + fmm) / (4 * h[i] * h[j])
+                hess[i, j] = (f(x + e) + f(x - e) - fp[i] - fm[i] - fp[j] - fm[j]
+                              + 2 * f0) / (2 * h[i] * h[j])
             hess[j, i] = hess[i, j]
     return grad, hess
 

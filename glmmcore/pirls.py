@@ -117,6 +117,7 @@ class Pirls:
             self._zargs = predictor.linear_predictor_args()
             self._cargs, self._fargs, self._sargs = (f.crossprod_args(), f.factor_args(),
                                                      f.solve_args())
+            self._cwork = f.crossprod_work()
             self._work = (self.eta, self.mu, self.w, self.r, self.dev, self.zb, self.base,
                           np.empty(n))
             self._kernel_ptrs = (kernels.update, kernels.logpdf_vec, kernels.observed_weights)
@@ -149,7 +150,8 @@ class Pirls:
         status = pirls_loop(theta, phi, self.beta_in_pirls, complete, self._limits,
                             self._kernel_ptrs,
                             self.predictor.X, self.y, self.wt, self.offset, self.Y, u, b,
-                            self._zargs, self._cargs, self._fargs, self._sargs, self._work, info)
+                            self._zargs, self._cargs, self._cwork, self._fargs, self._sargs,
+                            self._work, info)
         pdev, ldL2, loglik, iterations, halvings, step = info
         if status >= HALVING_FAILED:
             reason = {HALVING_FAILED: "PIRLS step-halving failed to reduce the penalized "

@@ -21,15 +21,16 @@ CONVERGED, STOPPED_ON_DEVIANCE, HALVING_FAILED, MAX_ITERATIONS, NOT_POSITIVE_DEF
 
 @njit(cache=True, nogil=True)
 def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, offset, Y, u,
-               beta, zargs, cargs, fargs, sargs, work, info):
+               beta, zargs, cargs, cwork, fargs, sargs, work, info):
     """Iterate to the conditional mode; returns a status code (see module constants).
 
     ``limits`` = (step_tol, max_iter, max_halvings, slow_iter, dev_tol);
     ``kernels`` = (update, logpdf_vec, observed_weights) addresses; ``zargs``,
     ``cargs``, ``fargs``, ``sargs`` = the linear predictor's, cross-product's,
-    factor's and solve's fixed arguments; ``work`` = (eta, mu, w, r, dev, zb,
-    base, lp) buffers.  ``u`` and ``beta`` are updated in place; ``info`` gets
-    (pdev, log|L|^2, log-likelihood, iterations, halvings, last step); the
+    factor's and solve's fixed arguments; ``cwork`` the cross-products' arrays;
+    ``work`` = (eta, mu, w, r, dev, zb, base, lp) buffers.  ``u`` and ``beta``
+    are updated in place; ``info`` gets (pdev, log|L|^2, log-likelihood,
+    iterations, halvings, last step); the
     log-likelihood only if ``complete`` (its data-only constants cost as much
     as an iteration and do not move the optimum).
     """
@@ -51,8 +52,8 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     iteration = 0
     while iteration < int(max_iter):
         iteration += 1
-        if not _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, fargs, sargs,
-                       u_new, b_new, info):
+        if not _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, cwork, fargs,
+                       sargs, u_new, b_new, info):
             status = NOT_POSITIVE_DEFINITE
             break
         step = _rel_change(u_new, u)
@@ -87,15 +88,15 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
             beta[:] = b_try
         pdev = pdev_t
         if settled:   # no finite mode in reach: factor at the final weights and stop
-            if not _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, fargs,
-                           sargs, u_new, b_new, info):
+            if not _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, cwork,
+                           fargs, sargs, u_new, b_new, info):
                 status = NOT_POSITIVE_DEFINITE
             else:
                 status = STOPPED_ON_DEVIANCE
             break
     if status <= STOPPED_ON_DEVIANCE and kernels[2] != 0:
         call_observed(kernels[2], eta, y, wt, phi, mu, w)
-        _crossprod(*cargs, w, Y, *fargs[15:21])
+        _crossprod(*cargs, w, Y, *cwork)
         ok, logdet = _factor(theta, *fargs)
         info[1] = logdet
         if not ok:
@@ -132,13 +133,13 @@ def _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zar
 
 
 @njit(cache=True, nogil=True)
-def _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, fargs, sargs, u_new, b_new,
-            info):
+def _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, cwork, fargs, sargs, u_new,
+            b_new, info):
     """Factor at the current weights and solve for the full Newton step."""
     m = Y.shape[1]
     for i in range(eta.shape[0]):
         Y[i, m - 1] = (eta[i] - offset[i] if beta_in_pirls else zb[i]) + r[i]
-    _crossprod(*cargs, w, Y, *fargs[15:21])
+    _crossprod(*cargs, w, Y, *cwork)
     ok, logdet = _factor(theta, *fargs)
     info[1] = logdet
     if not ok:

@@ -29,6 +29,7 @@ from numba import njit
 from .errors import ModelSpecError
 from .fixed import FixedDesign
 from .linalg.blocked import BlockedFactor, build_structure
+from .linalg.dense import LAPACK_MIN_SIZE
 from .reterms import ReTerms
 
 DENSE_REST_MAX = 2500
@@ -70,6 +71,13 @@ class Predictor:
     def p(self) -> int:
         """Number of fixed-effects coefficients."""
         return self.fixed.X.shape[1]
+
+    @property
+    def uses_blas(self) -> bool:
+        """Whether factoring calls LAPACK or CHOLMOD (and so multi-threaded BLAS)."""
+        if self.backend != "blocked":
+            return True
+        return self.layout.q_r + self.p + 1 >= LAPACK_MIN_SIZE
 
     def new_factor(self, m: int) -> Any:
         """A factor workspace for ``m`` dense columns appended to Z."""

@@ -103,6 +103,17 @@ def interface_problem(cls: type) -> str | None:
         for kernel in ("linkfun", "linkinv", "mu_eta"):
             if not hasattr(getattr(link, kernel, None), "py_func"):
                 return f"has link '{link.name}' without a numba.njit kernel '{kernel}'"
+    laplace = getattr(cls, "laplace", "expected")
+    if laplace not in ("expected", "observed"):
+        return f"has laplace = {laplace!r}; it must be 'expected' or 'observed'"
+    if laplace == "observed":
+        for kernel in ("dlogpdf_dmu", "d2logpdf_dmu2"):
+            if not hasattr(getattr(cls, kernel, None), "py_func"):
+                return f"uses the observed information but has no numba.njit kernel '{kernel}'"
+        for link in cls.links.values():
+            if not hasattr(getattr(link, "mu_eta2", None), "py_func"):
+                return (f"uses the observed information but its link '{link.name}' has no "
+                        "numba.njit kernel 'mu_eta2'")
     return None
 
 

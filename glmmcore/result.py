@@ -239,7 +239,7 @@ class MixedModelResult:
         """Variance function at the fitted means (scale excluded for an LMM)."""
         if self.is_lmm:
             return np.ones(self.nobs)
-        return self.family.variance_array(self.mu, self.extra.get("phi", 1.0))
+        return self.family.response_variance(self.mu, self.extra.get("phi", 1.0))
 
     def deviance_residuals(self) -> np.ndarray:
         """Squared deviance residuals at the fitted means."""

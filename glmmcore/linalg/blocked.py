@@ -28,6 +28,7 @@ from scipy.linalg import solve_triangular
 
 from .dense import (
     DPOTRF,
+    FAST,
     LAPACK_MIN_SIZE,
     chol_lower_lapack,
     chol_lower_small,
@@ -67,7 +68,10 @@ class BlockedStructure:
     obs_rr: np.ndarray       # (n, nr(nr+1)/2) rest pair of each observation
     tidx: np.ndarray         # theta index of each element of every T, -1 = 0
     toff: np.ndarray         # (K+1,) offsets of the Ts in tidx
-    max_rows: int            # largest number of rest rows coupled to one level
+    flat_row: np.ndarray     # rest row of each coupled (level, row) pair, level-major
+    flat_ptr: np.ndarray     # (l1+1,) each first-block level's pairs in flat_row
+    row_ptr: np.ndarray      # (q_r+1,) each rest row's pairs in row_pairs
+    row_pairs: np.ndarray    # flat index of the pairs of each rest row, by level
 
     @property
     def n(self) -> int:
@@ -127,15 +131,12 @@ def build_structure(blocks: list) -> BlockedStructure:
         sizes = rest_p[r1_term] * p1
         r1_voff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         obs_r1 = inverse.reshape(n, len(rest)).astype(np.int64)
-        rows_per_level = np.add.reduceat(rest_p[r1_term], r1_ptr[:-1]) if len(uniq) else [0]
-        has = np.diff(r1_ptr) > 0
-        max_rows = int(np.max(np.where(has, rows_per_level, 0))) if l1 else 0
     else:
         r1_row = r1_term = np.zeros(0, dtype=np.int64)
         r1_ptr = np.zeros(l1 + 1, dtype=np.int64)
         r1_voff = np.zeros(1, dtype=np.int64)
         obs_r1 = np.zeros((n, 0), dtype=np.int64)
-        max_rows = 0
+    flat = _flat_pairs(r1_ptr, r1_row, rest_p[r1_term] if rest else r1_row, q_r)
     rr = _rest_pairs(rest_off, rest_codes, rest_p, row_term, q_r)
     tparts = [b.theta_index.ravel() for b in blocks]
     toff = np.concatenate([[0], np.cumsum([t.size for t in tparts])]).astype(np.int64)
@@ -146,7 +147,23 @@ def build_structure(blocks: list) -> BlockedStructure:
         r1_ptr=r1_ptr, r1_row=r1_row, r1_term=r1_term, r1_voff=r1_voff, obs_r1=obs_r1,
         rr_row=rr[0], rr_col=rr[1], rr_rterm=rr[2], rr_cterm=rr[3], rr_voff=rr[4],
         obs_rr=rr[5], tidx=np.concatenate(tparts).astype(np.int64), toff=toff,
-        max_rows=max_rows)
+        flat_row=flat[0], flat_ptr=flat[1], row_ptr=flat[2], row_pairs=flat[3])
+
+
+def _flat_pairs(r1_ptr, r1_row, sizes, q_r):
+    """The coupled (first-block level, rest row) pairs, level-major and by rest row.
+
+    Pair ``t`` of level ``j`` holds the ``p1`` coupling values at ``L21v[t*p1:]``
+    (the blocks' values are stored level-major, row by row).
+    """
+    sizes = np.asarray(sizes, dtype=np.int64)
+    within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+    flat_row = (np.repeat(r1_row, sizes) + within).astype(np.int64)
+    per_block = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    flat_ptr = per_block[r1_ptr]
+    order = np.argsort(flat_row, kind="stable")      # stable: by level within a row
+    row_ptr = np.searchsorted(flat_row[order], np.arange(q_r + 1)).astype(np.int64)
+    return flat_row, flat_ptr, row_ptr, order.astype(np.int64)
 
 
 def _rest_pairs(rest_off, rest_codes, rest_p, row_term, q_r):
@@ -190,15 +207,15 @@ class BlockedFactor:
         self.D = np.zeros((q_r + m, q_r + m))
         self.tbuf = np.zeros(s.tidx.shape[0])
         self.logdet_re = np.nan
+        self._factor_args = self.factor_args()
 
     def crossprod(self, w: np.ndarray, Y: np.ndarray) -> None:
         """Weighted cross-products of ``[Z, Y]`` (``Y`` is ``n x m``)."""
-        _crossprod(*self.crossprod_args(), w, Y, self.A11, self.r1v, self.rrv, self.A1Y,
-                   self.ArY, self.AYY)
+        _crossprod(*self.crossprod_args(), w, Y, *self.crossprod_work())
 
     def factor(self, theta: np.ndarray) -> bool:
         """Factor the system at ``theta``; False if not positive definite."""
-        ok, logdet = _factor(theta, *self.factor_args())
+        ok, logdet = _factor(theta, *self._factor_args)
         self.logdet_re = logdet
         return ok
 
@@ -207,8 +224,12 @@ class BlockedFactor:
         s = self.s
         return (s.tidx, s.toff, s.rest_p, s.row_term, s.row_start, s.r1_ptr, s.r1_row,
                 s.r1_term, s.r1_voff, s.rr_row, s.rr_col, s.rr_rterm, s.rr_cterm, s.rr_voff,
-                s.max_rows, self.A11, self.r1v, self.rrv, self.A1Y, self.ArY, self.AYY,
-                self.L11, self.L21v, self.LY1, self.D, self.tbuf, DPOTRF)
+                s.flat_row, s.flat_ptr, s.row_ptr, s.row_pairs, *self.crossprod_work(), self.L11,
+                self.L21v, self.LY1, self.D, self.tbuf, DPOTRF)
+
+    def crossprod_work(self) -> tuple:
+        """The cross-product arrays :func:`_crossprod` fills (A11, r1v, rrv, A1Y, ArY, AYY)."""
+        return self.A11, self.r1v, self.rrv, self.A1Y, self.ArY, self.AYY
 
     def crossprod_args(self) -> tuple:
         """Everything :func:`_crossprod` takes besides w and Y, in its order."""
@@ -332,8 +353,8 @@ def _crossprod_one_scalar(codes1, X1, w, Y, A11, A1Y, AYY):
 
 @njit(cache=True, nogil=True)
 def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_term, r1_voff,
-            rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, max_rows, A11, r1v, rrv, A1Y, ArY,
-            AYY, L11, L21v, LY1, D, tbuf, potrf):
+            rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, flat_row, flat_ptr, row_ptr,
+            row_pairs, A11, r1v, rrv, A1Y, ArY, AYY, L11, L21v, LY1, D, tbuf, potrf):
     """Factor the blocked system at theta; returns (positive definite, log|L|^2)."""
     for e in range(tidx.shape[0]):
         tbuf[e] = theta[tidx[e]] if tidx[e] >= 0 else 0.0
@@ -349,7 +370,7 @@ def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_t
     _coupling(T1, tbuf, toff, rest_p, r1_ptr, r1_term, r1_voff, r1v, A1Y, L11, L21v, LY1)
     _schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm, rr_cterm,
                 rr_voff, rrv, ArY, AYY, D)
-    _schur_update(r1_ptr, r1_row, r1_term, r1_voff, rest_p, max_rows, q_r, L21v, LY1, D)
+    _schur_update(flat_row, flat_ptr, row_ptr, row_pairs, L21v, LY1, D)
     if D.shape[0] >= LAPACK_MIN_SIZE:
         ok = chol_lower_lapack(potrf, D)
     else:
@@ -467,34 +488,48 @@ def _schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rter
             D[q_r + t, q_r + u] = AYY[t, u]
 
 
-@njit(cache=True, nogil=True)
-def _schur_update(r1_ptr, r1_row, r1_term, r1_voff, rest_p, max_rows, q_r, L21v, LY1, D):
-    """Subtract each first-block level's coupling rows: D -= C_j C_j'."""
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _schur_update(flat_row, flat_ptr, row_ptr, row_pairs, L21v, LY1, D):
+    """Subtract each first-block level's coupling rows: ``D -= sum_j C_j C_j'``.
+
+    Row by row of D, so that one row's writes stay in cache (level by level they
+    scatter over the whole matrix, several times slower at InstEval's size): the
+    row R of level j meets the rows of j up to R, found between ``flat_ptr[j]``
+    and R's own position in j.
+    """
     l1, m, p1 = LY1.shape
-    idx = np.empty(max_rows + m, dtype=np.int64)
-    C = np.empty((max_rows + m, p1))
+    q_r = D.shape[0] - m
+    level = np.empty(flat_row.shape[0], dtype=np.int64)
     for j in range(l1):
-        nrow = 0
-        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
-            pk = rest_p[r1_term[blk]]
-            vo = r1_voff[blk]
-            for a in range(pk):
-                idx[nrow] = r1_row[blk] + a
-                for b in range(p1):
-                    C[nrow, b] = L21v[vo + a * p1 + b]
-                nrow += 1
-        for t in range(m):
-            idx[nrow] = q_r + t
-            for b in range(p1):
-                C[nrow, b] = LY1[j, t, b]
-            nrow += 1
-        for r in range(nrow):
-            R = idx[r]
-            for c in range(r + 1):
+        level[flat_ptr[j]:flat_ptr[j + 1]] = j
+    for R in range(q_r):
+        row = D[R]
+        for e in range(row_ptr[R], row_ptr[R + 1]):
+            t_r = row_pairs[e]
+            j = level[t_r]
+            if p1 == 1:
+                v = L21v[t_r]
+                for t in range(flat_ptr[j], t_r + 1):
+                    row[flat_row[t]] -= v * L21v[t]
+            else:
+                for t in range(flat_ptr[j], t_r + 1):
+                    s = 0.0
+                    for c in range(p1):
+                        s += L21v[t_r * p1 + c] * L21v[t * p1 + c]
+                    row[flat_row[t]] -= s
+    for t_y in range(m):
+        row = D[q_r + t_y]
+        for j in range(l1):
+            for t in range(flat_ptr[j], flat_ptr[j + 1]):
                 s = 0.0
-                for b in range(p1):
-                    s += C[r, b] * C[c, b]
-                D[R, idx[c]] -= s
+                for c in range(p1):
+                    s += LY1[j, t_y, c] * L21v[t * p1 + c]
+                row[flat_row[t]] -= s
+            for u in range(t_y + 1):
+                s = 0.0
+                for c in range(p1):
+                    s += LY1[j, t_y, c] * LY1[j, u, c]
+                row[q_r + u] -= s
 
 
 @njit(cache=True, nogil=True)

@@ -14,7 +14,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import get_cython_function_address, intrinsic
 
-LAPACK_MIN_SIZE = 256
+LAPACK_MIN_SIZE = 384
 # Reassociating sums lets LLVM vectorize the dot products (4-5x faster from about 100
 # rows); results stay deterministic on a given machine, like BLAS's.
 FAST = {"reassoc", "contract"}
