@@ -15,8 +15,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from formulaic import model_matrix as formulaic_model_matrix
-from formulaic.errors import FormulaicError
 
 from .errors import DataError, FormulaError, RankDeficiencyWarning
 from .model_matrix import SimpleSpec, simple_spec
@@ -100,6 +98,8 @@ def model_matrix(expr: str, data: pd.DataFrame,
 
 def evaluate_model_matrix(expr: str, data: pd.DataFrame, formula: str) -> pd.DataFrame:
     """Evaluate a right-hand side with formulaic, translating its errors."""
+    from formulaic import model_matrix as formulaic_model_matrix  # lazy: costly import
+    from formulaic.errors import FormulaicError
     try:
         return formulaic_model_matrix(expr, data, na_action="ignore")
     except FormulaicError as exc:

@@ -19,9 +19,6 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 
-from formulaic import Formula
-from formulaic.errors import FormulaicError
-
 from .errors import FormulaError
 from .model_matrix import parse_simple
 
@@ -186,6 +183,9 @@ def _join_fixed(parts: list[tuple[str, str]]) -> str:
 def _check_formulaic(expr: str, text: str, span: tuple[int, int]) -> None:
     if parse_simple(expr) is not None:   # names, 1/0, +, two-way products: valid
         return
+    # formulaic costs ~0.4 s to import: only formulas the fast path cannot read pay it
+    from formulaic import Formula
+    from formulaic.errors import FormulaicError
     try:
         Formula(expr)
     except (FormulaicError, SyntaxError, ValueError) as exc:

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from formulaic import Formula
 
 from .errors import DataError, MissingColumnError, show
 from .formula import ParsedFormula
@@ -77,7 +76,10 @@ def formula_variables(parsed: ParsedFormula) -> list[str]:
              *(term.expr for term in parsed.random)]
     for expr in exprs:
         found = simple_variables(expr)
-        for name in found if found is not None else sorted(Formula(expr).required_variables):
+        if found is None:
+            from formulaic import Formula  # lazy: see formula._check_formulaic
+            found = sorted(Formula(expr).required_variables)
+        for name in found:
             if name not in names:
                 names.append(name)
     for term in parsed.random:

@@ -87,6 +87,7 @@ class Beta(Family):
     laplace = "observed"
     dlogpdf_dmu = beta_dlogpdf_dmu
     d2logpdf_dmu2 = beta_d2logpdf_dmu2
+    mean_bounds = (0.0, 1.0)
 
     def check_support(self, y: np.ndarray, name: str, labels: pd.Index) -> None:
         """Raise :class:`ResponseError` at the first value outside (0, 1).
@@ -116,6 +117,11 @@ class Beta(Family):
     def display_params(self, phi: float) -> dict[str, float]:
         """The precision ``phi``."""
         return {"precision": phi}
+
+    def response_variance(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """``Var(y) = mu (1 - mu) / (1 + phi)`` (the kernel is the inverse information)."""
+        mu = np.asarray(mu, dtype=float)
+        return mu * (1.0 - mu) / (1.0 + phi)
 
     def simulate(self, mu: np.ndarray, weights: np.ndarray, phi: float,
                  rng: np.random.Generator) -> np.ndarray:
