@@ -27,6 +27,7 @@ from .optimize import (
     bobyqa,
     check_convergence,
     fd_derivatives,
+    newton_polish,
     unchecked_convergence,
     warn_once,
 )
@@ -142,6 +143,14 @@ def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, con
     if control.check_convergence:
         grad, hess = fd_derivatives(objective, x, lower)
         conv = check_convergence(grad, hess, x, lower, diagonal, nt, messages)
+        # only when the checks fail: a polish that succeeds costs a second Hessian
+        polished = (None if conv.converged else
+                    newton_polish(objective, x, objective(x), lower, grad, hess))
+        if polished is not None:
+            x = polished[0]
+            messages.append("a Newton step with the derivatives improved the optimum")
+            grad, hess = fd_derivatives(objective, x, lower)
+            conv = check_convergence(grad, hess, x, lower, diagonal, nt, messages)
     else:
         grad = hess = None
         conv = unchecked_convergence(x, diagonal, messages)

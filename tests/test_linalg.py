@@ -10,11 +10,14 @@ from scipy.stats import multivariate_normal
 from glmmcore.fixed import fixed_design
 from glmmcore.formula import parse_formula
 from glmmcore.frame import model_frame
+from glmmcore.linalg.schur import _update_by_levels, _update_by_rows, schur_init
 from glmmcore.lmm import LmmDeviance
 from glmmcore.predictor import build_predictor
 from glmmcore.reterms import build_reterms
 
 FORMULA = "y ~ x + (1 + x | g) + (1 | h) + (x || k) + (1 | g:h)"
+# scalar terms only take their own compiled paths in the blocked factor
+FORMULAS = {"mixed": FORMULA, "scalars": "y ~ x + (1 | g) + (1 | h) + (1 | k)"}
 
 
 # small: every dense part below LAPACK_MIN_SIZE (compiled loops); large: the dense
@@ -32,10 +35,10 @@ def frame(request) -> pd.DataFrame:
     return df
 
 
-def parts(frame: pd.DataFrame, backend: str):
-    parsed = parse_formula(FORMULA)
+def parts(frame: pd.DataFrame, backend: str, formula: str = FORMULA):
+    parsed = parse_formula(formula)
     mf = model_frame(parsed, frame)
-    fixed = fixed_design(parsed.fixed, mf.data, FORMULA)
+    fixed = fixed_design(parsed.fixed, mf.data, formula)
     reterms = build_reterms(parsed, mf.data)
     return build_predictor(fixed, reterms, backend)
 
@@ -56,9 +59,10 @@ def dense_Z_Lambda(predictor, theta):
 THETA = np.array([0.9, 0.3, 0.4, 0.7, 0.5, 0.8, 0.6, 0.2])
 
 
+@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
 @pytest.mark.parametrize("backend", ["blocked", "sparse"])
-def test_factor_matches_dense_algebra(frame, backend):
-    pred = parts(frame, backend)
+def test_factor_matches_dense_algebra(frame, backend, formula):
+    pred = parts(frame, backend, formula)
     theta = THETA[:pred.reterms.ntheta]
     rng = np.random.default_rng(3)
     w = rng.uniform(0.5, 2.0, pred.n)
@@ -88,6 +92,29 @@ def test_factor_matches_dense_algebra(frame, backend):
             sl = slice(start + level * block.p, start + (level + 1) * block.p)
             np.testing.assert_allclose(V[level], Minv[sl, sl], rtol=1e-9, atol=1e-14)
         start += block.q
+
+
+@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
+def test_schur_update_orders_agree(frame, formula):
+    """Level by level and row by row (chosen by D's size) subtract the same sums."""
+    pred = parts(frame, "blocked", formula)
+    Y = np.column_stack([pred.X, frame["y"].to_numpy()])
+    fac = pred.new_factor(Y.shape[1])
+    fac.crossprod(np.random.default_rng(5).uniform(0.5, 2.0, pred.n), Y)
+    assert fac.factor(THETA[:pred.reterms.ntheta])
+    s = fac.s
+    results = []
+    for update in (_update_by_levels, _update_by_rows):
+        schur_init(fac.tbuf, s.toff, s.rest_p, s.row_term, s.row_start, s.rr_row, s.rr_col,
+                   s.rr_rterm, s.rr_cterm, s.rr_voff, fac.rrv, fac.ArY, fac.AYY, fac.D)
+        before = np.tril(fac.D[:s.q_r, :s.q_r]).copy()
+        if update is _update_by_rows:
+            update(s.flat_row, s.flat_ptr, s.row_ptr, s.row_pairs, fac.L21v, fac.LY1, fac.D)
+        else:
+            update(s.flat_row, s.flat_ptr, fac.L21v, fac.LY1, fac.D)
+        results.append(np.tril(fac.D[:s.q_r, :s.q_r]))
+        assert not np.allclose(results[-1], before)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-13)
 
 
 def test_profiled_deviance_equals_the_marginal_likelihood(frame):
