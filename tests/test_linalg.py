@@ -10,7 +10,7 @@ from scipy.stats import multivariate_normal
 from glmmcore.fixed import fixed_design
 from glmmcore.formula import parse_formula
 from glmmcore.frame import model_frame
-from glmmcore.linalg.schur import _update_by_levels, _update_by_rows, schur_init
+from glmmcore.linalg.schur import schur_init, update_rest_rows
 from glmmcore.lmm import LmmDeviance
 from glmmcore.predictor import build_predictor
 from glmmcore.reterms import build_reterms
@@ -95,8 +95,8 @@ def test_factor_matches_dense_algebra(frame, backend, formula):
 
 
 @pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
-def test_schur_update_orders_agree(frame, formula):
-    """Level by level and row by row (chosen by D's size) subtract the same sums."""
+def test_schur_update_blocks_of_rows_agree(frame, formula):
+    """Blocks of one row, of a few rows and all of D at once subtract the same sums."""
     pred = parts(frame, "blocked", formula)
     Y = np.column_stack([pred.X, frame["y"].to_numpy()])
     fac = pred.new_factor(Y.shape[1])
@@ -104,17 +104,15 @@ def test_schur_update_orders_agree(frame, formula):
     assert fac.factor(THETA[:pred.reterms.ntheta])
     s = fac.s
     results = []
-    for update in (_update_by_levels, _update_by_rows):
+    for block in (1, 7, s.q_r):
         schur_init(fac.tbuf, s.toff, s.rest_p, s.row_term, s.row_start, s.rr_row, s.rr_col,
                    s.rr_rterm, s.rr_cterm, s.rr_voff, fac.rrv, fac.ArY, fac.AYY, fac.D)
         before = np.tril(fac.D[:s.q_r, :s.q_r]).copy()
-        if update is _update_by_rows:
-            update(s.flat_row, s.flat_ptr, s.row_ptr, s.row_pairs, fac.L21v, fac.LY1, fac.D)
-        else:
-            update(s.flat_row, s.flat_ptr, fac.L21v, fac.LY1, fac.D)
+        update_rest_rows(s.flat_row, s.flat_ptr, fac.L21v, s.p1, fac.D, s.q_r, block)
         results.append(np.tril(fac.D[:s.q_r, :s.q_r]))
         assert not np.allclose(results[-1], before)
     np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(results[0], results[2], rtol=1e-12, atol=1e-13)
 
 
 def test_profiled_deviance_equals_the_marginal_likelihood(frame):

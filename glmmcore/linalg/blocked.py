@@ -70,8 +70,6 @@ class BlockedStructure:
     toff: np.ndarray         # (K+1,) offsets of the Ts in tidx
     flat_row: np.ndarray     # rest row of each coupled (level, row) pair, level-major
     flat_ptr: np.ndarray     # (l1+1,) each first-block level's pairs in flat_row
-    row_ptr: np.ndarray      # (q_r+1,) each rest row's pairs in row_pairs
-    row_pairs: np.ndarray    # flat index of the pairs of each rest row, by level
 
     @property
     def n(self) -> int:
@@ -136,7 +134,7 @@ def build_structure(blocks: list) -> BlockedStructure:
         r1_ptr = np.zeros(l1 + 1, dtype=np.int64)
         r1_voff = np.zeros(1, dtype=np.int64)
         obs_r1 = np.zeros((n, 0), dtype=np.int64)
-    flat = _flat_pairs(r1_ptr, r1_row, rest_p[r1_term] if rest else r1_row, q_r)
+    flat = _flat_pairs(r1_ptr, r1_row, rest_p[r1_term] if rest else r1_row)
     rr = _rest_pairs(rest_off, rest_codes, rest_p, row_term, q_r)
     tparts = [b.theta_index.ravel() for b in blocks]
     toff = np.concatenate([[0], np.cumsum([t.size for t in tparts])]).astype(np.int64)
@@ -147,11 +145,11 @@ def build_structure(blocks: list) -> BlockedStructure:
         r1_ptr=r1_ptr, r1_row=r1_row, r1_term=r1_term, r1_voff=r1_voff, obs_r1=obs_r1,
         rr_row=rr[0], rr_col=rr[1], rr_rterm=rr[2], rr_cterm=rr[3], rr_voff=rr[4],
         obs_rr=rr[5], tidx=np.concatenate(tparts).astype(np.int64), toff=toff,
-        flat_row=flat[0], flat_ptr=flat[1], row_ptr=flat[2], row_pairs=flat[3])
+        flat_row=flat[0], flat_ptr=flat[1])
 
 
-def _flat_pairs(r1_ptr, r1_row, sizes, q_r):
-    """The coupled (first-block level, rest row) pairs, level-major and by rest row.
+def _flat_pairs(r1_ptr, r1_row, sizes):
+    """The coupled (first-block level, rest row) pairs, level-major (rows ascending).
 
     Pair ``t`` of level ``j`` holds the ``p1`` coupling values at ``L21v[t*p1:]``
     (the blocks' values are stored level-major, row by row).
@@ -160,10 +158,7 @@ def _flat_pairs(r1_ptr, r1_row, sizes, q_r):
     within = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
     flat_row = (np.repeat(r1_row, sizes) + within).astype(np.int64)
     per_block = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    flat_ptr = per_block[r1_ptr]
-    order = np.argsort(flat_row, kind="stable")      # stable: by level within a row
-    row_ptr = np.searchsorted(flat_row[order], np.arange(q_r + 1)).astype(np.int64)
-    return flat_row, flat_ptr, row_ptr, order.astype(np.int64)
+    return flat_row, per_block[r1_ptr]
 
 
 def _rest_pairs(rest_off, rest_codes, rest_p, row_term, q_r):
@@ -224,7 +219,7 @@ class BlockedFactor:
         s = self.s
         return (s.tidx, s.toff, s.rest_p, s.row_term, s.row_start, s.r1_ptr, s.r1_row,
                 s.r1_term, s.r1_voff, s.rr_row, s.rr_col, s.rr_rterm, s.rr_cterm, s.rr_voff,
-                s.flat_row, s.flat_ptr, s.row_ptr, s.row_pairs, *self.crossprod_work(), self.L11,
+                s.flat_row, s.flat_ptr, *self.crossprod_work(), self.L11,
                 self.L21v, self.LY1, self.D, self.tbuf, DPOTRF)
 
     def crossprod_work(self) -> tuple:
@@ -395,8 +390,8 @@ def _crossprod_scalars(codes1, X1, rest_codes, Xr, rest_off, obs_r1, r1_voff, ob
 
 @njit(cache=True, nogil=True)
 def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_term, r1_voff,
-            rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, flat_row, flat_ptr, row_ptr,
-            row_pairs, A11, r1v, rrv, A1Y, ArY, AYY, L11, L21v, LY1, D, tbuf, potrf):
+            rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, flat_row, flat_ptr, A11, r1v, rrv, A1Y,
+            ArY, AYY, L11, L21v, LY1, D, tbuf, potrf):
     """Factor the blocked system at theta; returns (positive definite, log|L|^2)."""
     for e in range(tidx.shape[0]):
         tbuf[e] = theta[tidx[e]] if tidx[e] >= 0 else 0.0
@@ -412,7 +407,7 @@ def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_t
     _coupling(T1, tbuf, toff, rest_p, r1_ptr, r1_term, r1_voff, r1v, A1Y, L11, L21v, LY1)
     schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm, rr_cterm,
                 rr_voff, rrv, ArY, AYY, D)
-    schur_update(flat_row, flat_ptr, row_ptr, row_pairs, L21v, LY1, D)
+    schur_update(flat_row, flat_ptr, L21v, LY1, D)
     if D.shape[0] >= LAPACK_MIN_SIZE:
         ok = chol_lower_lapack(potrf, D)
     else:
