@@ -134,3 +134,20 @@ def test_any_text_parses_or_raises_formula_error(text):
     else:
         assert parsed.response
         assert all(t.group for t in parsed.random)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 4), st.sampled_from(["x", "y", "zz"]),
+                          st.booleans()), min_size=1, max_size=30))
+def test_interaction_factor_levels_and_codes(rows):
+    """``a:b:c`` levels: the observed combinations, sorted by the factors' sorted levels."""
+    import pandas as pd
+
+    from glmmcore.reterms import grouping_factor
+
+    data = pd.DataFrame(rows, columns=["a", "b", "c"])
+    factor = grouping_factor(("b", "a", "c"), data)
+    combos = sorted(set(zip(data["b"], data["a"], data["c"])))
+    assert list(factor.levels) == [f"{b}:{a}:{c}" for b, a, c in combos]
+    row_labels = [f"{b}:{a}:{c}" for b, a, c in zip(data["b"], data["a"], data["c"])]
+    assert list(factor.levels[factor.codes]) == row_labels

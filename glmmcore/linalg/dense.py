@@ -24,21 +24,32 @@ FAST = {"reassoc", "contract"}
 def chol_lower_small(A: np.ndarray) -> bool:
     """Overwrite the lower triangle of ``A`` with its Cholesky factor.
 
-    Returns False (leaving ``A`` partly overwritten) if ``A`` is not
-    numerically positive definite.
+    Works within the envelope of ``A`` (each row from its first nonzero): the
+    factor has the same envelope, and nested designs give block diagonal rest
+    blocks with a dense border, whose leading zeros are skipped.  Returns False
+    (leaving ``A`` partly overwritten) if ``A`` is not numerically positive
+    definite.
     """
     n = A.shape[0]
+    first = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        k = 0
+        while k < i and A[i, k] == 0.0:
+            k += 1
+        first[i] = k
     for j in range(n):
         s = A[j, j]
-        for k in range(j):
+        for k in range(first[j], j):
             s -= A[j, k] * A[j, k]
         if not s > 0.0 or not np.isfinite(s):
             return False
         d = np.sqrt(s)
         A[j, j] = d
         for i in range(j + 1, n):
+            if first[i] > j:
+                continue
             s = A[i, j]
-            for k in range(j):
+            for k in range(max(first[i], first[j]), j):
                 s -= A[i, k] * A[j, k]
             A[i, j] = s / d
     return True
