@@ -7,7 +7,7 @@ The main entry point is :func:`fit`::
     print(result.summary())
 """
 
-from .api import FitControl, fit
+from .api import FitControl, fit, refit
 from .errors import (
     ConvergenceError,
     ConvergenceWarning,
@@ -32,5 +32,5 @@ __all__ = [
     "FamilyPluginWarning", "FitControl", "FormulaError", "GlmmError", "MissingColumnError",
     "MixedModelResult", "ModelSpecError", "RankDeficiencyWarning", "ResponseError",
     "Simulation", "__version__", "available_families", "designs", "fit", "get_family",
-    "simulate",
+    "refit", "simulate",
 ]

@@ -12,13 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .errors import ModelSpecError
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, ModelSpecError, show
 from .fixed import fixed_design
 from .formula import parse_formula
 from .frame import model_frame
 from .predictor import build_predictor
 from .registry import get_family
-from .response import build_response
+from .response import Response, build_response
 from .result import MixedModelResult
 from .reterms import build_reterms
 from .threads import single_threaded_blas
@@ -107,15 +110,65 @@ def fit(formula: str, data: Any, *, family: Any = "gaussian", link: str | None =
     fixed = fixed_design(parsed.fixed, frame.data, parsed.text)
     reterms = build_reterms(parsed, frame.data)
     predictor = build_predictor(fixed, reterms, ctrl.backend)
-    with single_threaded_blas(predictor.uses_blas):
-        if fam.is_gaussian_identity:
-            from .lmm import fit_lmm
-            result = fit_lmm(predictor, response, bool(REML), ctrl, frame.n_dropped,
-                             parsed.text)
-        else:
-            from .glmm import fit_glmm
-            result = fit_glmm(predictor, response, int(nAGQ), ctrl, frame.n_dropped,
-                              parsed.text)
+    result = _fit_response(predictor, response, bool(REML), int(nAGQ), ctrl, frame.n_dropped,
+                           parsed.text)
     result.data_label = data_label
     result.extra["row_labels"] = frame.row_labels
     return result
+
+
+def refit(fit: MixedModelResult, newresp: Any, *,
+          control: FitControl | dict | None = None) -> MixedModelResult:
+    """Fit the same model to another response, reusing everything else (lme4's ``refit``).
+
+    X, Z, the random-effects terms and the factorization's layout (CHOLMOD's
+    symbolic analysis included) are taken from ``fit``; only the response is
+    read, checked and fitted.  Weights, offset, family, REML and nAGQ stay.
+
+    Parameters
+    ----------
+    fit
+        A fitted model.
+    newresp
+        One value per observation the model used (``fit.nobs``, after rows
+        with missing values were dropped), on the scale ``fit`` was given its
+        response (binomial: 0/1, booleans, a two-level column or proportions).
+    control
+        :class:`FitControl` or a dict of its fields (default: the defaults).
+
+    Returns
+    -------
+    MixedModelResult
+    """
+    old = fit.response
+    values = np.asarray(newresp)
+    if values.ndim != 1 or values.shape[0] != fit.nobs:
+        raise DataError(f"newresp must have one value per observation the model used "
+                        f"({fit.nobs}), not shape {values.shape}")
+    labels = fit.extra.get("row_labels", pd.RangeIndex(fit.nobs))
+    series = pd.Series(values, name=old.name)
+    if series.isna().any():
+        i = int(np.flatnonzero(series.isna().to_numpy())[0])
+        raise DataError(f"newresp has a missing value in row {show(labels[i])}: a refit "
+                        "keeps the model's observations, so none can be dropped")
+    y, weights, info = old.family.prepare_response([series], old.weights.copy(), old.name,
+                                                   labels)
+    response = Response(name=old.name, y=np.ascontiguousarray(y, dtype=float),
+                        weights=np.ascontiguousarray(weights, dtype=float),
+                        offset=old.offset, family=old.family, info=info)
+    result = _fit_response(fit.predictor, response, fit.reml, fit.nagq,
+                           FitControl.from_any(control), fit.n_dropped, fit.formula)
+    result.data_label = fit.data_label
+    result.extra["row_labels"] = labels
+    return result
+
+
+def _fit_response(predictor: Any, response: Response, reml: bool, nagq: int,
+                  control: FitControl, n_dropped: int, formula: str) -> MixedModelResult:
+    """The fitting stage: a linear or generalized linear mixed model."""
+    with single_threaded_blas(predictor.uses_blas):
+        if response.family.is_gaussian_identity:
+            from .lmm import fit_lmm
+            return fit_lmm(predictor, response, reml, control, n_dropped, formula)
+        from .glmm import fit_glmm
+        return fit_glmm(predictor, response, nagq, control, n_dropped, formula)

@@ -17,6 +17,7 @@ from glmmcore.errors import FamilyError, FamilyPluginWarning, ResponseError
 from glmmcore.families.base import Family
 from glmmcore.families.gaussian import Gaussian
 from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
+from glmmcore.testing import check_link
 
 LINKS = [IDENTITY, LOG, INVERSE, LOGIT, PROBIT, CLOGLOG, SQRT]
 ETAS = {"identity": [-1.3, 0.4, 2.2], "log": [-1.3, 0.4, 2.2], "inverse": [0.3, 1.1, 2.5],
@@ -26,15 +27,22 @@ ETAS = {"identity": [-1.3, 0.4, 2.2], "log": [-1.3, 0.4, 2.2], "inverse": [0.3, 
 
 @pytest.mark.parametrize("link", LINKS, ids=lambda link: link.name)
 def test_link_derivatives_and_inverse(link):
-    h = 1e-5
-    for eta in ETAS[link.name]:
-        mu = link.linkinv(eta)
-        assert link.linkfun(mu) == pytest.approx(eta, rel=1e-9, abs=1e-9)
-        slope = (link.linkinv(eta + h) - link.linkinv(eta - h)) / (2 * h)
-        assert link.mu_eta(eta, mu) == pytest.approx(slope, rel=1e-6)
-        curve = (link.mu_eta(eta + h, link.linkinv(eta + h))
-                 - link.mu_eta(eta - h, link.linkinv(eta - h))) / (2 * h)
-        assert link.mu_eta2(eta, mu) == pytest.approx(curve, rel=1e-5, abs=1e-9)
+    check_link(link, ETAS[link.name])
+
+
+def test_check_link_catches_a_wrong_derivative():
+    class HalfSlope:   # logit's inverse with half its derivative
+        name = "half"
+        linkinv = staticmethod(LOGIT.linkinv)
+        linkfun = staticmethod(LOGIT.linkfun)
+        mu_eta2 = staticmethod(LOGIT.mu_eta2)
+
+        @staticmethod
+        def mu_eta(eta, mu):
+            return 0.5 * LOGIT.mu_eta(eta, mu)
+
+    with pytest.raises(AssertionError, match="half: mu_eta"):
+        check_link(HalfSlope, [0.3])
 
 
 def test_builtin_families_are_registered_through_entry_points():

@@ -336,18 +336,21 @@ def _crossprod(codes1, X1, rest_codes, Xr, rest_p, rest_xoff, rest_off, obs_r1, 
 @njit(cache=True, nogil=True)
 def _crossprod_one_scalar(codes1, X1, w, Y, A11, A1Y, AYY):
     """The common case of one scalar term (e.g. ``(1 | g)``), without inner loops over p."""
-    m = Y.shape[1]
     for i in range(codes1.shape[0]):
-        wi = w[i]
-        j = codes1[i]
-        wx = wi * X1[i, 0]
-        A11[j, 0, 0] += wx * X1[i, 0]
-        for t in range(m):
-            yt = Y[i, t]
-            A1Y[j, 0, t] += wx * yt
-            wy = wi * yt
-            for u in range(t + 1):
-                AYY[t, u] += wy * Y[i, u]
+        _add_first_scalar(i, codes1[i], w[i], X1[i, 0], Y, A11, A1Y, AYY)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _add_first_scalar(i, j, wi, x1, Y, A11, A1Y, AYY):
+    """Observation i's terms of a scalar first block and of ``Y``."""
+    wx1 = wi * x1
+    A11[j, 0, 0] += wx1 * x1
+    for t in range(Y.shape[1]):
+        yt = Y[i, t]
+        A1Y[j, 0, t] += wx1 * yt
+        wy = wi * yt
+        for u in range(t + 1):
+            AYY[t, u] += wy * Y[i, u]
 
 
 @njit(cache=True, nogil=True)
@@ -366,16 +369,8 @@ def _crossprod_scalars(codes1, X1, rest_codes, Xr, rest_off, obs_r1, r1_voff, ob
     nr = rest_off.shape[0]
     for i in range(codes1.shape[0]):
         wi = w[i]
-        j = codes1[i]
         x1 = X1[i, 0]
-        wx1 = wi * x1
-        A11[j, 0, 0] += wx1 * x1
-        for t in range(m):
-            yt = Y[i, t]
-            A1Y[j, 0, t] += wx1 * yt
-            wy = wi * yt
-            for u in range(t + 1):
-                AYY[t, u] += wy * Y[i, u]
+        _add_first_scalar(i, codes1[i], wi, x1, Y, A11, A1Y, AYY)
         c = 0
         for k in range(nr):
             wxk = wi * Xr[i, k]
