@@ -39,6 +39,11 @@ MAX_ITER = 60
 MAX_HALVINGS = 40
 SLOW_ITER = 25       # after this many iterations, also stop when the deviance settles:
 DEV_TOL = 1e-10      # |change| < DEV_TOL (|pdev| + 0.1)
+# A stop on the deviance counts as drifting estimates (separation) only while the steps
+# stay this large: Fisher scoring with a non-canonical link (probit) converges linearly and
+# may reach SLOW_ITER with steps of 1e-9, at its mode; under separation the estimates keep
+# moving by O(1) per iteration.
+DRIFT_STEP = 1e-4
 
 
 @dataclass
@@ -66,7 +71,7 @@ class PirlsOutcome:
     loglik_y: float
     iterations: int
     halvings: int
-    stopped_on_deviance: bool = False
+    stopped_on_deviance: bool = False   # with steps still >= DRIFT_STEP: no finite mode
 
     @property
     def laplace_deviance(self) -> float:
@@ -165,7 +170,8 @@ class Pirls:
         self.u, self.beta = u, b
         return PirlsOutcome(u=u.copy(), beta=b.copy(), pdev=pdev, ldL2=ldL2, loglik_y=loglik,
                             iterations=int(iterations), halvings=int(halvings),
-                            stopped_on_deviance=status == STOPPED_ON_DEVIANCE)
+                            stopped_on_deviance=bool(status == STOPPED_ON_DEVIANCE
+                                                     and step >= DRIFT_STEP))
 
     def _run_python(self, theta: np.ndarray, phi: float, complete: bool) -> PirlsOutcome:
         """The same iterations as :func:`pirls_loop`, for the CHOLMOD factorization."""
@@ -200,7 +206,7 @@ class Pirls:
                 self.u, self.beta = u_t, b_t
                 out = self._outcome(theta, u_t, b_t, pdev_t, phi, iteration, halvings,
                                     complete)
-                out.stopped_on_deviance = True
+                out.stopped_on_deviance = step >= DRIFT_STEP
                 return out
             u, b, pdev = u_t, b_t, pdev_t
         raise ConvergenceError(f"PIRLS did not converge in {MAX_ITER} iterations",
