@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run both measurements and print them; returns the exit status."""
     parser = argparse.ArgumentParser(prog="python -m bench.plugin_speed",
                                      description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7, help="timed fits per family")
+    parser.add_argument("--repeats", type=int, default=11, help="timed fits per family")
     parser.add_argument("--n-patents", type=int, default=20000)
     parser.add_argument("--beta-groups", type=int, default=100)
     parser.add_argument("--beta-per-group", type=int, default=10)
