@@ -92,6 +92,12 @@ class Family:
     laplace: ClassVar[str] = "expected"
     dlogpdf_dmu: ClassVar[Any] = None
     d2logpdf_dmu2: ClassVar[Any] = None
+    # with another link and the two kernels above, PIRLS takes Newton steps (observed
+    # information), which converge quadratically where Fisher scoring converges linearly
+    canonical_link: ClassVar[str | None] = None
+    # PIRLS's working residual from dlogpdf_dmu (None: whenever it is given); False for an
+    # exponential-dispersion family, whose (y - mu) / mu_eta is the same and cheaper
+    score_residual: ClassVar[bool | None] = None
     # for the flags on a fit: the range of the mean ((0, 1) for proportions), and whether
     # a level whose responses are all 0 is worth reporting (counts, proportions)
     mean_bounds: ClassVar[tuple[float, float] | None] = None

@@ -52,12 +52,26 @@ def binomial_logpdf(y: float, mu: float, wt: float, phi: float) -> float:
     return out
 
 
+@njit(cache=True, inline="always")
+def binomial_dlogpdf_dmu(y: float, mu: float, wt: float, phi: float) -> float:
+    return wt * (y / mu - (1.0 - y) / (1.0 - mu))
+
+
+@njit(cache=True, inline="always")
+def binomial_d2logpdf_dmu2(y: float, mu: float, wt: float, phi: float) -> float:
+    return -wt * (y / (mu * mu) + (1.0 - y) / ((1.0 - mu) * (1.0 - mu)))
+
+
 class Binomial(Family):
     """Binomial responses; ``y`` is the proportion of successes, ``weights`` the trials."""
 
     name = "binomial"
     links = {"logit": LOGIT, "probit": PROBIT, "cloglog": CLOGLOG}
     default_link = "logit"
+    canonical_link = "logit"
+    dlogpdf_dmu = binomial_dlogpdf_dmu
+    score_residual = False
+    d2logpdf_dmu2 = binomial_d2logpdf_dmu2
     variance = binomial_variance
     dev_resid = binomial_dev_resid
     logpdf = binomial_logpdf

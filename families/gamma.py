@@ -51,6 +51,7 @@ class Gamma(Family):
     name = "gamma"
     links = {"log": LOG, "inverse": INVERSE, "identity": IDENTITY}
     default_link = "inverse"
+    canonical_link = "inverse"
     extra = ExtraParameter("dispersion")
     variance = gamma_variance
     dev_resid = gamma_dev_resid

@@ -40,6 +40,7 @@ class Gaussian(Family):
     name = "gaussian"
     links = {"identity": IDENTITY, "log": LOG, "inverse": INVERSE}
     default_link = "identity"
+    canonical_link = "identity"
     extra = ExtraParameter("dispersion")
     variance = gaussian_variance
     dev_resid = gaussian_dev_resid

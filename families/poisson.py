@@ -33,12 +33,26 @@ def poisson_logpdf(y: float, mu: float, wt: float, phi: float) -> float:
     return wt * out
 
 
+@njit(cache=True, inline="always")
+def poisson_dlogpdf_dmu(y: float, mu: float, wt: float, phi: float) -> float:
+    return wt * (y / mu - 1.0)
+
+
+@njit(cache=True, inline="always")
+def poisson_d2logpdf_dmu2(y: float, mu: float, wt: float, phi: float) -> float:
+    return -wt * y / (mu * mu)
+
+
 class Poisson(Family):
     """Counts with variance equal to the mean."""
 
     name = "poisson"
     links = {"log": LOG, "sqrt": SQRT, "identity": IDENTITY}
     default_link = "log"
+    canonical_link = "log"
+    dlogpdf_dmu = poisson_dlogpdf_dmu
+    score_residual = False
+    d2logpdf_dmu2 = poisson_d2logpdf_dmu2
     variance = poisson_variance
     dev_resid = poisson_dev_resid
     logpdf = poisson_logpdf

@@ -146,10 +146,12 @@ class FamilyKernels:
     devres_vec: int
     module: ModuleType
     observed_weights: int = 0   # 0 unless the family uses the observed information
+    laplace_observed: bool = False   # log|L|^2 at the observed information (else Fisher)
+    newton: bool = False        # PIRLS steps with the observed information (see newton_steps)
 
 
 _lock = threading.Lock()
-_loaded: dict[str, FamilyKernels] = {}
+_loaded: dict[tuple[str, bool, bool], FamilyKernels] = {}
 
 
 def family_kernels(family: Any) -> FamilyKernels:
@@ -162,24 +164,44 @@ def family_kernels(family: Any) -> FamilyKernels:
     }
     if getattr(cls, "dlogpdf_dmu", None) is not None:
         scalars["dlogpdf_dmu"] = cls.dlogpdf_dmu
-    if getattr(cls, "laplace", "expected") == "observed":
+    laplace_observed = getattr(cls, "laplace", "expected") == "observed"
+    newton = newton_steps(family)
+    if laplace_observed or newton:
         scalars.update({"mu_eta2": family.link.mu_eta2, "dlogpdf_dmu": cls.dlogpdf_dmu,
                         "d2logpdf_dmu2": cls.d2logpdf_dmu2})
     key = _key(family, scalars)
+    flags = (key, laplace_observed, newton)   # same machine code, other use of it
     with _lock:
-        if key not in _loaded:
+        if flags not in _loaded:
             module = _load_module(family, scalars, key)
             observed = getattr(module, "observed_weights", None)
-            _loaded[key] = FamilyKernels(
+            _loaded[flags] = FamilyKernels(
                 **{name: getattr(module, name).address for name in ARRAY_KERNELS},
-                module=module, observed_weights=observed.address if observed else 0)
-        return _loaded[key]
+                module=module, observed_weights=observed.address if observed else 0,
+                laplace_observed=laplace_observed, newton=newton)
+        return _loaded[flags]
+
+
+def newton_steps(family: Any) -> bool:
+    """Whether PIRLS takes Newton steps for this family and link.
+
+    With the canonical link the observed and expected information agree and
+    Fisher scoring is Newton's method already; with another link Fisher scoring
+    converges only linearly (probit: 25 iterations where logit takes 3), so a
+    family that gives the score and its derivative gets Newton steps.
+    """
+    cls = type(family)
+    return (getattr(cls, "d2logpdf_dmu2", None) is not None
+            and getattr(cls, "dlogpdf_dmu", None) is not None
+            and getattr(family.link, "mu_eta2", None) is not None
+            and family.link.name != getattr(cls, "canonical_link", None))
 
 
 def _key(family: Any, scalars: dict[str, Any]) -> str:
     """Hash of everything the generated module's machine code depends on."""
     digest = hashlib.sha256((_TEMPLATE + _OBSERVED_TEMPLATE).encode())
-    digest.update(f"{numba.__version__}|{family.name}|{family.link.name}".encode())
+    digest.update(f"{numba.__version__}|{family.name}|{family.link.name}|"
+                  f"{getattr(type(family), 'score_residual', None)}".encode())
     seen: set = set()
     for name in scalars:
         func = scalars[name].py_func
@@ -227,8 +249,11 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
     # Fisher scoring needs w * r = d log p / d eta.  (y - mu) / mu_eta is that when
     # d log p / d mu = wt (y - mu) / variance (exponential-dispersion families); a family
     # with a score kernel (Beta, say) gets the score itself.
+    by_score = getattr(type(family), "score_residual", None)
+    if by_score is None:
+        by_score = "dlogpdf_dmu" in scalars
     residual = ("dlogpdf_dmu(y[i], m, wt[i], phi) * v / (wt[i] * me)"
-                if "dlogpdf_dmu" in scalars else "(y[i] - m) / me")
+                if by_score else "(y[i] - m) / me")
     text = _TEMPLATE + (_OBSERVED_TEMPLATE if "mu_eta2" in scalars else "")
     return text.format(family=family.name, link=family.link.name, imports=imports,
                        cache=cache, residual=residual)

@@ -30,6 +30,7 @@ from .pirls_kernel import (
     MAX_ITERATIONS,
     NOT_POSITIVE_DEFINITE,
     STOPPED_ON_DEVIANCE,
+    newton_weights,
     pirls_loop,
 )
 from .predictor import Predictor
@@ -125,7 +126,8 @@ class Pirls:
             self._cwork = f.crossprod_work()
             self._work = (self.eta, self.mu, self.w, self.r, self.dev, self.zb, self.base,
                           np.empty(n))
-            self._kernel_ptrs = (kernels.update, kernels.logpdf_vec, kernels.observed_weights)
+            self._kernel_ptrs = (kernels.update, kernels.logpdf_vec, kernels.observed_weights,
+                                 int(kernels.laplace_observed), int(kernels.newton))
             self._limits = (STEP_TOL, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
                             DEV_TOL)
 
@@ -179,7 +181,7 @@ class Pirls:
         pdev = self._evaluate(theta, u, b, phi)
         halvings = 0
         for iteration in range(1, MAX_ITER + 1):
-            u_new, b_new = self._newton(theta)
+            u_new, b_new = self._newton(theta, phi)
             step = max(_rel_change(u_new, u), _rel_change(b_new, b) if self.beta_in_pirls
                        else 0.0)
             if step < STEP_TOL:
@@ -202,7 +204,7 @@ class Pirls:
             if iteration >= SLOW_ITER and abs(pdev - pdev_t) < DEV_TOL * (abs(pdev_t) + 0.1):
                 # no finite mode in reach (e.g. separation): stop on the deviance, as R's
                 # glm.fit, with the factor taken at the final weights
-                self._newton(theta)
+                self._newton(theta, phi)
                 self.u, self.beta = u_t, b_t
                 out = self._outcome(theta, u_t, b_t, pdev_t, phi, iteration, halvings,
                                     complete)
@@ -241,8 +243,11 @@ class Pirls:
                             self.w, self.r, self.dev)
         return total + float(u @ u)
 
-    def _newton(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _newton(self, theta: np.ndarray, phi: float) -> tuple[np.ndarray, np.ndarray]:
         """Solve the penalized weighted least-squares system at the current weights."""
+        if self.kernels.newton:
+            newton_weights(self.kernels.observed_weights, self.eta, self.y, self.wt, phi,
+                           self.mu, self.w, self.r, np.empty(self.predictor.n))
         if self.beta_in_pirls:
             np.subtract(self.eta, self.offset, out=self.Y[:, -1])
         else:
@@ -259,15 +264,23 @@ class Pirls:
         """Refactor at the observed information (-d2 log p / d eta2) at the mode."""
         call_observed(self.kernels.observed_weights, self.eta, self.y, self.wt, phi,
                       self.mu, self.w)
+        self._refactor(theta)
+
+    def _refactor(self, theta: np.ndarray) -> None:
+        """Refactor at the current weights (for log|L|^2 at the mode)."""
         self.factor.crossprod(self.w, self.Y)
         if not self.factor.factor(theta):
-            raise ConvergenceError("the observed information is not positive definite at "
-                                   "the mode", {"theta": theta.tolist()})
+            raise ConvergenceError("the information is not positive definite at the mode",
+                                   {"theta": theta.tolist()})
 
     def _outcome(self, theta: np.ndarray, u: np.ndarray, beta: np.ndarray, pdev: float,
                  phi: float, iterations: int, halvings: int, complete: bool) -> PirlsOutcome:
-        if self.kernels.observed_weights:
+        if self.kernels.laplace_observed:
             self._refactor_observed(theta, phi)
+        elif self.kernels.newton:   # the Laplace approximation at Fisher's weights, as lme4
+            call_update(self.kernels.update, self.eta, self.y, self.wt, phi, self.mu, self.w,
+                        self.r, self.dev)
+            self._refactor(theta)
         loglik = np.nan
         if complete:
             loglik = call_yms(self.kernels.logpdf_vec, self.y, self.mu, self.wt, phi,

@@ -25,7 +25,8 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     """Iterate to the conditional mode; returns a status code (see module constants).
 
     ``limits`` = (step_tol, max_iter, max_halvings, slow_iter, dev_tol);
-    ``kernels`` = (update, logpdf_vec, observed_weights) addresses; ``zargs``,
+    ``kernels`` = (update, logpdf_vec, observed_weights addresses, Laplace at the
+    observed information, Newton steps: 0 or 1); ``zargs``,
     ``cargs``, ``fargs``, ``sargs`` = the linear predictor's, cross-product's,
     factor's and solve's fixed arguments; ``cwork`` the cross-products' arrays;
     ``work`` = (eta, mu, w, r, dev, zb, base, lp) buffers.  ``u`` and ``beta``
@@ -42,6 +43,8 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
         _fixed_part(X, beta, offset, base)
     pdev = _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zargs,
                      work)
+    newton = kernels[4] != 0
+    wbuf = np.empty(w.shape[0] if newton else 0)
     u_new = np.empty_like(u)
     b_new = np.empty(nsolve)
     u_try = np.empty_like(u)
@@ -52,6 +55,8 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     iteration = 0
     while iteration < int(max_iter):
         iteration += 1
+        if newton:
+            newton_weights(kernels[2], eta, y, wt, phi, mu, w, r, wbuf)
         if not _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, cwork, fargs,
                        sargs, u_new, b_new, info):
             status = NOT_POSITIVE_DEFINITE
@@ -88,14 +93,20 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
             beta[:] = b_try
         pdev = pdev_t
         if settled:   # no finite mode in reach: factor at the final weights and stop
+            if newton:
+                newton_weights(kernels[2], eta, y, wt, phi, mu, w, r, wbuf)
             if not _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, cwork,
                            fargs, sargs, u_new, b_new, info):
                 status = NOT_POSITIVE_DEFINITE
             else:
                 status = STOPPED_ON_DEVIANCE
             break
-    if status <= STOPPED_ON_DEVIANCE and kernels[2] != 0:
-        call_observed(kernels[2], eta, y, wt, phi, mu, w)
+    if status <= STOPPED_ON_DEVIANCE and (kernels[3] != 0 or newton):
+        # log|L|^2 at the information the Laplace approximation uses
+        if kernels[3] != 0:
+            call_observed(kernels[2], eta, y, wt, phi, mu, w)
+        else:
+            call_update(kernels[0], eta, y, wt, phi, mu, w, r, _dev)
         _crossprod(*cargs, w, Y, *cwork)
         ok, logdet = _factor(theta, *fargs)
         info[1] = logdet
@@ -107,6 +118,25 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     info[4] = halvings
     info[5] = step
     return status
+
+
+@njit(cache=True, nogil=True)
+def newton_weights(observed, eta, y, wt, phi, mu, w, r, wbuf):
+    """Turn Fisher scoring's weights and working residuals into Newton's, in place.
+
+    The score ``w r`` is kept and divided by the observed information; where
+    that is not positive (far from the mode with some links) Fisher's stay.
+    Returns whether the weights were changed.
+    """
+    call_observed(observed, eta, y, wt, phi, mu, wbuf)
+    for i in range(w.shape[0]):
+        if wt[i] != 0.0 and not (wbuf[i] > 0.0 and np.isfinite(wbuf[i])):
+            return False
+    for i in range(w.shape[0]):
+        if wt[i] != 0.0:
+            r[i] = w[i] * r[i] / wbuf[i]
+            w[i] = wbuf[i]
+    return True
 
 
 @njit(cache=True, nogil=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy.stats import norm
 
 import glmmcore
 from glmmcore.glmm import GlmmDeviance
@@ -16,10 +17,11 @@ def crossed():
     return sim.data, sim.formula
 
 
+@pytest.mark.parametrize("link", ["logit", "probit"])   # probit: Newton steps
 @pytest.mark.parametrize("nagq, stage", [(0, 1), (1, 2)])
-def test_compiled_and_python_loops_agree(crossed, nagq, stage):
+def test_compiled_and_python_loops_agree(crossed, nagq, stage, link):
     data, formula = crossed
-    fit = glmmcore.fit(formula, data, family="binomial", nAGQ=nagq)
+    fit = glmmcore.fit(formula, data, family="binomial", link=link, nAGQ=nagq)
     x = np.concatenate([fit.theta, fit.beta]) if stage == 2 else fit.theta
     outcomes = []
     for compiled in (True, False):
@@ -60,3 +62,23 @@ def test_the_mode_maximizes_the_penalized_likelihood(crossed):
     rng = np.random.default_rng(0)
     for _ in range(5):
         assert penalized(u + 1e-3 * rng.normal(size=u.size)) > best
+
+
+def test_newton_steps_converge_quadratically_with_a_non_canonical_link(crossed):
+    """Probit: Newton steps (observed information) reach the mode Fisher scoring creeps to."""
+    data, formula = crossed
+    fit = glmmcore.fit(formula, data, family="binomial", link="probit")
+    dev = GlmmDeviance(fit.predictor, fit.response, 1)
+    assert dev.pirls1.kernels.newton and not dev.pirls1.kernels.laplace_observed
+    x = np.concatenate([fit.theta, fit.beta])
+    _, out = dev.evaluate(x, 2)                 # from u = 0
+    assert out.iterations <= 7                  # Fisher scoring: 25 and a settled deviance
+    assert not out.stopped_on_deviance
+    # log|L|^2 is taken at Fisher's weights at the mode, as lme4's Laplace approximation
+    pirls = dev.pirls1
+    mu = norm.cdf(pirls.eta)
+    w_fisher = pirls.wt * norm.pdf(pirls.eta) ** 2 / (mu * (1 - mu))
+    np.testing.assert_allclose(pirls.w, w_fisher, rtol=1e-10)
+    pirls.factor.crossprod(w_fisher, pirls.Y)
+    assert pirls.factor.factor(fit.theta)
+    assert out.ldL2 == pytest.approx(pirls.factor.logdet_re, rel=1e-12)
