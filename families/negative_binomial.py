@@ -38,6 +38,16 @@ def nb_logpdf(y: float, mu: float, wt: float, theta: float) -> float:
     return wt * out
 
 
+@njit(cache=True, inline="always")
+def nb_dlogpdf_dmu(y: float, mu: float, wt: float, theta: float) -> float:
+    return wt * (y / mu - (y + theta) / (mu + theta))
+
+
+@njit(cache=True, inline="always")
+def nb_d2logpdf_dmu2(y: float, mu: float, wt: float, theta: float) -> float:
+    return wt * ((y + theta) / ((mu + theta) * (mu + theta)) - y / (mu * mu))
+
+
 class NegativeBinomial(Poisson):
     """Overdispersed counts (NB2); ``phi`` is the size ``theta``."""
 
@@ -48,6 +58,10 @@ class NegativeBinomial(Poisson):
     variance = nb_variance
     dev_resid = nb_dev_resid
     logpdf = nb_logpdf
+    # the log link is not canonical for NB2: PIRLS takes Newton steps with these kernels
+    canonical_link = None
+    dlogpdf_dmu = nb_dlogpdf_dmu
+    d2logpdf_dmu2 = nb_d2logpdf_dmu2
 
     def prepare_response(self, values: list[pd.Series], weights: np.ndarray, name: str,
                          labels: pd.Index) -> tuple[np.ndarray, np.ndarray, dict]:

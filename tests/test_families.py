@@ -107,10 +107,22 @@ def test_continuous_densities_integrate_to_one(name, link, phi):
         assert total == pytest.approx(1.0, abs=1e-8)
 
 
-def test_observed_information_of_gamma_is_the_second_derivative():
-    fam = glmmcore.get_family("gamma", "log")
-    y, wt, phi, h = 1.7, 1.3, 0.25, 1e-4
-    for eta in (-0.5, 0.4, 1.1):
+# the families with score kernels (observed information, Newton steps), at a response value
+# and prior weight in their support; phi is the dispersion, theta or unused
+OBSERVED = [("gamma", "log", 1.7, 1.3, 0.25, (-0.5, 0.4, 1.1)),
+            ("binomial", "probit", 0.4, 5.0, 1.0, (-0.8, 0.2, 1.1)),
+            ("binomial", "cloglog", 1.0, 1.0, 1.0, (-1.5, 0.1, 0.6)),
+            ("poisson", "sqrt", 3.0, 1.0, 1.0, (0.7, 1.5, 2.4)),
+            ("negative_binomial", "log", 4.0, 1.0, 2.5, (-0.3, 0.8, 2.0)),
+            ("negative_binomial", "sqrt", 0.0, 2.0, 0.7, (0.5, 1.2, 2.0))]
+
+
+@pytest.mark.parametrize("name, link, y, wt, phi, etas", OBSERVED,
+                         ids=[f"{o[0]}-{o[1]}" for o in OBSERVED])
+def test_observed_information_is_the_second_derivative(name, link, y, wt, phi, etas):
+    fam = glmmcore.get_family(name, link)
+    h = 1e-4
+    for eta in etas:
         def loglik(e):
             return type(fam).logpdf(y, fam.link.linkinv(e), wt, phi)
         numeric = -(loglik(eta + h) - 2 * loglik(eta) + loglik(eta - h)) / h ** 2
