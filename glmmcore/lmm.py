@@ -106,13 +106,13 @@ class LmmDeviance:
         pwrss = diag[p] ** 2
         if reml:
             nmp = n - p
-            return (self.factor.logdet_re - self.ldW + 2.0 * np.sum(np.log(diag[:p]))
+            return (self.factor.logdet_re - self.ldW + _ld_rx2(diag, p)
                     + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp)))
         return self.factor.logdet_re - self.ldW + n * (1.0 + LOG_2PI + np.log(pwrss / n))
 
     def ld_rx2(self) -> float:
         """``log|R_X|^2`` of the current factorization."""
-        return 2.0 * float(np.sum(np.log(np.diagonal(self.factor.y_lower)[:self.p])))
+        return _ld_rx2(np.diagonal(self.factor.y_lower), self.p)
 
     def solution(self, theta: np.ndarray) -> LmmSolution:
         """beta, u, sigma and the factor pieces at ``theta``."""
@@ -125,6 +125,11 @@ class LmmDeviance:
                            RX_lower=np.array(self.factor.y_lower[:self.p, :self.p]),
                            pwrss=float(pwrss), ldL2=float(self.factor.logdet_re),
                            ldRX2=self.ld_rx2())
+
+
+def _ld_rx2(y_diag: np.ndarray, p: int) -> float:
+    """``log|R_X|^2`` from the diagonal of the factor's ``Y`` rows."""
+    return 2.0 * float(np.sum(np.log(y_diag[:p])))
 
 
 def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,

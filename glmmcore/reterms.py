@@ -15,7 +15,6 @@ number of levels, stably), so values compare one to one with lme4's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,27 +255,20 @@ def grouping_factor(names: tuple[str, ...], data: pd.DataFrame) -> GroupingFacto
         levels_list.append(levels)
     if len(names) == 1:
         return GroupingFactor(names[0], codes_list[0], levels_list[0])
-    sizes = [max(len(levels), 1) for levels in levels_list]
-    if math.prod(sizes) >= 2 ** 62:   # the mixed-radix key below would overflow
-        uniq_rows, codes = np.unique(np.column_stack(codes_list), axis=0, return_inverse=True)
-        labels = [":".join(_label(levels_list[k][u[k]]) for k in range(len(names)))
-                  for u in uniq_rows]
-        return GroupingFactor(":".join(names), codes.astype(np.int64).ravel(),
-                              pd.Index(labels, dtype=object))
-    # one integer key per row, the codes as digits: sorts as the rows of codes do
-    key = np.zeros(len(codes_list[0]), dtype=np.int64)
-    for codes, size in zip(codes_list, sizes):
-        key = key * size + codes
-    uniq, codes = np.unique(key, return_inverse=True)
-    parts = []
-    for levels, size in zip(reversed(levels_list), reversed(sizes)):
-        uniq, digit = np.divmod(uniq, size)
-        parts.append(np.array([_label(v) for v in levels], dtype=object)[digit])
-    labels = parts.pop()
-    for part in reversed(parts):
-        labels = labels + ":" + part
+    # fold the factors in one at a time: the key of (levels so far, next code) stays below
+    # rows x levels, so it cannot overflow, and sorts as the rows of codes do
+    codes = codes_list[0]
+    labels = _labels(levels_list[0])
+    for more_codes, levels in zip(codes_list[1:], levels_list[1:]):
+        size = max(len(levels), 1)
+        uniq, codes = np.unique(codes * size + more_codes, return_inverse=True)
+        labels = labels[uniq // size] + ":" + _labels(levels)[uniq % size]
     return GroupingFactor(":".join(names), codes.astype(np.int64).ravel(),
                           pd.Index(labels, dtype=object))
+
+
+def _labels(levels: pd.Index) -> np.ndarray:
+    return np.array([_label(v) for v in levels], dtype=object)
 
 
 def _factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
