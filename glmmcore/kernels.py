@@ -42,7 +42,8 @@ from numba import carray, cfunc, types
 _P = types.CPointer(types.float64)
 
 
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P), cache={cache})
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P),
+       cache={cache}, error_model="numpy")
 def update(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p):
     eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
     mu, w, r, dev = carray(mu_p, n), carray(w_p, n), carray(r_p, n), carray(dev_p, n)
@@ -65,7 +66,8 @@ def update(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p):
     return total
 
 
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P), cache={cache})
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
+       cache={cache}, error_model="numpy")
 def logpdf_vec(n, y_p, mu_p, wt_p, phi, out_p):
     y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
     total = 0.0
@@ -76,7 +78,8 @@ def logpdf_vec(n, y_p, mu_p, wt_p, phi, out_p):
     return total
 
 
-@cfunc(types.float64(types.int64, _P, _P), cache={cache})
+@cfunc(types.float64(types.int64, _P, _P),
+       cache={cache}, error_model="numpy")
 def linkinv_vec(n, eta_p, mu_p):
     eta, mu = carray(eta_p, n), carray(mu_p, n)
     for i in range(n):
@@ -84,7 +87,8 @@ def linkinv_vec(n, eta_p, mu_p):
     return 0.0
 
 
-@cfunc(types.float64(types.int64, _P, _P), cache={cache})
+@cfunc(types.float64(types.int64, _P, _P),
+       cache={cache}, error_model="numpy")
 def linkfun_vec(n, mu_p, eta_p):
     mu, eta = carray(mu_p, n), carray(eta_p, n)
     for i in range(n):
@@ -92,7 +96,8 @@ def linkfun_vec(n, mu_p, eta_p):
     return 0.0
 
 
-@cfunc(types.float64(types.int64, _P, types.float64, _P), cache={cache})
+@cfunc(types.float64(types.int64, _P, types.float64, _P),
+       cache={cache}, error_model="numpy")
 def variance_vec(n, mu_p, phi, out_p):
     mu, out = carray(mu_p, n), carray(out_p, n)
     for i in range(n):
@@ -100,7 +105,8 @@ def variance_vec(n, mu_p, phi, out_p):
     return 0.0
 
 
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P), cache={cache})
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
+       cache={cache}, error_model="numpy")
 def devres_vec(n, y_p, mu_p, wt_p, phi, out_p):
     y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
     total = 0.0
@@ -113,7 +119,8 @@ def devres_vec(n, y_p, mu_p, wt_p, phi, out_p):
 
 _OBSERVED_TEMPLATE = '''
 
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P), cache={cache})
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P),
+       cache={cache}, error_model="numpy")
 def observed_weights(n, eta_p, y_p, wt_p, phi, mu_p, w_p):
     eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
     mu, w = carray(mu_p, n), carray(w_p, n)
