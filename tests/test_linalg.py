@@ -20,19 +20,28 @@ FORMULA = "y ~ x + (1 + x | g) + (1 | h) + (x || k) + (1 | g:h)"
 FORMULAS = {"mixed": FORMULA, "scalars": "y ~ x + (1 | g) + (1 | h) + (1 | k)"}
 
 
-# small: every dense part below LAPACK_MIN_SIZE (compiled loops); large: the dense
-# Schur complement of the blocked factor goes to LAPACK
-SIZES = {"small": (240, 30, 8), "large": (900, 160, 110)}
+# small: the dense parts stay in compiled loops; large: the dense Schur complement of the
+# blocked factor goes to LAPACK; waves: g and h cross only within 20 waves, so the
+# reordered rest levels give D a small envelope (its compiled loop), k borders it
+SIZES = {"small": (240, 30, 8), "large": (900, 160, 110), "waves": (900, 160, 120)}
+
+
+def simulate_frame(size: str) -> pd.DataFrame:
+    n, g_levels, h_levels = SIZES[size]
+    rng = np.random.default_rng(7)
+    g, h = rng.integers(0, g_levels, n), rng.integers(0, h_levels, n)
+    if size == "waves":    # level labels shuffled: sorted order is not the waves' order
+        wave = rng.integers(0, 20, n)
+        g = rng.permutation(g_levels)[wave * (g_levels // 20) + g % (g_levels // 20)]
+        h = rng.permutation(h_levels)[wave * (h_levels // 20) + h % (h_levels // 20)]
+    df = pd.DataFrame({"g": g, "h": h, "k": rng.integers(0, 5, n), "x": rng.normal(size=n)})
+    df["y"] = 1 + df["x"] + rng.normal(size=g_levels)[df["g"]] + rng.normal(size=n)
+    return df
 
 
 @pytest.fixture(scope="module", params=list(SIZES))
 def frame(request) -> pd.DataFrame:
-    n, g_levels, h_levels = SIZES[request.param]
-    rng = np.random.default_rng(7)
-    df = pd.DataFrame({"g": rng.integers(0, g_levels, n), "h": rng.integers(0, h_levels, n),
-                       "k": rng.integers(0, 5, n), "x": rng.normal(size=n)})
-    df["y"] = 1 + df["x"] + rng.normal(size=g_levels)[df["g"]] + rng.normal(size=n)
-    return df
+    return simulate_frame(request.param)
 
 
 def parts(frame: pd.DataFrame, backend: str, formula: str = FORMULA):
@@ -170,3 +179,24 @@ def test_small_cholesky_matches_lapack_on_envelopes(structure):
     assert chol_lower_small(L)
     np.testing.assert_allclose(np.tril(L), np.linalg.cholesky(A), rtol=1e-12, atol=1e-12)
     assert not chol_lower_small(-A.copy())
+
+
+def test_rest_levels_ordered_into_the_waves():
+    """Crossing within waves makes D block diagonal once the rest levels are reordered."""
+    from glmmcore.linalg.dense import ENVELOPE_MAX_WORK, envelope
+
+    pred = parts(simulate_frame("waves"), "blocked", "y ~ x + (1 | g) + (1 | h)")
+    fac = pred.new_factor(1)
+    fac.crossprod(np.ones(pred.n), pred.X[:, :1])
+    assert fac.factor(np.array([0.8, 0.6]))
+    s = fac.s
+    D = fac.D[:s.q_r, :s.q_r].copy()
+    first = np.empty(s.q_r, dtype=np.int64)
+    assert envelope(D, first) < ENVELOPE_MAX_WORK
+    assert np.all(np.diff(np.unique(s.rest_perm)) == 1) and s.rest_perm.size == s.q_r
+    assert not np.array_equal(s.rest_perm, np.arange(s.q_r))
+    # the same factor without the reordering: no envelope to speak of
+    order = np.argsort(s.rest_perm)
+    full = np.tril(D) + np.tril(D, -1).T
+    shuffled = np.linalg.cholesky(full[np.ix_(order, order)])
+    assert envelope(shuffled, first) > 10 * ENVELOPE_MAX_WORK

@@ -28,14 +28,17 @@ from scipy.linalg import solve_triangular
 
 from .dense import (
     DPOTRF,
-    LAPACK_MIN_SIZE,
-    chol_lower_lapack,
+    chol_lower,
     chol_lower_small,
     lower_inverse,
     solve_lower,
     solve_lower_t,
+    solve_lower_t_envelope,
 )
+from .ordering import rest_level_ranks
 from .schur import schur_init, schur_update
+
+ORDER_MIN_REST = 64   # below this many rest rows, ordering them cannot save much
 
 
 @dataclass
@@ -70,6 +73,7 @@ class BlockedStructure:
     toff: np.ndarray         # (K+1,) offsets of the Ts in tidx
     flat_row: np.ndarray     # rest row of each coupled (level, row) pair, level-major
     flat_ptr: np.ndarray     # (l1+1,) each first-block level's pairs in flat_row
+    rest_perm: np.ndarray    # (q_r,) rest random effect (terms' level order) of each row
 
     @property
     def n(self) -> int:
@@ -107,8 +111,10 @@ def build_structure(blocks: list) -> BlockedStructure:
     rest_off = np.concatenate([[0], np.cumsum(rest_q)[:-1]]).astype(np.int64) if rest else \
         np.zeros(0, dtype=np.int64)
     q_r = int(rest_q.sum())
-    rest_codes = (np.column_stack([b.factor.codes for b in rest]) if rest
+    rest_codes = (np.column_stack([b.factor.codes for b in rest]).astype(np.int64) if rest
                   else np.zeros((n, 0), dtype=np.int64))
+    codes1 = np.ascontiguousarray(first.factor.codes, dtype=np.int64)
+    rest_codes, rest_perm = _order_rest(codes1, rest_codes, rest, rest_off, q_r)
     Xr = np.ascontiguousarray(np.column_stack([b.X for b in rest])) if rest else np.zeros((n, 0))
     rest_xoff = np.concatenate([[0], np.cumsum(rest_p)[:-1]]).astype(np.int64) if rest else \
         np.zeros(0, dtype=np.int64)
@@ -117,7 +123,6 @@ def build_structure(blocks: list) -> BlockedStructure:
         np.zeros(0, dtype=np.int64)
     row_start = (rest_off[row_term] + (within // rest_p[row_term]) * rest_p[row_term]
                  if rest else within)
-    codes1 = np.ascontiguousarray(first.factor.codes, dtype=np.int64)
     if rest:
         rows = rest_off[None, :] + rest_codes * rest_p[None, :]
         key = codes1[:, None] * max(q_r, 1) + rows
@@ -145,7 +150,27 @@ def build_structure(blocks: list) -> BlockedStructure:
         r1_ptr=r1_ptr, r1_row=r1_row, r1_term=r1_term, r1_voff=r1_voff, obs_r1=obs_r1,
         rr_row=rr[0], rr_col=rr[1], rr_rterm=rr[2], rr_cterm=rr[3], rr_voff=rr[4],
         obs_rr=rr[5], tidx=np.concatenate(tparts).astype(np.int64), toff=toff,
-        flat_row=flat[0], flat_ptr=flat[1])
+        flat_row=flat[0], flat_ptr=flat[1], rest_perm=rest_perm)
+
+
+def _order_rest(codes1, rest_codes, rest, rest_off, q_r):
+    """Rest levels renumbered for a small envelope of D (:mod:`.ordering`).
+
+    Returns the new codes and, for each row of D, the random effect (among the
+    rest ones, in the terms' own level order) it holds.
+    """
+    identity = np.arange(q_r, dtype=np.int64)
+    if q_r < ORDER_MIN_REST:
+        return rest_codes, identity
+    levels = np.array([b.nlevels for b in rest], dtype=np.int64)
+    ranks = rest_level_ranks(codes1, rest_codes, levels)
+    new_codes = np.column_stack([ranks[k][rest_codes[:, k]] for k in range(len(rest))])
+    perm = np.empty(q_r, dtype=np.int64)
+    for k, b in enumerate(rest):
+        old_level = np.argsort(ranks[k])        # level held by each new position
+        rows = (old_level[:, None] * b.p + np.arange(b.p)[None, :]).ravel()
+        perm[rest_off[k]:rest_off[k] + b.q] = rest_off[k] + rows
+    return np.ascontiguousarray(new_codes, dtype=np.int64), perm
 
 
 def _flat_pairs(r1_ptr, r1_row, sizes):
@@ -200,6 +225,7 @@ class BlockedFactor:
         self.L21v = np.zeros(nv)
         self.LY1 = np.zeros((l1, m, p1))
         self.D = np.zeros((q_r + m, q_r + m))
+        self.first = np.zeros(q_r + m, dtype=np.int64)   # D's envelope
         self.tbuf = np.zeros(s.tidx.shape[0])
         self.logdet_re = np.nan
         self._factor_args = self.factor_args()
@@ -220,7 +246,7 @@ class BlockedFactor:
         return (s.tidx, s.toff, s.rest_p, s.row_term, s.row_start, s.r1_ptr, s.r1_row,
                 s.r1_term, s.r1_voff, s.rr_row, s.rr_col, s.rr_rterm, s.rr_cterm, s.rr_voff,
                 s.flat_row, s.flat_ptr, *self.crossprod_work(), self.L11,
-                self.L21v, self.LY1, self.D, self.tbuf, DPOTRF)
+                self.L21v, self.LY1, self.D, self.first, self.tbuf, DPOTRF)
 
     def crossprod_work(self) -> tuple:
         """The cross-product arrays :func:`_crossprod` fills (A11, r1v, rrv, A1Y, ArY, AYY)."""
@@ -235,8 +261,8 @@ class BlockedFactor:
     def solve_args(self) -> tuple:
         """Everything :func:`_solve` takes besides nsolve, u and x."""
         s = self.s
-        return (s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rest_p, self.L11, self.L21v,
-                self.LY1, self.D)
+        return (s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rest_p, s.rest_perm, self.L11,
+                self.L21v, self.LY1, self.D, self.first)
 
     def solve(self, nsolve: int) -> tuple[np.ndarray, np.ndarray]:
         """Back-substitute with ``Y``'s column ``nsolve`` as right-hand side.
@@ -264,10 +290,12 @@ class BlockedFactor:
         _inverse_first(Linv, s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rest_p, self.L11,
                        self.L21v, first)
         out = [first]
+        by_effect = np.empty_like(Linv)     # columns back in the terms' level order
+        by_effect[:, s.rest_perm] = Linv
         for k in range(len(s.rest_p)):
             p = int(s.rest_p[k])
             stop = int(s.rest_off[k + 1]) if k + 1 < len(s.rest_p) else q_r
-            cols = Linv[:, s.rest_off[k]:stop].reshape(q_r, -1, p)
+            cols = by_effect[:, s.rest_off[k]:stop].reshape(q_r, -1, p)
             out.append(np.einsum("ial,iam->alm", cols, cols))
         return out
 
@@ -386,7 +414,7 @@ def _crossprod_scalars(codes1, X1, rest_codes, Xr, rest_off, obs_r1, r1_voff, ob
 @njit(cache=True, nogil=True)
 def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_term, r1_voff,
             rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, flat_row, flat_ptr, A11, r1v, rrv, A1Y,
-            ArY, AYY, L11, L21v, LY1, D, tbuf, potrf):
+            ArY, AYY, L11, L21v, LY1, D, first, tbuf, potrf):
     """Factor the blocked system at theta; returns (positive definite, log|L|^2)."""
     for e in range(tidx.shape[0]):
         tbuf[e] = theta[tidx[e]] if tidx[e] >= 0 else 0.0
@@ -403,11 +431,7 @@ def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_t
     schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm, rr_cterm,
                 rr_voff, rrv, ArY, AYY, D)
     schur_update(flat_row, flat_ptr, L21v, LY1, D)
-    if D.shape[0] >= LAPACK_MIN_SIZE:
-        ok = chol_lower_lapack(potrf, D)
-    else:
-        ok = chol_lower_small(D)
-    if not ok:
+    if not chol_lower(potrf, D, first):
         return False, np.inf
     for i in range(q_r):
         logdet += 2.0 * np.log(D[i, i])
@@ -497,7 +521,8 @@ def _coupling_scalars(tbuf, toff, r1_ptr, r1_term, r1v, A1Y, L11, L21v, LY1):
 
 
 @njit(cache=True, nogil=True)
-def _solve(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, D, u, x):
+def _solve(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21v, LY1, D,
+           first, u, x):
     l1, p1 = L11.shape[0], L11.shape[1]
     m = LY1.shape[1]
     q_r = D.shape[0] - m
@@ -507,12 +532,12 @@ def _solve(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, D, 
     for i in range(dsz):
         xd[i] = D[rhs_row, i]
     if dsz > 0:
-        solve_lower_t(D[:dsz, :dsz], xd)
+        solve_lower_t_envelope(D, xd, first)
     for i in range(nsolve):
         x[i] = xd[q_r + i]
     off1 = l1 * p1
     for i in range(q_r):
-        u[off1 + i] = xd[i]
+        u[off1 + rest_perm[i]] = xd[i]
     rhs = np.empty(p1)
     for j in range(l1):
         for b in range(p1):
