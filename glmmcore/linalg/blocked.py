@@ -164,6 +164,8 @@ def _order_rest(codes1, rest_codes, rest, rest_off, q_r):
         return rest_codes, identity
     levels = np.array([b.nlevels for b in rest], dtype=np.int64)
     ranks = rest_level_ranks(codes1, rest_codes, levels)
+    if ranks is None:
+        return rest_codes, identity
     new_codes = np.column_stack([ranks[k][rest_codes[:, k]] for k in range(len(rest))])
     perm = np.empty(q_r, dtype=np.int64)
     for k, b in enumerate(rest):

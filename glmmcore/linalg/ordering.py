@@ -6,22 +6,26 @@ observation or share a level of the first block.  Crossed designs run in
 sessions or waves (speed dating: each participant meets the partners of one
 wave) make ``D`` block diagonal up to a permutation of the levels; the
 factorization then works within the envelope of ``D`` at a fraction of a dense
-one's cost (:func:`glmmcore.linalg.dense.chol_lower`).  The reverse
-Cuthill-McKee ordering of the levels' graph finds such a permutation (and a
-narrow band when there is one); each block keeps its rows together, its levels
-taken in the order the ordering visits them.
+one's cost (:func:`glmmcore.linalg.dense.chol_lower`).  Data often number the
+levels wave by wave already; when the levels' own order leaves ``D`` without a
+small envelope, the reverse Cuthill-McKee ordering of the levels' graph is
+tried, and kept if it finds one.  Each block keeps its rows together, its
+levels taken in the order the ordering visits them.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from numba import njit
 from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+from .dense import ENVELOPE_MAX_WORK
 
 
 def rest_level_ranks(codes1: np.ndarray, rest_codes: np.ndarray,
-                     rest_levels: np.ndarray) -> list[np.ndarray]:
-    """New position of each level of every rest block.
+                     rest_levels: np.ndarray) -> list[np.ndarray] | None:
+    """New position of each level of every rest block, or None to keep the levels' order.
 
     Parameters
     ----------
@@ -34,29 +38,77 @@ def rest_level_ranks(codes1: np.ndarray, rest_codes: np.ndarray,
 
     Returns
     -------
-    list of ndarray
-        For rest block ``k``, ``ranks[k][level]`` is the level's new index.
+    list of ndarray or None
+        For rest block ``k``, ``ranks[k][level]`` is the level's new index;
+        None when the levels' own order has a small envelope already or no
+        ordering found one.
     """
     n, nr = rest_codes.shape
-    if nr == 0:
-        return []
+    if nr == 0 or n == 0:
+        return None
     node_off = np.concatenate([[0], np.cumsum(rest_levels)]).astype(np.int64)
-    nodes = rest_codes + node_off[None, :-1]
+    nodes = np.ascontiguousarray(rest_codes + node_off[None, :-1])
+    by_level = np.argsort(codes1, kind="stable")
+    level_ptr = np.concatenate([[0], np.cumsum(np.bincount(codes1))]).astype(np.int64)
+    sorted_nodes = np.ascontiguousarray(nodes[by_level])
     nnodes = int(node_off[-1])
-    obs = np.repeat(np.arange(n), nr)
+    if envelope_work(sorted_nodes, level_ptr, nodes, np.arange(nnodes)) <= ENVELOPE_MAX_WORK:
+        return None
     # levels sharing a first-block level, or an observation, are coupled in D
-    by_first = sp.csr_matrix((np.ones(n * nr), (np.repeat(codes1, nr), nodes.ravel())),
-                             shape=(int(codes1.max()) + 1 if n else 0, nnodes))
-    by_obs = sp.csr_matrix((np.ones(n * nr), (obs, nodes.ravel())), shape=(n, nnodes))
+    data = np.ones(n * nr)
+    by_first = sp.csr_matrix((data, sorted_nodes.ravel(), level_ptr * nr),
+                             shape=(level_ptr.size - 1, nnodes))
+    by_obs = sp.csr_matrix((data, nodes.ravel(), np.arange(n + 1) * nr), shape=(n, nnodes))
     graph = (by_first.T @ by_first + by_obs.T @ by_obs).tocsr()
-    graph.data[:] = 1.0
     order = reverse_cuthill_mckee(graph, symmetric_mode=True)
-    position = np.empty(nnodes, dtype=np.int64)
-    position[order] = np.arange(nnodes)
-    ranks = []
-    for k in range(nr):
-        pos = position[node_off[k]:node_off[k + 1]]
-        rank = np.empty(pos.size, dtype=np.int64)
-        rank[np.argsort(pos, kind="stable")] = np.arange(pos.size)
+    visit = np.empty(nnodes, dtype=np.int64)
+    visit[order] = np.arange(nnodes)
+    ranks, position = [], np.empty(nnodes, dtype=np.int64)
+    for k in range(nr):       # each block's levels in visiting order, the blocks contiguous
+        lo, hi = node_off[k], node_off[k + 1]
+        rank = np.empty(hi - lo, dtype=np.int64)
+        rank[np.argsort(visit[lo:hi], kind="stable")] = np.arange(hi - lo)
         ranks.append(rank)
+        position[lo:hi] = lo + rank
+    if envelope_work(sorted_nodes, level_ptr, nodes, position) > ENVELOPE_MAX_WORK:
+        return None
     return ranks
+
+
+@njit(cache=True, nogil=True)
+def envelope_work(sorted_nodes, level_ptr, nodes, position):
+    """Envelope Cholesky work on D's pattern with the levels at ``position``, relative to dense.
+
+    ``sorted_nodes`` holds each observation's rest levels, observations grouped
+    by first-block level (``level_ptr``); ``nodes`` the same in data order.
+    A level's first column in D is the smallest position among the levels it
+    shares a first-block level or an observation with.
+    """
+    nnodes = position.shape[0]
+    first = position.copy()
+    nr = nodes.shape[1]
+    for j in range(level_ptr.shape[0] - 1):
+        lo = nnodes
+        for i in range(level_ptr[j], level_ptr[j + 1]):
+            for k in range(nr):
+                lo = min(lo, position[sorted_nodes[i, k]])
+        for i in range(level_ptr[j], level_ptr[j + 1]):
+            for k in range(nr):
+                v = sorted_nodes[i, k]
+                first[v] = min(first[v], lo)
+    for i in range(nodes.shape[0]):
+        lo = nnodes
+        for k in range(nr):
+            lo = min(lo, position[nodes[i, k]])
+        for k in range(nr):
+            first[nodes[i, k]] = min(first[nodes[i, k]], lo)
+    by_row = np.empty(nnodes, dtype=np.int64)
+    for v in range(nnodes):
+        by_row[position[v]] = first[v]
+    work = 0.0
+    for i in range(nnodes):
+        for j in range(by_row[i], i):
+            work += j - max(by_row[i], by_row[j]) + 1
+        work += i - by_row[i]
+    dense = max(float(nnodes) ** 3 / 6.0, 1.0)
+    return work / dense
