@@ -130,6 +130,7 @@ class Pirls:
                                  int(kernels.laplace_observed), int(kernels.newton))
             self._limits = (STEP_TOL, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
                             DEV_TOL)
+            self._start = _start_state(predictor, predicted=not beta_in_pirls)
 
     def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0,
             complete: bool = True) -> PirlsOutcome:
@@ -158,7 +159,7 @@ class Pirls:
                             self._kernel_ptrs,
                             self.predictor.X, self.y, self.wt, self.offset, self.Y, u, b,
                             self._zargs, self._cargs, self._cwork, self._fargs, self._sargs,
-                            self._work, info)
+                            self._work, info, self._start)
         pdev, ldL2, loglik, iterations, halvings, step = info
         if status >= HALVING_FAILED:
             reason = {HALVING_FAILED: "PIRLS step-halving failed to reduce the penalized "
@@ -288,6 +289,20 @@ class Pirls:
         return PirlsOutcome(u=u.copy(), beta=beta.copy(), pdev=pdev,
                             ldL2=float(self.factor.logdet_re), loglik_y=float(loglik),
                             iterations=iterations, halvings=halvings)
+
+
+def _start_state(predictor: Predictor, predicted: bool) -> tuple:
+    """State of the compiled loop's predicted start (see :mod:`glmmcore.pirls_kernel`).
+
+    Only workspaces given beta (Laplace, quadrature) predict; the flag -1 says never.
+    """
+    n, p, q = predictor.n, predictor.p, predictor.reterms.q
+    ntheta = predictor.reterms.ntheta
+    flag = np.array([0 if predicted else -1], dtype=np.int64)
+    if not predicted:
+        n = q = 0
+    return (flag, np.zeros(ntheta), np.zeros(p), np.zeros(q), np.zeros(n), np.zeros(n),
+            np.zeros(ntheta), np.zeros(n), np.zeros(n), np.zeros(q), np.zeros(q), np.zeros(q))
 
 
 def _rel_change(new: np.ndarray, old: np.ndarray) -> float:

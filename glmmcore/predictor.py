@@ -155,6 +155,32 @@ def _linear_predictor(codes, Xall, p, xoff, boff, tidx, toff, theta, u, base, zb
 
 
 @njit(cache=True, nogil=True)
+def lambda_t_zt(codes, Xall, p, xoff, boff, tidx, toff, theta, v, g, out):
+    """``out = Lambda(theta)' Z' v`` (``g`` is scratch of length q), the adjoint of
+    :func:`_linear_predictor`'s ``Z Lambda(theta) u``."""
+    g[:] = 0.0
+    for i in range(codes.shape[0]):
+        for k in range(codes.shape[1]):
+            pk = p[k]
+            start = boff[k] + codes[i, k] * pk
+            for a in range(pk):
+                g[start + a] += Xall[i, xoff[k] + a] * v[i]
+    K = p.shape[0]
+    for k in range(K):
+        pk = p[k]
+        nlev = ((boff[k + 1] if k + 1 < K else g.shape[0]) - boff[k]) // pk
+        for lev in range(nlev):
+            base_k = boff[k] + lev * pk
+            for c in range(pk):
+                s = 0.0
+                for a in range(pk):
+                    t = tidx[toff[k] + a * pk + c]
+                    if t >= 0:
+                        s += theta[t] * g[base_k + a]
+                out[base_k + c] = s
+
+
+@njit(cache=True, nogil=True)
 def _add_zb(codes, Xall, p, xoff, boff, b, out):
     for i in range(codes.shape[0]):
         out[i] += _zb_row(codes, Xall, p, xoff, boff, b, i)

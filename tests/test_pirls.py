@@ -82,3 +82,36 @@ def test_newton_steps_converge_quadratically_with_a_non_canonical_link(crossed):
     pirls.factor.crossprod(w_fisher, pirls.Y)
     assert pirls.factor.factor(fit.theta)
     assert out.ldL2 == pytest.approx(pirls.factor.logdet_re, rel=1e-12)
+
+
+@pytest.mark.parametrize("link", ["logit", "probit"])
+@pytest.mark.parametrize("move", [1e-4, 0.3])      # a derivative's step; a long move
+def test_predicted_start_reaches_the_same_mode(crossed, link, move):
+    """After a converged run, PIRLS starts from the modes predicted for the new parameters:
+    the mode and deviance are a fresh start's, in fewer iterations when the move is small."""
+    data, formula = crossed
+    fit = glmmcore.fit(formula, data, family="binomial", link=link)
+    x = np.concatenate([fit.theta, fit.beta])
+    shift = move * np.where(np.arange(x.size) % 2 == 0, 1.0, -1.0) * np.maximum(np.abs(x), 0.1)
+    warm = GlmmDeviance(fit.predictor, fit.response, 1)
+    _, at_x = warm.evaluate(x, 2)
+    assert warm.pirls1._start[0][0] == 1             # a converged run leaves a prediction
+    d_warm, o_warm = warm.evaluate(x + shift, 2)
+    fresh = GlmmDeviance(fit.predictor, fit.response, 1)
+    fresh.pirls1.u = at_x.u.copy()                   # as before: start at the last modes
+    d_fresh, o_fresh = fresh.evaluate(x + shift, 2)
+    assert d_warm == pytest.approx(d_fresh, rel=1e-11)
+    np.testing.assert_allclose(o_warm.u, o_fresh.u, rtol=1e-8, atol=1e-10)
+    assert o_warm.iterations <= o_fresh.iterations
+    if move < 1e-3 and link == "logit":
+        # canonical link: the kept factor is the Hessian, so the prediction is Newton's step
+        # (probit keeps Fisher's information for the Laplace approximation: a chord step)
+        assert o_warm.iterations == 2 < o_fresh.iterations
+
+
+def test_estimating_workspace_never_predicts(crossed):
+    data, formula = crossed
+    fit = glmmcore.fit(formula, data, family="binomial", nAGQ=0)
+    dev = GlmmDeviance(fit.predictor, fit.response, 0)
+    dev.evaluate(fit.theta, 1)
+    assert dev.pirls0._start[0][0] == -1
