@@ -136,19 +136,7 @@ class Predictor:
 @njit(cache=True, nogil=True)
 def _linear_predictor(codes, Xall, p, xoff, boff, tidx, toff, theta, u, base, zb, eta):
     b = np.empty_like(u)
-    K = p.shape[0]
-    for k in range(K):                      # b = Lambda u, level by level
-        pk = p[k]
-        nlev = ((boff[k + 1] if k + 1 < K else u.shape[0]) - boff[k]) // pk
-        for lev in range(nlev):
-            base_k = boff[k] + lev * pk
-            for a in range(pk):
-                s = 0.0
-                for c in range(pk):
-                    t = tidx[toff[k] + a * pk + c]
-                    if t >= 0:
-                        s += theta[t] * u[base_k + c]
-                b[base_k + a] = s
+    _apply_lambda(p, boff, tidx, toff, theta, u, b, False)
     for i in range(eta.shape[0]):
         zb[i] = _zb_row(codes, Xall, p, xoff, boff, b, i)
         eta[i] = base[i] + zb[i]
@@ -165,19 +153,28 @@ def lambda_t_zt(codes, Xall, p, xoff, boff, tidx, toff, theta, v, g, out):
             start = boff[k] + codes[i, k] * pk
             for a in range(pk):
                 g[start + a] += Xall[i, xoff[k] + a] * v[i]
+    _apply_lambda(p, boff, tidx, toff, theta, g, out, True)
+
+
+@njit(cache=True, nogil=True)
+def _apply_lambda(p, boff, tidx, toff, theta, v, out, transpose):
+    """``out = Lambda(theta) v`` (or ``Lambda' v``), level by level: ``T_k`` per level of block k.
+
+    ``T_k[a, c]`` is ``theta[tidx[toff[k] + a * p_k + c]]`` (0 where the index is -1).
+    """
     K = p.shape[0]
     for k in range(K):
         pk = p[k]
-        nlev = ((boff[k + 1] if k + 1 < K else g.shape[0]) - boff[k]) // pk
+        nlev = ((boff[k + 1] if k + 1 < K else v.shape[0]) - boff[k]) // pk
         for lev in range(nlev):
-            base_k = boff[k] + lev * pk
-            for c in range(pk):
+            start = boff[k] + lev * pk
+            for a in range(pk):
                 s = 0.0
-                for a in range(pk):
-                    t = tidx[toff[k] + a * pk + c]
+                for c in range(pk):
+                    t = tidx[toff[k] + (c * pk + a if transpose else a * pk + c)]
                     if t >= 0:
-                        s += theta[t] * g[base_k + a]
-                out[base_k + c] = s
+                        s += theta[t] * v[start + c]
+                out[start + a] = s
 
 
 @njit(cache=True, nogil=True)
