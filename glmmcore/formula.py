@@ -25,6 +25,7 @@ from .model_matrix import parse_simple
 _NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`")
 _OPEN = "([{"
 _CLOSE = ")]}"
+_QUOTES = "'\"`"
 
 
 @dataclass(frozen=True)
@@ -279,19 +280,23 @@ def _in_number(text: str, pos: int) -> bool:
             and pos + 1 < len(text) and text[pos + 1].isdigit())
 
 
-def _scan(text: str, start: int = 0):
-    """Yield (position, character, depth) of the characters outside quotes.
+def _scan(text: str, start: int = 0, wanted: str = ""):
+    """Yield (position, character, depth) of the brackets and ``wanted`` characters outside quotes.
 
     ``depth`` counts the brackets open before the character (an opening
     bracket is reported at the depth outside it, a closing one inside it).
+    Only quotes, brackets and ``wanted`` can change or use the state, so the
+    scan jumps from one to the next (a regular expression finds them) instead
+    of stepping through every character.
     """
     depth, quote = 0, None
-    for pos in range(start, len(text)):
+    for match in _special(wanted).finditer(text, start):
+        pos = match.start()
         ch = text[pos]
         if quote:
             if ch == quote:
                 quote = None
-        elif ch in "'\"`":
+        elif ch in _QUOTES:
             quote = ch
         else:
             yield pos, ch, depth
@@ -301,8 +306,22 @@ def _scan(text: str, start: int = 0):
                 depth -= 1
 
 
+def _special(wanted: str) -> re.Pattern:
+    """Pattern of one quote, bracket or ``wanted`` character."""
+    pattern = _SPECIAL.get(wanted)
+    return pattern if pattern is not None else _special_pattern(wanted)
+
+
+def _special_pattern(wanted: str) -> re.Pattern:
+    return re.compile(f"[{re.escape(_QUOTES + _OPEN + _CLOSE + wanted)}]")
+
+
+# compiled once for the characters the parser looks for (read-only after import)
+_SPECIAL = {wanted: _special_pattern(wanted) for wanted in ("", "~", "|", ",", "+-")}
+
+
 def _top_level_positions(text: str, chars: str, start: int = 0):
-    for pos, ch, depth in _scan(text, start):
+    for pos, ch, depth in _scan(text, start, chars):
         if depth == 0 and ch in chars:
             yield pos
 
@@ -317,11 +336,12 @@ def _matching_close(text: str, open_pos: int) -> int:
 def _check_balanced(text: str) -> None:
     stack: list[int] = []
     quote, quote_pos = None, 0
-    for pos, ch in enumerate(text):
+    for match in _special("").finditer(text):
+        pos, ch = match.start(), match.group()
         if quote:
             if ch == quote:
                 quote = None
-        elif ch in "'\"`":
+        elif ch in _QUOTES:
             quote, quote_pos = ch, pos
         elif ch in _OPEN:
             stack.append(pos)

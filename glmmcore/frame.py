@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 
 from .errors import DataError, MissingColumnError, show
 from .formula import ParsedFormula
-from .model_matrix import simple_variables
+from .model_matrix import column_values, simple_variables
 
 
 @dataclass
@@ -107,7 +108,8 @@ def model_frame(parsed: ParsedFormula, data: Any, *, weights: Any = None,
     MissingColumnError
         A formula variable or a named weights/offset column is not in ``data``.
     DataError
-        Empty data, every row missing, infinite values, bad weights.
+        Empty data, every row missing, infinite values, bad weights, a
+        variable naming more than one column.
     """
     frame = as_dataframe(data)
     if frame.shape[0] == 0:
@@ -116,22 +118,82 @@ def model_frame(parsed: ParsedFormula, data: Any, *, weights: Any = None,
     _check_columns(names, frame, parsed.text)
     w = _argument_column(weights, frame, "weights")
     off = _argument_column(offset, frame, "offset")
-    used = frame[names]
-    keep = ~used.isna().any(axis=1).to_numpy()
+    # column by column on arrays: DataFrame-wide selection, isna and .loc cost ~10x more
+    columns = {name: _column(frame, name) for name in names}
+    missing = {name: _missing(values) for name, values in columns.items()}
+    keep = np.ones(len(frame), dtype=bool)
+    for mask in missing.values():
+        if mask is not None:
+            keep &= ~mask
     if off is not None:
         keep &= ~np.isnan(off)
     if w is not None:
         _check_weights(w, frame.index, keep)
     n_kept = int(keep.sum())
     if n_kept == 0:
-        worst = used.isna().sum().idxmax()
-        raise DataError(f"every row has a missing value in a variable the model uses "
-                        f"(column '{worst}' alone is missing in {used[worst].isna().sum()} rows)")
-    kept = used.loc[keep].reset_index(drop=True)
-    _check_finite(kept, frame.index[keep])
-    return ModelFrame(data=kept, row_labels=frame.index[keep], n_dropped=len(frame) - n_kept,
+        _raise_all_missing(missing)
+    everything = n_kept == len(frame)
+    labels = frame.index if everything else frame.index[keep]
+    kept = {name: _take(values, keep, everything) for name, values in columns.items()}
+    _check_finite(kept, labels)
+    return ModelFrame(data=_as_frame(kept, n_kept), row_labels=labels,
+                      n_dropped=len(frame) - n_kept,
                       weights=None if w is None else w[keep],
                       offset=None if off is None else off[keep])
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray | ExtensionArray:
+    """The values of one column: a numpy array or a pandas extension array."""
+    series = frame[name]
+    if isinstance(series, pd.DataFrame):  # a repeated column label
+        raise DataError(f"variable '{name}' names {series.shape[1]} columns of the data; "
+                        "column names must be unique")
+    return column_values(series)
+
+
+def _missing(values: np.ndarray | ExtensionArray) -> np.ndarray | None:
+    """Mask of the missing values of a column, or None when it cannot have any.
+
+    The same test as ``DataFrame.isna`` makes, per column.
+    """
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind in "iub":  # integers and booleans have no missing value
+            return None
+        if values.dtype.kind == "f":
+            return np.isnan(values)
+        return pd.isna(values)
+    return np.asarray(values.isna(), dtype=bool)
+
+
+def _raise_all_missing(missing: dict[str, np.ndarray | None]) -> None:
+    counts = {name: 0 if mask is None else int(mask.sum()) for name, mask in missing.items()}
+    worst = max(counts, key=counts.__getitem__)  # the first of the most missing, as idxmax
+    raise DataError(f"every row has a missing value in a variable the model uses "
+                    f"(column '{worst}' alone is missing in {counts[worst]} rows)")
+
+
+def _take(values: np.ndarray | ExtensionArray, keep: np.ndarray,
+          everything: bool) -> np.ndarray | ExtensionArray:
+    # a copy either way, so that the model never shares memory with the caller's data
+    return values.copy() if everything else values[keep]
+
+
+def _as_frame(columns: dict[str, np.ndarray | ExtensionArray], n: int) -> pd.DataFrame:
+    """A data frame of the kept columns with a fresh ``RangeIndex``.
+
+    Built from arrays, which skips index alignment; object columns go in as
+    Series, or pandas would infer a string dtype for them.  The columns are
+    keyed by position, then labelled with an object Index: string keys make
+    pandas 3 infer an arrow-string Index, slower to build and to look names
+    up in (building the frame and reading five columns took 0.63 ms that way,
+    0.36 ms this way, measured warm; about 1.4 and 1.0 ms in a fit).
+    """
+    parts = {i: pd.Series(values, dtype=object, copy=False)
+             if isinstance(values, np.ndarray) and values.dtype == object else values
+             for i, values in enumerate(columns.values())}
+    frame = pd.DataFrame(parts, index=pd.RangeIndex(n), copy=False)
+    frame.columns = pd.Index(list(columns), dtype=object)
+    return frame
 
 
 def _check_columns(names: list[str], frame: pd.DataFrame, formula: str) -> None:
@@ -172,12 +234,25 @@ def _check_weights(w: np.ndarray, labels: pd.Index, keep: np.ndarray) -> None:
                         f"{what} ({bad.size} bad rows)")
 
 
-def _check_finite(frame: pd.DataFrame, labels: pd.Index) -> None:
-    for name in frame.columns:
-        col = frame[name]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-            values = col.to_numpy(dtype=float)
-            bad = np.flatnonzero(~np.isfinite(values))
+def _check_finite(columns: dict[str, np.ndarray | ExtensionArray], labels: pd.Index) -> None:
+    for name, values in columns.items():
+        finite = _finite(values)
+        if finite is not None:
+            bad = np.flatnonzero(~finite)
             if bad.size:
                 raise DataError(f"column '{name}' has an infinite value in row "
                                 f"{show(labels[bad[0]])} ({bad.size} such rows)")
+
+
+def _finite(values: np.ndarray | ExtensionArray) -> np.ndarray | None:
+    """Mask of the finite values of a numeric column (None: not numeric, or bool/int)."""
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+        return None  # cannot hold an infinite value
+    if isinstance(dtype, np.dtype) and dtype.kind == "f":
+        return np.isfinite(values)
+    if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+        return None
+    floats = np.asarray(values, dtype=float) if isinstance(values, np.ndarray) else \
+        values.to_numpy(dtype=float)
+    return np.isfinite(floats)

@@ -23,6 +23,7 @@ import pandas as pd
 from .errors import ModelSpecError
 from .fixed import model_matrix
 from .formula import ParsedFormula, RandomTerm
+from .model_matrix import column_values, factorize
 
 
 @dataclass
@@ -175,10 +176,11 @@ def build_reterms(parsed: ParsedFormula, data: pd.DataFrame) -> ReTerms:
         A grouping factor has a single level.
     """
     factors: dict[tuple[str, ...], GroupingFactor] = {}
+    variables: dict[str, tuple[np.ndarray, pd.Index]] = {}   # a variable in several factors
     split: list[_SplitTerm] = []
     for term in parsed.random:
         if term.group not in factors:
-            factors[term.group] = grouping_factor(term.group, data)
+            factors[term.group] = _grouping_factor(term.group, data, variables)
         factor = factors[term.group]
         if factor.nlevels < 2:
             raise ModelSpecError(f"grouping factor '{factor.name}' of term '{term.text}' has "
@@ -248,11 +250,17 @@ def _assemble(split: list[_SplitTerm]) -> ReTerms:
 
 def grouping_factor(names: tuple[str, ...], data: pd.DataFrame) -> GroupingFactor:
     """Integer codes of a grouping factor or of an interaction of several."""
-    codes_list, levels_list = [], []
+    return _grouping_factor(names, data, {})
+
+
+def _grouping_factor(names: tuple[str, ...], data: pd.DataFrame,
+                     variables: dict[str, tuple[np.ndarray, pd.Index]]) -> GroupingFactor:
+    """:func:`grouping_factor`, reusing and filling ``variables`` (codes and levels by name)."""
     for name in names:
-        codes, levels = _factorize(data[name])
-        codes_list.append(codes)
-        levels_list.append(levels)
+        if name not in variables:
+            variables[name] = _factorize(data[name])
+    codes_list = [variables[name][0] for name in names]
+    levels_list = [variables[name][1] for name in names]
     if len(names) == 1:
         return GroupingFactor(names[0], codes_list[0], levels_list[0])
     # fold the factors in one at a time: the key of (levels so far, next code) stays below
@@ -261,22 +269,57 @@ def grouping_factor(names: tuple[str, ...], data: pd.DataFrame) -> GroupingFacto
     labels = _labels(levels_list[0])
     for more_codes, levels in zip(codes_list[1:], levels_list[1:]):
         size = max(len(levels), 1)
-        uniq, codes = np.unique(codes * size + more_codes, return_inverse=True)
+        uniq, codes = _sorted_codes(codes * size + more_codes)
         labels = labels[uniq // size] + ":" + _labels(levels)[uniq % size]
     return GroupingFactor(":".join(names), codes.astype(np.int64).ravel(),
                           pd.Index(labels, dtype=object))
 
 
 def _labels(levels: pd.Index) -> np.ndarray:
+    if levels.dtype.kind in "iu":  # integers print the same either way; numpy's is vectorized
+        return levels.to_numpy().astype(str).astype(object)
     return np.array([_label(v) for v in levels], dtype=object)
 
 
 def _factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        column = column.cat.remove_unused_categories()
-        return column.cat.codes.to_numpy(dtype=np.int64), pd.Index(column.cat.categories)
-    codes, uniques = pd.factorize(column, sort=True)
-    return codes.astype(np.int64), pd.Index(uniques)
+    """Codes and sorted levels of one grouping variable (missing values coded -1)."""
+    values = column_values(column)
+    if isinstance(values, pd.Categorical):
+        values = values.remove_unused_categories()
+        return values.codes.astype(np.int64), pd.Index(values.categories)
+    if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
+        # integers cannot be missing; no hashing needed
+        uniques, codes = _sorted_codes(values)
+        return codes.astype(np.int64), pd.Index(uniques)
+    codes, uniques = factorize(values, sort=True)
+    # the dtype as given: pandas would infer 'str' for an object array of strings (and
+    # arrow strings come back as a list)
+    return codes.astype(np.int64), pd.Index(uniques, dtype=getattr(uniques, "dtype", values.dtype))
+
+
+def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct values of an integer array and the position of each value among them.
+
+    As ``np.unique(values, return_inverse=True)``.  When the values span a short
+    range, a table over the range replaces the sort (O(n) instead of O(n log n)).
+    """
+    if values.dtype.kind in "iu" and values.size:
+        lo, hi = int(values.min()), int(values.max())
+        if hi - lo <= 2 * values.size + 1024:
+            return _table_codes(values, lo, hi)
+    uniques, codes = np.unique(values, return_inverse=True)
+    return uniques, codes.ravel()
+
+
+def _table_codes(values: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_sorted_codes` by a table of the values present in ``lo..hi``."""
+    # unsigned differences cannot overflow; signed ones are taken in int64
+    offsets = values - lo if values.dtype.kind == "u" else values.astype(np.int64) - lo
+    present = np.zeros(hi - lo + 1, dtype=bool)
+    present[offsets] = True
+    table = np.empty(present.size, dtype=values.dtype)
+    table[offsets] = values
+    return table[present], (np.cumsum(present) - 1)[offsets]
 
 
 def _label(value: object) -> str:
