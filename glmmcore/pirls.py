@@ -302,7 +302,7 @@ def _start_state(predictor: Predictor, predicted: bool) -> tuple:
     if not predicted:
         n = q = 0
     return (flag, np.zeros(ntheta), np.zeros(p), np.zeros(q), np.zeros(n), np.zeros(n),
-            np.zeros(ntheta), np.zeros(n), np.zeros(n), np.zeros(q), np.zeros(q), np.zeros(q))
+            np.zeros(ntheta), np.zeros(q), np.zeros(q), np.zeros(q))
 
 
 def _rel_change(new: np.ndarray, old: np.ndarray) -> float:

@@ -31,7 +31,7 @@ from numba import njit
 from .kernels import call_observed, call_update, call_yms
 from .linalg.blocked import _crossprod, _factor, _solve
 from .linalg.rhs_solve import solve_rhs
-from .predictor import _linear_predictor, lambda_t_zt
+from .predictor import _apply_lambda, _linear_predictor, _zb_row
 
 CONVERGED, STOPPED_ON_DEVIANCE, HALVING_FAILED, MAX_ITERATIONS, NOT_POSITIVE_DEFINITE = range(5)
 
@@ -173,27 +173,36 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
 def predict_modes(theta, beta, X, zargs, sargs, start, u):
     """Set ``u`` to the modes predicted at (theta, beta) from the last converged run.
 
-    ``start`` = (flag, theta0, beta0, u0, w0, s0, then scratch: d_theta, d_eta
-    and zb (n), g, rhs and du (q)); the factor in ``sargs`` is the last run's.
-    Returns whether it did (not if the prediction is not finite).
+    ``start`` = (flag, theta0, beta0, u0, w0, s0, then scratch: d_theta,
+    and g, zs and du of length q); the factor in ``sargs`` is the last run's.
+    One pass over the observations forms ``Z' W0 d_eta`` and ``Z' s0``.
+    Returns whether it predicted (not if the prediction is not finite).
     """
-    _, theta0, beta0, u0, w0, s0, d_theta, d_eta, zb, g, rhs, du = start
+    _, theta0, beta0, u0, w0, s0, d_theta, g, zs, du = start
+    codes, Xall, p, xoff, boff, tidx, toff = zargs
     for t in range(theta.shape[0]):
         d_theta[t] = theta[t] - theta0[t]
-    n, p = X.shape
-    for i in range(n):
-        s = 0.0
-        for j in range(p):
-            s += X[i, j] * (beta[j] - beta0[j])
-        d_eta[i] = s
-    _linear_predictor(*zargs, d_theta, u0, d_eta, zb, d_eta)   # change of eta at u0
-    for i in range(n):
-        d_eta[i] *= -w0[i]
-    lambda_t_zt(*zargs, theta0, d_eta, g, rhs)
-    lambda_t_zt(*zargs, d_theta, s0, g, du)
-    for k in range(rhs.shape[0]):
-        rhs[k] += du[k]
-    solve_rhs(*sargs, rhs, du)
+    d_beta = beta - beta0
+    _apply_lambda(p, boff, tidx, toff, d_theta, u0, du, False)     # d_Lambda u0
+    g[:] = 0.0
+    zs[:] = 0.0
+    for i in range(X.shape[0]):
+        d_eta = _zb_row(codes, Xall, p, xoff, boff, du, i)           # change of eta at u0
+        for j in range(d_beta.shape[0]):
+            d_eta += X[i, j] * d_beta[j]
+        wd, si = w0[i] * d_eta, s0[i]
+        for k in range(codes.shape[1]):
+            pk = p[k]
+            row = boff[k] + codes[i, k] * pk
+            for a in range(pk):
+                x = Xall[i, xoff[k] + a]
+                g[row + a] += x * wd
+                zs[row + a] += x * si
+    _apply_lambda(p, boff, tidx, toff, theta0, g, du, True)         # Lambda0' Z' W0 d_eta
+    _apply_lambda(p, boff, tidx, toff, d_theta, zs, g, True)        # d_Lambda' Z' s0
+    for k in range(g.shape[0]):
+        g[k] -= du[k]
+    solve_rhs(*sargs, g, du)
     for k in range(du.shape[0]):
         if not np.isfinite(du[k]):
             return False

@@ -143,20 +143,6 @@ def _linear_predictor(codes, Xall, p, xoff, boff, tidx, toff, theta, u, base, zb
 
 
 @njit(cache=True, nogil=True)
-def lambda_t_zt(codes, Xall, p, xoff, boff, tidx, toff, theta, v, g, out):
-    """``out = Lambda(theta)' Z' v`` (``g`` is scratch of length q), the adjoint of
-    :func:`_linear_predictor`'s ``Z Lambda(theta) u``."""
-    g[:] = 0.0
-    for i in range(codes.shape[0]):
-        for k in range(codes.shape[1]):
-            pk = p[k]
-            start = boff[k] + codes[i, k] * pk
-            for a in range(pk):
-                g[start + a] += Xall[i, xoff[k] + a] * v[i]
-    _apply_lambda(p, boff, tidx, toff, theta, g, out, True)
-
-
-@njit(cache=True, nogil=True)
 def _apply_lambda(p, boff, tidx, toff, theta, v, out, transpose):
     """``out = Lambda(theta) v`` (or ``Lambda' v``), level by level: ``T_k`` per level of block k.
 

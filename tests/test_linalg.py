@@ -234,19 +234,3 @@ def test_solve_with_a_vector_right_hand_side(frame, formula):
     solve_rhs(*fac.solve_args(), b, x)
     np.testing.assert_allclose(x, np.linalg.solve(M, b), rtol=1e-9, atol=1e-12)
 
-
-def test_adjoint_of_the_linear_predictor(frame):
-    """<Z Lambda u, v> = <u, Lambda' Z' v> for the compiled pair."""
-    from glmmcore.predictor import lambda_t_zt
-
-    pred = parts(frame, "blocked")
-    theta = THETA[:pred.reterms.ntheta]
-    rng = np.random.default_rng(6)
-    u, v = rng.normal(size=pred.reterms.q), rng.normal(size=pred.n)
-    zb, eta = np.empty(pred.n), np.empty(pred.n)
-    pred.linear_predictor(theta, u, np.zeros(pred.n), zb, eta)
-    out, scratch = np.empty_like(u), np.empty_like(u)
-    lambda_t_zt(*pred.linear_predictor_args(), theta, v, scratch, out)
-    assert zb @ v == pytest.approx(u @ out, rel=1e-12)
-    Z, Lam = dense_Z_Lambda(pred, theta)
-    np.testing.assert_allclose(out, Lam.T @ (Z.T @ v), rtol=1e-12, atol=1e-12)

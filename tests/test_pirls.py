@@ -115,3 +115,37 @@ def test_estimating_workspace_never_predicts(crossed):
     dev = GlmmDeviance(fit.predictor, fit.response, 0)
     dev.evaluate(fit.theta, 1)
     assert dev.pirls0._start[0][0] == -1
+
+
+def test_prediction_is_newtons_step_from_the_last_mode(crossed):
+    """The predicted modes equal one Newton step of the mode equation, from dense algebra."""
+    from scipy.linalg import block_diag
+
+    from glmmcore.pirls_kernel import predict_modes
+
+    data, formula = crossed
+    fit = glmmcore.fit(formula, data, family="binomial")
+    dev = GlmmDeviance(fit.predictor, fit.response, 1)
+    x0 = np.concatenate([fit.theta, fit.beta])
+    dev.evaluate(x0, 2)
+    ws, pred = dev.pirls1, fit.predictor
+    u0, w0, s0 = ws._start[3].copy(), ws._start[4].copy(), ws._start[5].copy()
+    Z = np.zeros((pred.n, pred.reterms.q))
+    start = 0
+    for block in pred.reterms.blocks:
+        Z[np.arange(pred.n), start + block.factor.codes] = block.X[:, 0]
+        start += block.q
+
+    def Lam(theta):
+        return block_diag(*[np.kron(np.eye(b.nlevels), T) for b, T in
+                            zip(pred.reterms.blocks, pred.reterms.T_matrices(theta))])
+
+    theta1, beta1 = fit.theta * 1.05, fit.beta + 0.02
+    d_lam = Lam(theta1) - Lam(fit.theta)
+    d_eta = pred.X @ (beta1 - fit.beta) + Z @ (d_lam @ u0)
+    ZL = Z @ Lam(fit.theta)
+    H = ZL.T @ (w0[:, None] * ZL) + np.eye(u0.size)
+    expected = u0 + np.linalg.solve(H, (Z @ d_lam).T @ s0 - ZL.T @ (w0 * d_eta))
+    u = u0.copy()
+    assert predict_modes(theta1, beta1, pred.X, ws._zargs, ws._sargs, ws._start, u)
+    np.testing.assert_allclose(u, expected, rtol=1e-9, atol=1e-12)

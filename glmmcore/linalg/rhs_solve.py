@@ -29,10 +29,14 @@ def solve_rhs(r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21v, LY
     l1, p1 = L11.shape[0], L11.shape[1]
     q_r = D.shape[0] - LY1.shape[1]
     off1 = l1 * p1
-    y1 = np.empty(off1)
     rest = np.empty(q_r)
     for i in range(q_r):
         rest[i] = b[off1 + rest_perm[i]]
+    if p1 == 1:
+        _solve_scalar_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21v,
+                            D, first, b, rest, x)
+        return
+    y1 = np.empty(off1)
     part = np.empty(p1)
     for j in range(l1):                    # y1_j = L11_j^{-1} b_j; rest -= L21_j y1_j
         for c in range(p1):
@@ -63,6 +67,32 @@ def solve_rhs(r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21v, LY
         solve_lower_t(L11[j], part)
         for c in range(p1):
             x[j * p1 + c] = part[c]
+
+
+@njit(cache=True, nogil=True)
+def _solve_scalar_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21v, D,
+                        first, b, rest, x):
+    """:func:`solve_rhs` for a scalar first block, without per-level arrays (as ``_solve``)."""
+    l1 = L11.shape[0]
+    y1 = np.empty(l1)
+    for j in range(l1):
+        yj = b[j] / L11[j, 0, 0]
+        y1[j] = yj
+        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
+            vo, r0 = r1_voff[blk], r1_row[blk]
+            for a in range(rest_p[r1_term[blk]]):
+                rest[r0 + a] -= L21v[vo + a] * yj
+    _forward_envelope(D, rest, first)
+    solve_lower_t_envelope(D, rest, first)
+    for i in range(rest.shape[0]):
+        x[l1 + rest_perm[i]] = rest[i]
+    for j in range(l1):
+        s = y1[j]
+        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
+            vo, r0 = r1_voff[blk], r1_row[blk]
+            for a in range(rest_p[r1_term[blk]]):
+                s -= L21v[vo + a] * rest[r0 + a]
+        x[j] = s / L11[j, 0, 0]
 
 
 @njit(cache=True, nogil=True)
