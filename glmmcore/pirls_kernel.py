@@ -29,7 +29,8 @@ import numpy as np
 from numba import njit
 
 from .kernels import call_observed, call_update, call_yms
-from .linalg.blocked import _crossprod, _factor, _solve
+from .linalg.blocked import _factor, _solve
+from .linalg.crossprod import _crossprod
 from .linalg.rhs_solve import solve_rhs
 from .predictor import _apply_lambda, _linear_predictor, _zb_row
 

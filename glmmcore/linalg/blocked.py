@@ -11,11 +11,13 @@ grouping factor with most levels), those of the other blocks ("rest"), and
 the ``m`` columns of ``Y``.  The first group's diagonal part is block
 diagonal (one ``p1 x p1`` block per level), so it factors in O(levels); its
 coupling to the rest is sparse (only co-occurring levels); the rest and
-``Y`` form one dense Schur complement, factored by LAPACK when large.
+``Y`` form one dense Schur complement ``D``, factored by LAPACK or, when its
+envelope is small, within it (:func:`.dense.chol_lower`).
 
-The weighted cross-products do not depend on theta; :func:`crossprod` makes
-them once per weight vector, and :func:`factor` applies ``Lambda(theta)`` to
-them at block level, so an LMM's cost per theta does not grow with ``n``.
+The weighted cross-products (:mod:`.crossprod`) do not depend on theta;
+:meth:`BlockedFactor.crossprod` makes them once per weight vector, and
+:meth:`BlockedFactor.factor` applies ``Lambda(theta)`` to them at block level,
+so an LMM's cost per theta does not grow with ``n``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 from numba import njit
 from scipy.linalg import solve_triangular
 
+from .crossprod import _crossprod, all_scalar
 from .dense import (
     DPOTRF,
     chol_lower,
@@ -309,111 +312,6 @@ class BlockedFactor:
 
 
 @njit(cache=True, nogil=True)
-def _crossprod(codes1, X1, rest_codes, Xr, rest_p, rest_xoff, rest_off, obs_r1, r1_voff,
-               obs_rr, rr_voff, w, Y, A11, r1v, rrv, A1Y, ArY, AYY):
-    A11[:] = 0.0
-    r1v[:] = 0.0
-    rrv[:] = 0.0
-    A1Y[:] = 0.0
-    ArY[:] = 0.0
-    AYY[:] = 0.0
-    n, p1 = X1.shape
-    m = Y.shape[1]
-    nr = rest_p.shape[0]
-    if p1 == 1 and nr == 0:
-        _crossprod_one_scalar(codes1, X1, w, Y, A11, A1Y, AYY)
-        return
-    if p1 == 1 and _all_scalar(rest_p):
-        _crossprod_scalars(codes1, X1, rest_codes, Xr, rest_off, obs_r1, r1_voff, obs_rr,
-                           rr_voff, w, Y, A11, r1v, rrv, A1Y, ArY, AYY)
-        return
-    for i in range(n):
-        wi = w[i]
-        if wi == 0.0:
-            continue
-        j = codes1[i]
-        for a in range(p1):
-            xa = wi * X1[i, a]
-            for b in range(p1):
-                A11[j, a, b] += xa * X1[i, b]
-            for t in range(m):
-                A1Y[j, a, t] += xa * Y[i, t]
-        for t in range(m):
-            yt = wi * Y[i, t]
-            for u in range(t + 1):
-                AYY[t, u] += yt * Y[i, u]
-        c = 0
-        for k in range(nr):
-            pk = rest_p[k]
-            row0 = rest_off[k] + rest_codes[i, k] * pk
-            vo = r1_voff[obs_r1[i, k]]
-            for a in range(pk):
-                xa = wi * Xr[i, rest_xoff[k] + a]
-                for b in range(p1):
-                    r1v[vo + a * p1 + b] += xa * X1[i, b]
-                for t in range(m):
-                    ArY[row0 + a, t] += xa * Y[i, t]
-            for k2 in range(k + 1):
-                pk2 = rest_p[k2]
-                vo2 = rr_voff[obs_rr[i, c]]
-                c += 1
-                for a in range(pk):
-                    xa = wi * Xr[i, rest_xoff[k] + a]
-                    for b in range(pk2):
-                        rrv[vo2 + a * pk2 + b] += xa * Xr[i, rest_xoff[k2] + b]
-
-
-@njit(cache=True, nogil=True)
-def _crossprod_one_scalar(codes1, X1, w, Y, A11, A1Y, AYY):
-    """The common case of one scalar term (e.g. ``(1 | g)``), without inner loops over p."""
-    for i in range(codes1.shape[0]):
-        _add_first_scalar(i, codes1[i], w[i], X1[i, 0], Y, A11, A1Y, AYY)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _add_first_scalar(i, j, wi, x1, Y, A11, A1Y, AYY):
-    """Observation i's terms of a scalar first block and of ``Y``."""
-    wx1 = wi * x1
-    A11[j, 0, 0] += wx1 * x1
-    for t in range(Y.shape[1]):
-        yt = Y[i, t]
-        A1Y[j, 0, t] += wx1 * yt
-        wy = wi * yt
-        for u in range(t + 1):
-            AYY[t, u] += wy * Y[i, u]
-
-
-@njit(cache=True, nogil=True)
-def _all_scalar(rest_p):
-    for k in range(rest_p.shape[0]):
-        if rest_p[k] != 1:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _crossprod_scalars(codes1, X1, rest_codes, Xr, rest_off, obs_r1, r1_voff, obs_rr, rr_voff,
-                       w, Y, A11, r1v, rrv, A1Y, ArY, AYY):
-    """Scalar terms only (e.g. crossed ``(1 | a) + (1 | b)``): no loops over p, half the time."""
-    m = Y.shape[1]
-    nr = rest_off.shape[0]
-    for i in range(codes1.shape[0]):
-        wi = w[i]
-        x1 = X1[i, 0]
-        _add_first_scalar(i, codes1[i], wi, x1, Y, A11, A1Y, AYY)
-        c = 0
-        for k in range(nr):
-            wxk = wi * Xr[i, k]
-            r1v[r1_voff[obs_r1[i, k]]] += wxk * x1
-            row = rest_off[k] + rest_codes[i, k]
-            for t in range(m):
-                ArY[row, t] += wxk * Y[i, t]
-            for k2 in range(k + 1):
-                rrv[rr_voff[obs_rr[i, c]]] += wxk * Xr[i, k2]
-                c += 1
-
-
-@njit(cache=True, nogil=True)
 def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_term, r1_voff,
             rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, flat_row, flat_ptr, A11, r1v, rrv, A1Y,
             ArY, AYY, L11, L21v, LY1, D, first, tbuf, potrf):
@@ -476,7 +374,7 @@ def _coupling(T1, tbuf, toff, rest_p, r1_ptr, r1_term, r1_voff, r1v, A1Y, L11, L
     """Rows coupled to each first-block level: (Lambda' A) T1 L11^{-T}."""
     l1, p1 = L11.shape[0], L11.shape[1]
     m = A1Y.shape[2]
-    if p1 == 1 and _all_scalar(rest_p):
+    if p1 == 1 and all_scalar(rest_p):
         _coupling_scalars(tbuf, toff, r1_ptr, r1_term, r1v, A1Y, L11, L21v, LY1)
         return
     row = np.empty(p1)
