@@ -15,6 +15,10 @@ consistent with ``u``.  When there is no finite mode (complete separation
 drives ``beta`` to infinity), the deviance settles while the increments do
 not shrink; after :data:`SLOW_ITER` iterations PIRLS then stops on the
 deviance, as R's ``glm.fit`` does, and says so on its outcome.
+
+Each run warm-starts from the previous modes; with the blocked factorization
+and beta given, the compiled loop starts from the modes predicted for the new
+parameters instead (:mod:`glmmcore.pirls_kernel`).
 """
 
 from __future__ import annotations
