@@ -438,43 +438,47 @@ def _solve(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21
     off1 = l1 * p1
     for i in range(q_r):
         u[off1 + rest_perm[i]] = xd[i]
-    if p1 == 1:
-        _solve_first_scalar(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1,
-                            xd, x, u)
-        return
-    rhs = np.empty(p1)
+    y1 = np.empty(off1)                    # the first block's part of L^{-1} rhs
     for j in range(l1):
-        for b in range(p1):
-            rhs[b] = LY1[j, nsolve, b]
-        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
-            pk = rest_p[r1_term[blk]]
-            vo = r1_voff[blk]
-            r0 = r1_row[blk]
-            for a in range(pk):
-                xa = xd[r0 + a]
-                for b in range(p1):
-                    rhs[b] -= L21v[vo + a * p1 + b] * xa
-        for t in range(nsolve):
-            for b in range(p1):
-                rhs[b] -= LY1[j, t, b] * x[t]
-        solve_lower_t(L11[j], rhs)
-        for b in range(p1):
-            u[j * p1 + b] = rhs[b]
+        for c in range(p1):
+            s = LY1[j, nsolve, c]
+            for t in range(nsolve):
+                s -= LY1[j, t, c] * x[t]
+            y1[j * p1 + c] = s
+    back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, y1, xd, u)
 
 
 @njit(cache=True, nogil=True)
-def _solve_first_scalar(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, xd,
-                        x, u):
-    """:func:`_solve` for a scalar first block: no per-level arrays (6x faster at 5,000 levels)."""
-    for j in range(L11.shape[0]):
-        s = LY1[j, nsolve, 0]
+def back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, y1, rest, u):
+    """``u_j = L11_j^{-T} (y1_j - L21_j' rest)`` for every first-block level ``j``.
+
+    ``rest`` holds the solution of the rest rows in the factorization's order.
+    A scalar first block takes a loop without per-level arrays (6x faster at
+    5,000 levels).  Used by :func:`_solve` and :func:`.rhs_solve.solve_rhs`.
+    """
+    l1, p1 = L11.shape[0], L11.shape[1]
+    if p1 == 1:
+        for j in range(l1):
+            s = y1[j]
+            for blk in range(r1_ptr[j], r1_ptr[j + 1]):
+                vo, r0 = r1_voff[blk], r1_row[blk]
+                for a in range(rest_p[r1_term[blk]]):
+                    s -= L21v[vo + a] * rest[r0 + a]
+            u[j] = s / L11[j, 0, 0]
+        return
+    part = np.empty(p1)
+    for j in range(l1):
+        for c in range(p1):
+            part[c] = y1[j * p1 + c]
         for blk in range(r1_ptr[j], r1_ptr[j + 1]):
             vo, r0 = r1_voff[blk], r1_row[blk]
             for a in range(rest_p[r1_term[blk]]):
-                s -= L21v[vo + a] * xd[r0 + a]
-        for t in range(nsolve):
-            s -= LY1[j, t, 0] * x[t]
-        u[j] = s / L11[j, 0, 0]
+                xa = rest[r0 + a]
+                for c in range(p1):
+                    part[c] -= L21v[vo + a * p1 + c] * xa
+        solve_lower_t(L11[j], part)
+        for c in range(p1):
+            u[j * p1 + c] = part[c]
 
 
 @njit(cache=True, nogil=True)

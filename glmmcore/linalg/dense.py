@@ -156,6 +156,16 @@ def solve_lower(L: np.ndarray, b: np.ndarray) -> None:
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
+def solve_lower_envelope(L: np.ndarray, b: np.ndarray, first: np.ndarray) -> None:
+    """Solve ``L x = b`` in place for the leading ``len(b)`` rows, within the envelope."""
+    for i in range(b.shape[0]):
+        s = b[i]
+        for k in range(first[i], i):
+            s -= L[i, k] * b[k]
+        b[i] = s / L[i, i]
+
+
+@njit(cache=True, nogil=True, fastmath=FAST)
 def solve_lower_t_envelope(L: np.ndarray, b: np.ndarray, first: np.ndarray) -> None:
     """Solve ``L' x = b`` in place, reading row ``i`` of ``L`` from ``first[i]`` only."""
     n = b.shape[0]
