@@ -68,18 +68,12 @@ class SimpleSpec:
         return np.ascontiguousarray(X, dtype=float), names
 
 
-def simple_spec(rhs: str, data: pd.DataFrame) -> SimpleSpec | None:
-    """The spec of a simple right-hand side on ``data``, or None if it is not simple."""
-    found = _simple(rhs, data)
-    return None if found is None else found[0]
-
-
 def simple_model_matrix(rhs: str,
                         data: pd.DataFrame) -> tuple[SimpleSpec, np.ndarray, list[str]] | None:
     """Spec, model matrix and column names of a simple right-hand side, or None.
 
-    What ``simple_spec`` then ``SimpleSpec.build`` give, reading each column
-    and coding each categorical variable once.
+    Reads each column and codes each categorical variable once;
+    ``spec.build`` makes the same matrix for new data.
 
     Parameters
     ----------

@@ -17,7 +17,7 @@ from glmmcore.errors import DataError
 from glmmcore.fixed import independent_columns
 from glmmcore.formula import _top_level_positions, parse_formula
 from glmmcore.frame import formula_variables, model_frame
-from glmmcore.model_matrix import factorize, simple_spec
+from glmmcore.model_matrix import factorize, simple_model_matrix
 from glmmcore.reterms import grouping_factor
 
 FORMULA = "y ~ x + s + c + i + f + o + p + b + (1 | g)"
@@ -179,7 +179,7 @@ def test_arrow_strings_factorize_as_pandas_does():
 
 
 def test_treatment_dummies_on_new_data_with_unseen_and_missing_levels():
-    spec = simple_spec("x + s + c", _data())
+    spec = simple_model_matrix("x + s + c", _data())[0]
     new = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0],
                         "s": pd.array(["c", "zz", None, "a"], dtype="str"),
                         "c": pd.Categorical(["p", "q", None, "p"], categories=["p", "q"])})

@@ -9,7 +9,7 @@ from formulaic import model_matrix as formulaic_model_matrix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glmmcore.model_matrix import parse_simple, simple_spec, simple_variables
+from glmmcore.model_matrix import parse_simple, simple_model_matrix, simple_variables
 
 rng = np.random.default_rng(0)
 N = 40
@@ -37,25 +37,28 @@ def simple_formula(draw):
 @settings(max_examples=300, deadline=None)
 @given(simple_formula())
 def test_simple_matrices_equal_formulaic(formula):
-    spec = simple_spec(formula, DATA)
+    simple = simple_model_matrix(formula, DATA)
     reference = formulaic_model_matrix(formula, DATA)
-    if spec is None:     # declined: formulaic builds it
+    if simple is None:     # declined: formulaic builds it
         return
-    X, names = spec.build(DATA)
+    spec, X, names = simple
     assert names == [str(c) for c in reference.columns], formula
     np.testing.assert_array_equal(X, reference.to_numpy(dtype=float))
+    X_new, names_new = spec.build(DATA)      # the path for new data gives the same
+    assert names_new == names
+    np.testing.assert_array_equal(X_new, X)
 
 
 @pytest.mark.parametrize("formula", ["x + f", "1 + x*f", "f*g + x", "0 + x + z", "x:z + x + z",
                                      "c + x", "x + flag + f + f:x"])
 def test_common_formulas_take_the_fast_path(formula):
-    assert simple_spec(formula, DATA) is not None
+    assert simple_model_matrix(formula, DATA) is not None
 
 
 @pytest.mark.parametrize("formula", ["C(z)", "np.log(x)", "I(x**2)", "f:g", "0 + f", "a*b*c",
                                      "x + (f)", "x:f:g", "f:x + x:f"])
 def test_anything_else_goes_to_formulaic(formula):
-    assert simple_spec(formula, DATA.assign(a=1.0, b=1.0)) is None
+    assert simple_model_matrix(formula, DATA.assign(a=1.0, b=1.0)) is None
 
 
 def test_variables_and_parse():
