@@ -24,6 +24,7 @@ from .registry import get_family
 from .response import Response, build_response
 from .result import MixedModelResult
 from .reterms import build_reterms
+from .start import check_start_rule
 from .threads import single_threaded_blas
 
 
@@ -42,6 +43,10 @@ class FitControl:
         Most objective evaluations per optimizer run.
     check_convergence
         Estimate gradient and Hessian at the optimum and check them.
+    start
+        Starting theta: ``"auto"`` takes lme4's start or a moment guess from
+        the fit without random effects, whichever has the lower objective;
+        ``"lme4"`` takes lme4's (see :mod:`glmmcore.start`).
     warn
         Emit a warning when a check fails (the diagnostics are on the
         result either way).
@@ -53,6 +58,10 @@ class FitControl:
     maxeval: int = 100_000
     check_convergence: bool = True
     warn: bool = True
+    start: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_start_rule(self.start)
 
     @classmethod
     def from_any(cls, control: Any) -> FitControl:

@@ -35,6 +35,7 @@ from .pirls import Pirls, PirlsOutcome
 from .predictor import Predictor
 from .quadrature import Quadrature, check_quadrature
 from .result import MixedModelResult
+from .start import lower_start, moment_theta
 
 
 class GlmmDeviance:
@@ -105,12 +106,17 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
     family, reterms, p = response.family, predictor.reterms, predictor.p
     y, wt = response.y, response.weights
     beta_glm = dev.pirls0.start_glm(family.start_mu(y, wt))
-    x1 = reterms.theta_start()
+    starts = [reterms.theta_start()]
+    if control.start == "auto":     # IRLS's working residuals have unit variance, but for phi
+        starts.append(moment_theta(reterms, dev.pirls0.r, dev.pirls0.w,
+                                   scale=None if dev.has_phi else 1.0))
     lower1 = reterms.theta_lower
     if dev.has_phi:
         mu_glm = family.linkinv_array(predictor.X @ beta_glm + response.offset)
         phi0 = family.start_phi(y, mu_glm, wt)
-        x1, lower1 = np.append(x1, np.log(phi0)), np.append(lower1, -np.inf)
+        starts = [np.append(x, np.log(phi0)) for x in starts]
+        lower1 = np.append(lower1, -np.inf)
+    x1 = lower_start(dev.objective(1), starts) if len(starts) > 1 else starts[0]
     opt = bobyqa(dev.objective(1), x1, lower1, rel_tol=control.rel_tol, x_tol=control.x_tol,
                  maxeval=control.maxeval)
     messages = [f"stage 1 (nAGQ=0) bobyqa: {opt.message} after {opt.nevals} evaluations"]

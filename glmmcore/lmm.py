@@ -29,6 +29,7 @@ from .optimize import (
 )
 from .predictor import Predictor
 from .result import MixedModelResult
+from .start import lower_start, moment_theta
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -144,7 +145,7 @@ def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,
     dev = LmmDeviance(predictor, response.y, w, response.offset, reml)
     reterms = predictor.reterms
     lower = reterms.theta_lower
-    opt = bobyqa(dev, reterms.theta_start(), lower, rel_tol=control.rel_tol,
+    opt = bobyqa(dev, lmm_start(dev, response, control.start), lower, rel_tol=control.rel_tol,
                  x_tol=control.x_tol, maxeval=control.maxeval)
     theta = opt.x
     messages = [f"bobyqa: {opt.message} after {opt.nevals} evaluations"]
@@ -161,6 +162,19 @@ def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,
         conv = unchecked_convergence(theta, reterms.is_diagonal(), messages)
     warn_once(conv, [], control)
     return lmm_result(dev, response, theta, conv, n_dropped, formula)
+
+
+def lmm_start(dev: LmmDeviance, response: Any, rule: str) -> np.ndarray:
+    """Starting theta by ``rule`` (:mod:`glmmcore.start`), guessed from weighted LS residuals."""
+    reterms = dev.predictor.reterms
+    if rule == "lme4":
+        return reterms.theta_start()
+    X, w = dev.predictor.X, response.weights
+    sw = np.sqrt(w)
+    y = response.y - response.offset
+    beta = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+    guess = moment_theta(reterms, y - X @ beta, w)
+    return lower_start(dev, [reterms.theta_start(), guess])
 
 
 def fit_lmm_at(fit: MixedModelResult, theta: np.ndarray) -> MixedModelResult:

@@ -1,0 +1,97 @@
+"""Starting values of theta: the moment guess, the choice between starts, the control."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmmcore
+from glmmcore.errors import ModelSpecError
+from glmmcore.formula import parse_formula
+from glmmcore.reterms import build_reterms
+from glmmcore.start import SMALLEST_GUESS, lower_start, moment_theta
+
+
+def one_way(n_groups: int, per_group: int, sd_group: float, sd_resid: float,
+            seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    g = np.repeat(np.arange(n_groups), per_group)
+    y = (rng.normal(0.0, sd_group, n_groups)[g]
+         + rng.normal(0.0, sd_resid, g.size))
+    return pd.DataFrame({"y": y, "g": g})
+
+
+def reterms_of(formula: str, data: pd.DataFrame):
+    return build_reterms(parse_formula(formula), data)
+
+
+def test_moment_guess_recovers_a_one_way_variance_ratio():
+    # 2,000 groups of 10: the ANOVA estimator's relative error is ~3%
+    data = one_way(2000, 10, sd_group=0.5, sd_resid=2.0, seed=3)
+    reterms = reterms_of("y ~ 1 + (1 | g)", data)
+    resid = data["y"].to_numpy() - data["y"].mean()
+    theta = moment_theta(reterms, resid, np.ones(len(data)))
+    assert theta[0] == pytest.approx(0.25, rel=0.1)
+
+
+def test_moment_guess_of_crossed_terms_is_near_the_truth():
+    sim = glmmcore.simulate("pupils", seed=2, n_primary=300, n_secondary=200,
+                            n_pupils=12000)
+    fit = glmmcore.fit(sim.formula, sim.data, control={"check_convergence": False})
+    y = fit.response.y
+    X = fit.predictor.X
+    resid = y - X @ np.linalg.lstsq(X, y, rcond=None)[0]
+    guess = moment_theta(fit.predictor.reterms, resid, np.ones(y.size))
+    # a guess, not an estimate: each crossed factor's spread includes a share of the other's
+    np.testing.assert_allclose(guess, fit.theta, rtol=0.15)
+
+
+def test_a_variance_guessed_as_zero_starts_inside_its_bound():
+    data = one_way(200, 5, sd_group=0.0, sd_resid=1.0, seed=4)
+    data["y"] -= data.groupby("g")["y"].transform("mean")   # no spread between groups at all
+    reterms = reterms_of("y ~ 1 + (1 | g)", data)
+    theta = moment_theta(reterms, data["y"].to_numpy(), np.ones(len(data)))
+    assert theta[0] == SMALLEST_GUESS
+
+
+def test_guess_leaves_off_diagonals_at_zero():
+    data = one_way(100, 6, sd_group=1.0, sd_resid=1.0, seed=5)
+    data["x"] = np.tile(np.linspace(-1, 1, 6), 100)
+    reterms = reterms_of("y ~ 1 + (1 + x | g)", data)
+    theta = moment_theta(reterms, data["y"].to_numpy() - data["y"].mean(), np.ones(len(data)))
+    assert theta[1] == 0.0 and theta[0] > SMALLEST_GUESS
+
+
+def test_lower_start_takes_the_lowest_finite_objective():
+    values = {0: 3.0, 1: np.inf, 2: 1.0}
+    pick = lower_start(lambda x: values[int(x[0])], [np.array([0.0]), np.array([1.0]),
+                                                     np.array([2.0])])
+    assert pick[0] == 2.0
+    none_finite = lower_start(lambda x: np.nan, [np.array([5.0]), np.array([6.0])])
+    assert none_finite[0] == 5.0
+
+
+@pytest.mark.parametrize("key", ["gpa_rs", "pupils_crossed", "socio_m4"])
+def test_both_starts_reach_the_same_optimum(key, reference, datasets):
+    from test_lmm_reference import parse_call
+
+    formula, data, reml = parse_call(reference[key]["call"])
+    fits = [glmmcore.fit(formula, datasets[data], REML=reml, control={"start": rule})
+            for rule in ("lme4", "auto")]
+    assert fits[1].loglik == pytest.approx(fits[0].loglik, rel=1e-9)
+    np.testing.assert_allclose(fits[1].theta, fits[0].theta, rtol=1e-3, atol=1e-4)
+
+
+def test_glmm_starts_reach_the_same_optimum(datasets):
+    fits = [glmmcore.fit("ncit ~ opposition + biopharm + (1 | yearf)", datasets["patents"],
+                         family="poisson", control={"start": rule})
+            for rule in ("lme4", "auto")]
+    assert fits[1].loglik == pytest.approx(fits[0].loglik, rel=1e-9)
+    np.testing.assert_allclose(fits[1].fixef, fits[0].fixef, rtol=1e-4)
+
+
+def test_unknown_start_rule_is_a_typed_error():
+    data = one_way(10, 3, 1.0, 1.0, seed=1)
+    with pytest.raises(ModelSpecError, match="start='ones'"):
+        glmmcore.fit("y ~ 1 + (1 | g)", data, control={"start": "ones"})
