@@ -20,6 +20,7 @@ from .errors import ConvergenceWarning
 GRAD_TOL = 2e-3        # lme4's check.conv.grad
 SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
 FD_STEP = 1e-4         # lme4's deriv12 delta
+POLISH_GAIN = 1e-12    # smallest predicted relative decrease worth a Newton polish
 
 
 @dataclass
@@ -175,14 +176,20 @@ def newton_polish(f: Callable[[np.ndarray], float], x: np.ndarray, fx: float,
     short of the optimum by more than its tolerance suggests; the derivatives
     computed for the convergence checks give the step to it.  Parameters on
     their bound with the objective rising into the interior stay there.
-    Returns the new point and value if the step (or half of it) improves.
+    Returns the new point and value if the step (or half of it) improves.  A
+    step whose predicted decrease, by the quadratic model, is below
+    ``POLISH_GAIN`` relative is not tried (two evaluations saved on most fits).
     """
     free = ~((x - lower < 1e-8) & (grad >= 0))
     if not np.any(free):
         return None
+    g, H = grad[free], hess[np.ix_(free, free)]
     try:
-        step = np.linalg.solve(hess[np.ix_(free, free)], -grad[free])
+        step = np.linalg.solve(H, -g)
     except np.linalg.LinAlgError:
+        return None
+    gain = -(g @ step + 0.5 * step @ H @ step)
+    if not gain > POLISH_GAIN * (1.0 + abs(fx)):
         return None
     for scale in (1.0, 0.5):
         trial = x.copy()

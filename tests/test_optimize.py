@@ -1,0 +1,55 @@
+"""Finite-difference derivatives and the Newton polish after the optimizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from glmmcore.optimize import fd_derivatives, newton_polish
+
+A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
+CENTER = np.array([1.5, 0.7, 2.0])
+
+
+def quadratic(x: np.ndarray) -> float:
+    d = x - CENTER
+    return 10.0 + 0.5 * d @ A @ d + 0.1 * d[0] ** 3
+
+
+class Counted:
+    def __init__(self, f):
+        self.f, self.calls = f, 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return self.f(x)
+
+
+def test_fd_derivatives_of_a_cubic_are_second_order_accurate():
+    x = CENTER + np.array([0.3, -0.2, 0.1])
+    f = Counted(quadratic)
+    grad, hess = fd_derivatives(f, x, np.full(3, -np.inf))
+    d = x - CENTER
+    exact_grad = A @ d + np.array([0.3 * d[0] ** 2, 0.0, 0.0])
+    exact_hess = A + np.diag([0.6 * d[0], 0.0, 0.0])
+    np.testing.assert_allclose(grad, exact_grad, atol=1e-7)
+    np.testing.assert_allclose(hess, exact_hess, atol=1e-5)
+    assert f.calls == 3 ** 2 + 3 + 1
+
+
+def test_polish_takes_the_newton_step_to_the_optimum():
+    x = CENTER + np.array([1e-3, -2e-3, 5e-4])
+    lower = np.full(3, -np.inf)
+    grad, hess = fd_derivatives(quadratic, x, lower)
+    new_x, value = newton_polish(quadratic, x, quadratic(x), lower, grad, hess)
+    np.testing.assert_allclose(new_x, CENTER, atol=1e-8)
+    assert value == pytest.approx(10.0, abs=1e-12) and value < quadratic(x)
+
+
+def test_polish_is_not_tried_when_its_predicted_gain_is_negligible():
+    x = CENTER + 1e-9
+    lower = np.full(3, -np.inf)
+    grad, hess = A @ (x - CENTER), A
+    f = Counted(quadratic)
+    assert newton_polish(f, x, quadratic(x), lower, grad, hess) is None
+    assert f.calls == 0
