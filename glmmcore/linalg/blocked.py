@@ -31,8 +31,8 @@ from scipy.linalg import solve_triangular
 from .crossprod import _crossprod, all_scalar
 from .dense import (
     DPOTRF,
+    chol_envelope,
     chol_lower,
-    chol_lower_small,
     lower_inverse,
     solve_lower,
     solve_lower_t,
@@ -347,6 +347,7 @@ def _factor_first(T1, A11, L11):
             L11[j, 0, 0] = np.sqrt(t2 * A11[j, 0, 0] + 1.0)
         return True
     tmp = np.empty((p1, p1))
+    dense = np.zeros(p1, dtype=np.int64)     # each block factored whole, nothing allocated
     for j in range(l1):
         A = A11[j]
         for a in range(p1):
@@ -364,7 +365,7 @@ def _factor_first(T1, A11, L11):
                 M[a, b] = s + (1.0 if a == b else 0.0)
             for b in range(a + 1, p1):
                 M[a, b] = 0.0
-        if not chol_lower_small(M):
+        if not chol_envelope(M, dense):
             return False
     return True
 
