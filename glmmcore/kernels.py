@@ -155,6 +155,7 @@ class FamilyKernels:
     observed_weights: int = 0   # 0 unless the family uses the observed information
     laplace_observed: bool = False   # log|L|^2 at the observed information (else Fisher)
     newton: bool = False        # PIRLS steps with the observed information (see newton_steps)
+    canonical: bool = True      # the link is the family's canonical one (PIRLS is convex)
 
 
 _lock = threading.Lock()
@@ -185,7 +186,8 @@ def family_kernels(family: Any) -> FamilyKernels:
             _loaded[flags] = FamilyKernels(
                 **{name: getattr(module, name).address for name in ARRAY_KERNELS},
                 module=module, observed_weights=observed.address if observed else 0,
-                laplace_observed=laplace_observed, newton=newton)
+                laplace_observed=laplace_observed, newton=newton,
+                canonical=family.link.name == getattr(cls, "canonical_link", None))
         return _loaded[flags]
 
 

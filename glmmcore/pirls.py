@@ -17,8 +17,8 @@ not shrink; after :data:`SLOW_ITER` iterations PIRLS then stops on the
 deviance, as R's ``glm.fit`` does, and says so on its outcome.
 
 Each run warm-starts from the previous modes; with the blocked factorization
-and beta given, the compiled loop starts from the modes predicted for the new
-parameters instead (:mod:`glmmcore.pirls_kernel`).
+the compiled loop starts from the modes (and, for ``nAGQ=0``, the fixed
+effects) predicted for the new parameters instead (:mod:`glmmcore.pirls_kernel`).
 """
 
 from __future__ import annotations
@@ -131,10 +131,11 @@ class Pirls:
             self._work = (self.eta, self.mu, self.w, self.r, self.dev, self.zb, self.base,
                           np.empty(n))
             self._kernel_ptrs = (kernels.update, kernels.logpdf_vec, kernels.observed_weights,
-                                 int(kernels.laplace_observed), int(kernels.newton))
+                                 int(kernels.laplace_observed), int(kernels.newton),
+                                 int(kernels.canonical))
             self._limits = (STEP_TOL, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
                             DEV_TOL)
-            self._start = _start_state(predictor, predicted=not beta_in_pirls)
+            self._start = _start_state(predictor)
 
     def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0,
             complete: bool = True) -> PirlsOutcome:
@@ -236,6 +237,8 @@ class Pirls:
         self.u[:] = 0.0
         out = self.run(np.zeros(self.predictor.reterms.ntheta), None, 1.0)
         self.u[:] = 0.0
+        if self.compiled:   # no prediction from theta = 0: the next move is no small one
+            self._start[0][0] = 0
         return out.beta
 
     def _evaluate(self, theta: np.ndarray, u: np.ndarray, beta: np.ndarray, phi: float) -> float:
@@ -295,18 +298,13 @@ class Pirls:
                             iterations=iterations, halvings=halvings)
 
 
-def _start_state(predictor: Predictor, predicted: bool) -> tuple:
-    """State of the compiled loop's predicted start (see :mod:`glmmcore.pirls_kernel`).
-
-    Only workspaces given beta (Laplace, quadrature) predict; the flag -1 says never.
-    """
+def _start_state(predictor: Predictor) -> tuple:
+    """State of the compiled loop's predicted start (see :mod:`glmmcore.pirls_kernel`)."""
     n, p, q = predictor.n, predictor.p, predictor.reterms.q
     ntheta = predictor.reterms.ntheta
-    flag = np.array([0 if predicted else -1], dtype=np.int64)
-    if not predicted:
-        n = q = 0
-    return (flag, np.zeros(ntheta), np.zeros(p), np.zeros(q), np.zeros(n), np.zeros(n),
-            np.zeros(ntheta), np.zeros(q), np.zeros(q), np.zeros(q))
+    return (np.zeros(1, dtype=np.int64), np.zeros(ntheta), np.zeros(p), np.zeros(q),
+            np.zeros(n), np.zeros(n), np.zeros(ntheta), np.zeros(q + p), np.zeros(q),
+            np.zeros(q + p))
 
 
 def _rel_change(new: np.ndarray, old: np.ndarray) -> float:

@@ -6,10 +6,9 @@ per iteration: for small and medium models the interpreter's overhead would
 otherwise cost as much as the arithmetic.  The tests check that both loops
 give the same modes.
 
-Predicted start.  When beta is given (the Laplace and quadrature stages) and
-the previous run converged, the loop starts from the modes predicted for the
-new (theta, beta) by one Newton step with the previous factor, which is still
-in place: with ``g(u) = Lambda' Z' s(eta) - u`` (``s`` the score) zero at the
+Predicted start.  When the previous run converged, the loop starts from the
+modes predicted for the new (theta, beta) by one Newton step with the previous
+factor, which is still in place: with ``g(u) = Lambda' Z' s(eta) - u`` (``s`` the score) zero at the
 old mode ``u0``, linearizing in ``u`` and the parameters gives
 ``u = u0 + H^{-1} (dLambda' Z' s0 - Lambda0' Z' W0 d_eta)``, ``H`` the old
 system and ``d_eta`` the change of the linear predictor at ``u0``.  Its error
@@ -18,7 +17,11 @@ finite-difference derivatives converge in 2 iterations instead of 3 (the third
 confirmed the mode and refactored at its weights).  It costs two products with
 Z and a solve, no factorization.  With a non-canonical link the kept factor is
 Fisher's information (the Laplace approximation's), not the Hessian, and the
-step is a chord step: fewer iterations still, not half.  If the iterations
+step is a chord step: fewer iterations still, not half.  When PIRLS estimates
+beta too (``nAGQ=0``), the unknowns are ``(u, beta)``, the mode equations gain
+``X' s(eta) = 0`` and the kept factor is that of the system of
+``[Z Lambda, X]``: the same step predicts both, with ``d_eta = Z dLambda u0``
+and the right-hand side ``-X' W0 d_eta`` for beta.  If the iterations
 from a prediction fail (a long move out of the linearization's reach), they
 run again from the previous modes, as without prediction.
 """
@@ -35,6 +38,10 @@ from .linalg.rhs_solve import solve_rhs
 from .predictor import _apply_lambda, _linear_predictor, _zb_row
 
 CONVERGED, STOPPED_ON_DEVIANCE, HALVING_FAILED, MAX_ITERATIONS, NOT_POSITIVE_DEFINITE = range(5)
+# With a non-canonical link the penalized deviance need not be convex (Poisson's sqrt
+# link has a mirror mode at -eta): a prediction moving a spherical random effect by more
+# than one prior SD is not trusted, and the iterations start from the last modes.
+PREDICT_REACH = 1.0
 
 
 @njit(cache=True, nogil=True)
@@ -44,7 +51,7 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
 
     ``limits`` = (step_tol, max_iter, max_halvings, slow_iter, dev_tol);
     ``kernels`` = (update, logpdf_vec, observed_weights addresses, Laplace at the
-    observed information, Newton steps: 0 or 1); ``zargs``,
+    observed information, Newton steps, canonical link: 0 or 1); ``zargs``,
     ``cargs``, ``fargs``, ``sargs`` = the linear predictor's, cross-product's,
     factor's and solve's fixed arguments; ``cwork`` the cross-products' arrays;
     ``work`` = (eta, mu, w, r, dev, zb, base, lp) buffers.  ``u`` and ``beta``
@@ -52,7 +59,8 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     iterations, halvings, last step); the
     log-likelihood only if ``complete`` (its data-only constants cost as much
     as an iteration and do not move the optimum).  ``start`` is the state of
-    the predicted start (:func:`predict_modes`; its flag -1: never predict).
+    the predicted start (:func:`predict_modes`; its flag: 0 nothing to predict
+    from, 1 predict, -1 never).
     """
     eta, mu, w, r, _dev, _zb, base, lp = work
     flag = start[0]
@@ -60,8 +68,9 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     predicted = False
     if not beta_in_pirls:
         _fixed_part(X, beta, offset, base)
-        if flag[0] == 1:
-            predicted = predict_modes(theta, beta, X, zargs, sargs, start, u)
+    if flag[0] == 1:
+        reach = np.inf if kernels[5] != 0 else PREDICT_REACH
+        predicted = predict_modes(theta, beta, X, zargs, sargs, start, u, beta_in_pirls, reach)
     capture = flag[0] >= 0
     if flag[0] == 1:
         flag[0] = 0
@@ -71,6 +80,8 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     if predicted and status >= HALVING_FAILED:
         # the prediction was out of its reach (a long move): again from the last modes
         u[:] = start[3]
+        if beta_in_pirls:
+            beta[:] = start[2]
         status, pdev, more, more_halvings, step = _iterate(*args)
         iteration += more
         halvings += more_halvings
@@ -171,20 +182,26 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
 
 
 @njit(cache=True, nogil=True)
-def predict_modes(theta, beta, X, zargs, sargs, start, u):
-    """Set ``u`` to the modes predicted at (theta, beta) from the last converged run.
+def predict_modes(theta, beta, X, zargs, sargs, start, u, beta_in_pirls, reach=np.inf):
+    """Set ``u`` (and ``beta`` if PIRLS estimates it) to the values predicted at the new
+    parameters from the last converged run.
 
-    ``start`` = (flag, theta0, beta0, u0, w0, s0, then scratch: d_theta,
-    and g, zs and du of length q); the factor in ``sargs`` is the last run's.
-    One pass over the observations forms ``Z' W0 d_eta`` and ``Z' s0``.
-    Returns whether it predicted (not if the prediction is not finite).
+    ``start`` = (flag, theta0, beta0, u0, w0, s0, then scratch: d_theta of
+    length ntheta, g and du of length q + p, zs of length q); the factor in ``sargs`` is the
+    last run's.  One pass over the observations forms ``Z' W0 d_eta``,
+    ``Z' s0`` and, estimating beta, ``X' W0 d_eta``.  Returns whether it
+    predicted: not if the prediction is not finite, or moves a spherical random
+    effect by more than ``reach``.
     """
     _, theta0, beta0, u0, w0, s0, d_theta, g, zs, du = start
     codes, Xall, p, xoff, boff, tidx, toff = zargs
+    q = u.shape[0]
+    nsolve = beta.shape[0] if beta_in_pirls else 0
     for t in range(theta.shape[0]):
         d_theta[t] = theta[t] - theta0[t]
-    d_beta = beta - beta0
-    _apply_lambda(p, boff, tidx, toff, d_theta, u0, du, False)     # d_Lambda u0
+    d_beta = beta - beta0           # zero when PIRLS estimates beta: it starts at beta0
+    g_u, du_u = g[:q], du[:q]
+    _apply_lambda(p, boff, tidx, toff, d_theta, u0, du_u, False)   # d_Lambda u0
     g[:] = 0.0
     zs[:] = 0.0
     for i in range(X.shape[0]):
@@ -199,16 +216,23 @@ def predict_modes(theta, beta, X, zargs, sargs, start, u):
                 x = Xall[i, xoff[k] + a]
                 g[row + a] += x * wd
                 zs[row + a] += x * si
-    _apply_lambda(p, boff, tidx, toff, theta0, g, du, True)         # Lambda0' Z' W0 d_eta
-    _apply_lambda(p, boff, tidx, toff, d_theta, zs, g, True)        # d_Lambda' Z' s0
-    for k in range(g.shape[0]):
+        for j in range(nsolve):
+            g[q + j] -= X[i, j] * wd                                 # -X' W0 d_eta
+    _apply_lambda(p, boff, tidx, toff, theta0, g_u, du_u, True)     # Lambda0' Z' W0 d_eta
+    _apply_lambda(p, boff, tidx, toff, d_theta, zs, g_u, True)      # d_Lambda' Z' s0
+    for k in range(q):
         g[k] -= du[k]
-    solve_rhs(*sargs, g, du)
-    for k in range(du.shape[0]):
+    solve_rhs(nsolve, *sargs, g[:q + nsolve], du[:q + nsolve])
+    for k in range(q + nsolve):
         if not np.isfinite(du[k]):
             return False
-    for k in range(du.shape[0]):
+    for k in range(q):
+        if abs(du[k]) > reach:
+            return False
+    for k in range(q):
         u[k] = u0[k] + du[k]
+    for j in range(nsolve):
+        beta[j] = beta0[j] + du[q + j]
     return True
 
 

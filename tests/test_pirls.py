@@ -109,18 +109,91 @@ def test_predicted_start_reaches_the_same_mode(crossed, link, move):
         assert o_warm.iterations == 2 < o_fresh.iterations
 
 
-def test_estimating_workspace_never_predicts(crossed):
+@pytest.mark.parametrize("link", ["logit", "probit"])
+@pytest.mark.parametrize("move", [1e-4, 0.3])
+def test_estimating_workspace_predicts_modes_and_beta(crossed, link, move):
+    """nAGQ=0: the prediction covers (u, beta); the outcome is a fresh start's."""
+    data, formula = crossed
+    fit = glmmcore.fit(formula, data, family="binomial", link=link, nAGQ=0)
+    theta = fit.theta * (1.0 + move)
+    warm = GlmmDeviance(fit.predictor, fit.response, 0)
+    warm.evaluate(fit.theta, 1)
+    assert warm.pirls0._start[0][0] == 1
+    d_warm, o_warm = warm.evaluate(theta, 1)
+    fresh = GlmmDeviance(fit.predictor, fit.response, 0)
+    fresh.evaluate(fit.theta, 1)
+    fresh.pirls0._start[0][0] = -1                   # never predict: the last modes
+    d_fresh, o_fresh = fresh.evaluate(theta, 1)
+    assert d_warm == pytest.approx(d_fresh, rel=1e-11)
+    np.testing.assert_allclose(o_warm.beta, o_fresh.beta, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(o_warm.u, o_fresh.u, rtol=1e-8, atol=1e-10)
+    assert o_warm.iterations <= o_fresh.iterations
+    if move < 1e-3 and link == "logit":
+        assert o_warm.iterations == 2 < o_fresh.iterations
+
+
+def test_glm_start_leaves_nothing_to_predict_from(crossed):
+    """The GLM's fit (theta = 0) is no point to predict the first real theta from."""
+    data, formula = crossed
+    fit = glmmcore.fit(formula, data, family="binomial", nAGQ=0)
+    dev = GlmmDeviance(fit.predictor, fit.response, 0)
+    dev.pirls0.start_glm(fit.response.family.start_mu(fit.response.y, fit.response.weights))
+    assert dev.pirls0._start[0][0] == 0
+
+
+def test_prediction_of_modes_and_beta_is_newtons_step(crossed):
+    """With beta estimated, the prediction solves the system of [Z Lambda, X] (dense algebra)."""
+    from glmmcore.pirls_kernel import predict_modes
+
     data, formula = crossed
     fit = glmmcore.fit(formula, data, family="binomial", nAGQ=0)
     dev = GlmmDeviance(fit.predictor, fit.response, 0)
     dev.evaluate(fit.theta, 1)
-    assert dev.pirls0._start[0][0] == -1
+    ws, pred = dev.pirls0, fit.predictor
+    beta0, u0 = ws._start[2].copy(), ws._start[3].copy()
+    w0, s0 = ws._start[4].copy(), ws._start[5].copy()
+    Z, lam = dense_Z(pred), dense_Lambda(pred)
+    theta1 = fit.theta * 1.05
+    d_lam = lam(theta1) - lam(fit.theta)
+    e = Z @ (d_lam @ u0)
+    ZL = Z @ lam(fit.theta)
+    A = np.hstack([ZL, pred.X])
+    H = A.T @ (w0[:, None] * A)
+    H[:u0.size, :u0.size] += np.eye(u0.size)
+    rhs = np.concatenate([(Z @ d_lam).T @ s0 - ZL.T @ (w0 * e), -pred.X.T @ (w0 * e)])
+    step = np.linalg.solve(H, rhs)
+    u, beta = u0.copy(), beta0.copy()
+    assert predict_modes(theta1, beta, pred.X, ws._zargs, ws._sargs, ws._start, u, True)
+    np.testing.assert_allclose(u, u0 + step[:u0.size], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(beta, beta0 + step[u0.size:], rtol=1e-9, atol=1e-12)
+    # a prediction beyond its reach is not taken, and leaves u and beta alone
+    u, beta = u0.copy(), beta0.copy()
+    assert not predict_modes(theta1, beta, pred.X, ws._zargs, ws._sargs, ws._start, u, True,
+                             0.0)
+    np.testing.assert_array_equal(u, u0)
+    np.testing.assert_array_equal(beta, beta0)
+
+
+def dense_Z(pred):
+    Z = np.zeros((pred.n, pred.reterms.q))
+    start = 0
+    for block in pred.reterms.blocks:
+        Z[np.arange(pred.n), start + block.factor.codes] = block.X[:, 0]
+        start += block.q
+    return Z
+
+
+def dense_Lambda(pred):
+    from scipy.linalg import block_diag
+
+    def lam(theta):
+        return block_diag(*[np.kron(np.eye(b.nlevels), T) for b, T in
+                            zip(pred.reterms.blocks, pred.reterms.T_matrices(theta))])
+    return lam
 
 
 def test_prediction_is_newtons_step_from_the_last_mode(crossed):
     """The predicted modes equal one Newton step of the mode equation, from dense algebra."""
-    from scipy.linalg import block_diag
-
     from glmmcore.pirls_kernel import predict_modes
 
     data, formula = crossed
@@ -130,16 +203,7 @@ def test_prediction_is_newtons_step_from_the_last_mode(crossed):
     dev.evaluate(x0, 2)
     ws, pred = dev.pirls1, fit.predictor
     u0, w0, s0 = ws._start[3].copy(), ws._start[4].copy(), ws._start[5].copy()
-    Z = np.zeros((pred.n, pred.reterms.q))
-    start = 0
-    for block in pred.reterms.blocks:
-        Z[np.arange(pred.n), start + block.factor.codes] = block.X[:, 0]
-        start += block.q
-
-    def Lam(theta):
-        return block_diag(*[np.kron(np.eye(b.nlevels), T) for b, T in
-                            zip(pred.reterms.blocks, pred.reterms.T_matrices(theta))])
-
+    Z, Lam = dense_Z(pred), dense_Lambda(pred)
     theta1, beta1 = fit.theta * 1.05, fit.beta + 0.02
     d_lam = Lam(theta1) - Lam(fit.theta)
     d_eta = pred.X @ (beta1 - fit.beta) + Z @ (d_lam @ u0)
@@ -147,5 +211,5 @@ def test_prediction_is_newtons_step_from_the_last_mode(crossed):
     H = ZL.T @ (w0[:, None] * ZL) + np.eye(u0.size)
     expected = u0 + np.linalg.solve(H, (Z @ d_lam).T @ s0 - ZL.T @ (w0 * d_eta))
     u = u0.copy()
-    assert predict_modes(theta1, beta1, pred.X, ws._zargs, ws._sargs, ws._start, u)
+    assert predict_modes(theta1, beta1, pred.X, ws._zargs, ws._sargs, ws._start, u, False)
     np.testing.assert_allclose(u, expected, rtol=1e-9, atol=1e-12)

@@ -3,11 +3,13 @@
 The factorization in :mod:`glmmcore.linalg.blocked` carries its right-hand
 sides as the ``Y`` columns of the system, so that :func:`~.blocked._solve`
 only back-substitutes.  PIRLS's prediction of the next modes
-(:mod:`glmmcore.pirls_kernel`) needs ``(Lambda' Z' W Z Lambda + I)^{-1} b`` for a
-``b`` formed after the factorization, with the factor still in place: forward
-substitution through the first block's levels, their coupling and ``D``'s rest
-rows, then back again.  ``b`` and ``x`` are in the random effects' order; the
-rest rows of ``D`` are in the factorization's order (``rest_perm``).
+(:mod:`glmmcore.pirls_kernel`) needs ``(Lambda' Z' W Z Lambda + I)^{-1} b`` (and,
+when PIRLS estimates the fixed effects too, the inverse of the system of
+``[Z Lambda, X]``) for a ``b`` formed after the factorization, with the factor
+still in place: forward substitution through the first block's levels, their
+coupling and ``D``'s rest and fixed-effect rows, then back again.  ``b`` and
+``x`` are in the random effects' order; the rest rows of ``D`` are in the
+factorization's order (``rest_perm``).
 """
 
 from __future__ import annotations
@@ -20,36 +22,50 @@ from .dense import solve_lower, solve_lower_envelope, solve_lower_t_envelope
 
 
 @njit(cache=True, nogil=True)
-def solve_rhs(r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21v, LY1, D, first,
-              b, x):
-    """``x = (L L')^{-1} b`` with the random-effects part of the blocked factor.
+def solve_rhs(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21v, LY1, D,
+              first, b, x):
+    """``x = (L L')^{-1} b`` with the random effects and the first ``nsolve`` ``Y`` columns.
 
-    The arguments before ``b`` are :meth:`BlockedFactor.solve_args`; ``b`` is
-    left unchanged.
+    The arguments from ``r1_ptr`` to ``first`` are
+    :meth:`BlockedFactor.solve_args`.  ``b`` and ``x`` hold the random effects
+    (length q) followed by ``nsolve`` entries for the first ``Y`` columns (the
+    fixed effects when PIRLS estimates them: the system of ``[Z Lambda, X]``);
+    ``b`` is left unchanged.
     """
     l1, p1 = L11.shape[0], L11.shape[1]
     q_r = D.shape[0] - LY1.shape[1]
     off1 = l1 * p1
-    rest = np.empty(q_r)
+    q = off1 + q_r
+    rest = np.empty(q_r + nsolve)
     for i in range(q_r):
         rest[i] = b[off1 + rest_perm[i]]
+    for t in range(nsolve):
+        rest[q_r + t] = b[q + t]
     y1 = np.empty(off1)
-    _forward_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, b, y1, rest)
+    _forward_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nsolve, b, y1,
+                   rest)
     solve_lower_envelope(D, rest, first)
     solve_lower_t_envelope(D, rest, first)
     for i in range(q_r):
         x[off1 + rest_perm[i]] = rest[i]
+    for t in range(nsolve):
+        x[q + t] = rest[q_r + t]
+        for j in range(l1):                 # the fixed effects' part of the first block
+            for c in range(p1):
+                y1[j * p1 + c] -= LY1[j, t, c] * rest[q_r + t]
     back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, y1, rest, x)
 
 
 @njit(cache=True, nogil=True)
-def _forward_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, b, y1, rest):
-    """``y1_j = L11_j^{-1} b_j`` for every first-block level, and ``rest -= L21_j y1_j``.
+def _forward_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nsolve, b, y1,
+                   rest):
+    """``y1_j = L11_j^{-1} b_j`` for every first-block level; ``rest -= [L21_j; LY1_j] y1_j``.
 
     A scalar first block takes a loop without per-level arrays, as
     :func:`.blocked.back_substitute_first` does.
     """
     l1, p1 = L11.shape[0], L11.shape[1]
+    q_r = rest.shape[0] - nsolve
     part = np.empty(p1)
     for j in range(l1):
         if p1 == 1:
@@ -67,3 +83,8 @@ def _forward_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, b, y1, r
                 for c in range(p1):
                     s += L21v[vo + a * p1 + c] * part[c]
                 rest[r0 + a] -= s
+        for t in range(nsolve):
+            s = 0.0
+            for c in range(p1):
+                s += LY1[j, t, c] * part[c]
+            rest[q_r + t] -= s

@@ -74,6 +74,7 @@ class PoissonPlugin(Family):
     name = "poisson_plugin"
     links = {"log": LOG}
     default_link = "log"
+    canonical_link = "log"
     variance = poisson_variance
     dev_resid = poisson_dev_resid
     logpdf = poisson_logpdf
