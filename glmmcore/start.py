@@ -57,11 +57,17 @@ def moment_theta(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray,
         lme4's start with the diagonal elements of ``T`` replaced by their
         guesses where a factor has at least two levels to compare.
     """
+    with np.errstate(all="ignore"):     # a guess from bad residuals is dropped, not warned
+        return _guess(reterms, resid, weights, scale)
+
+
+def _guess(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray,
+           scale: float | None) -> np.ndarray:
     wr = weights * resid
     if scale is None:
         scale = _within_variance(reterms, resid, weights)
     theta = reterms.theta_start()
-    if not scale > 0.0:
+    if not (scale > 0.0 and np.isfinite(scale)):
         return theta
     for block in reterms.blocks:
         codes, nlevels = block.factor.codes, block.nlevels
@@ -73,8 +79,9 @@ def moment_theta(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray,
                 continue
             coef = np.bincount(codes, wr * x, nlevels)[seen] / sxx[seen]
             spread = float(np.var(coef) - np.mean(scale / sxx[seen]))
-            theta[block.theta_index[c, c]] = max(np.sqrt(max(spread, 0.0) / scale),
-                                                 SMALLEST_GUESS)
+            if np.isfinite(spread):         # else (overflowing residuals) lme4's 1 stays
+                theta[block.theta_index[c, c]] = max(np.sqrt(max(spread, 0.0) / scale),
+                                                     SMALLEST_GUESS)
     return theta
 
 

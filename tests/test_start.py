@@ -95,3 +95,14 @@ def test_unknown_start_rule_is_a_typed_error():
     data = one_way(10, 3, 1.0, 1.0, seed=1)
     with pytest.raises(ModelSpecError, match="start='ones'"):
         glmmcore.fit("y ~ 1 + (1 | g)", data, control={"start": "ones"})
+
+
+def test_guess_from_residuals_that_are_not_finite_keeps_lme4s_start():
+    data = one_way(20, 5, 1.0, 1.0, seed=6)
+    reterms = reterms_of("y ~ 1 + (1 | g)", data)
+    resid = data["y"].to_numpy().copy()
+    resid[3] = np.inf
+    np.testing.assert_array_equal(moment_theta(reterms, resid, np.ones(len(data))), [1.0])
+    resid[3] = np.nan
+    np.testing.assert_array_equal(moment_theta(reterms, resid, np.ones(len(data)), scale=1.0),
+                                  [1.0])
