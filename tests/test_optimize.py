@@ -53,3 +53,20 @@ def test_polish_is_not_tried_when_its_predicted_gain_is_negligible():
     f = Counted(quadratic)
     assert newton_polish(f, x, quadratic(x), lower, grad, hess) is None
     assert f.calls == 0
+
+
+def test_joint_stage_coordinates_are_unit_and_uncorrelated():
+    """beta = beta1 + C z with C C' = vcov; theta and log phi pass through unchanged."""
+    from glmmcore.glmm import _whitened
+
+    vcov = np.array([[4.0, 1.9], [1.9, 1.0]])     # correlation 0.95
+    beta1 = np.array([1.0, -2.0])
+    to_x = _whitened(1, beta1, vcov)
+    z0 = np.array([0.7, 0.0, 0.0, -0.3])
+    x0 = to_x(z0)
+    np.testing.assert_array_equal(x0, [0.7, 1.0, -2.0, -0.3])
+    C = np.column_stack([to_x(z0 + np.eye(4)[k])[1:3] - beta1 for k in (1, 2)])
+    np.testing.assert_allclose(C @ C.T, vcov, rtol=1e-12)
+    # a covariance that is not positive definite falls back to the standard errors
+    flat = _whitened(1, beta1, np.array([[4.0, 3.0], [3.0, 1.0]]))
+    np.testing.assert_allclose(flat(np.array([0.0, 1.0, 1.0, 0.0]))[1:3], beta1 + [2.0, 1.0])
