@@ -98,6 +98,12 @@ class GlmmDeviance:
         return f
 
 
+# Relative tolerance of the nAGQ=0 stage when it only starts the joint stage: tighter
+# tolerances cost 10-30 more evaluations there that the joint stage does not need (seed
+# GLMMs and crossed binomial 100k: 5-20% fewer evaluations in all, the same optima).
+START_STAGE_REL_TOL = 1e-6
+
+
 def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
              n_dropped: int, formula: str) -> MixedModelResult:
     """Fit a GLMM by Laplace (nAGQ=1), quadrature (nAGQ>1) or nAGQ=0."""
@@ -118,7 +124,9 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
         starts = [np.append(x, np.log(phi0)) for x in starts]
         lower1 = np.append(lower1, -np.inf)
     x1 = lower_start(dev.objective(1), starts) if len(starts) > 1 else starts[0]
-    opt = bobyqa(dev.objective(1), x1, lower1, rel_tol=control.rel_tol, x_tol=control.x_tol,
+    # for nAGQ >= 1 stage 1 only starts the joint stage, whose first steps are coarser
+    tol1 = control.rel_tol if nagq == 0 else max(control.rel_tol, START_STAGE_REL_TOL)
+    opt = bobyqa(dev.objective(1), x1, lower1, rel_tol=tol1, x_tol=control.x_tol,
                  maxeval=control.maxeval)
     messages = [f"stage 1 (nAGQ=0) bobyqa: {opt.message} after {opt.nevals} evaluations"]
     _, out1 = dev.evaluate(opt.x, 1)
