@@ -214,46 +214,27 @@ def test_rest_levels_ordered_into_the_waves():
     assert envelope(shuffled, first) > 10 * ENVELOPE_MAX_WORK
 
 
+@pytest.mark.parametrize("with_beta", [False, True], ids=["u", "u_and_beta"])
 @pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
-def test_solve_with_a_vector_right_hand_side(frame, formula):
-    """solve_rhs gives (Lambda'Z'WZLambda + I)^{-1} b with the factor in place."""
+def test_solve_with_a_vector_right_hand_side(frame, formula, with_beta):
+    """solve_rhs gives (Lambda'Z'WZLambda + I)^{-1} b with the factor in place; with the
+    fixed-effect rows (nsolve = p) it solves the system of [Z Lambda, X] (PIRLS with beta)."""
     from glmmcore.linalg.rhs_solve import solve_rhs
 
     pred = parts(frame, "blocked", formula)
     theta = THETA[:pred.reterms.ntheta]
     rng = np.random.default_rng(4)
     w = rng.uniform(0.5, 2.0, pred.n)
-    fac = pred.new_factor(1)
-    fac.crossprod(w, rng.normal(size=(pred.n, 1)))
+    X = pred.X if with_beta else np.zeros((pred.n, 0))
+    fac = pred.new_factor(X.shape[1] + 1)
+    fac.crossprod(w, np.column_stack([X, rng.normal(size=pred.n)]))
     assert fac.factor(theta)
     Z, Lam = dense_Z_Lambda(pred, theta)
-    ZL = Z @ Lam
-    M = ZL.T @ (w[:, None] * ZL) + np.eye(ZL.shape[1])
-    b = rng.normal(size=M.shape[0])
-    x = np.empty_like(b)
-    solve_rhs(0, *fac.solve_args(), b, x)
-    np.testing.assert_allclose(x, np.linalg.solve(M, b), rtol=1e-9, atol=1e-12)
-
-
-
-@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
-def test_solve_with_fixed_effects_among_the_unknowns(frame, formula):
-    """solve_rhs with nsolve = p solves the system of [Z Lambda, X] (PIRLS with beta)."""
-    from glmmcore.linalg.rhs_solve import solve_rhs
-
-    pred = parts(frame, "blocked", formula)
-    theta = THETA[:pred.reterms.ntheta]
-    rng = np.random.default_rng(5)
-    w = rng.uniform(0.5, 2.0, pred.n)
-    p = pred.p
-    fac = pred.new_factor(p + 1)
-    fac.crossprod(w, np.column_stack([pred.X, rng.normal(size=pred.n)]))
-    assert fac.factor(theta)
-    Z, Lam = dense_Z_Lambda(pred, theta)
-    A = np.hstack([Z @ Lam, pred.X])
+    A = np.hstack([Z @ Lam, X])
     M = A.T @ (w[:, None] * A)
     M[:pred.reterms.q, :pred.reterms.q] += np.eye(pred.reterms.q)
     b = rng.normal(size=M.shape[0])
     x = np.empty_like(b)
-    solve_rhs(p, *fac.solve_args(), b, x)
+    solve_rhs(X.shape[1], *fac.solve_args(), b, x)
     np.testing.assert_allclose(x, np.linalg.solve(M, b), rtol=1e-9, atol=1e-12)
+

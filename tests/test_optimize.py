@@ -69,4 +69,5 @@ def test_joint_stage_coordinates_are_unit_and_uncorrelated():
     np.testing.assert_allclose(C @ C.T, vcov, rtol=1e-12)
     # a covariance that is not positive definite falls back to the standard errors
     flat = _whitened(1, beta1, np.array([[4.0, 3.0], [3.0, 1.0]]))
-    np.testing.assert_allclose(flat(np.array([0.0, 1.0, 1.0, 0.0]))[1:3], beta1 + [2.0, 1.0])
+    np.testing.assert_allclose(flat(np.array([0.0, 1.0, 1.0, 0.0]))[1:3],
+                               beta1 + np.array([2.0, 1.0]))
