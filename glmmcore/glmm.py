@@ -114,7 +114,7 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
     y, wt = response.y, response.weights
     beta_glm = dev.pirls0.start_glm(family.start_mu(y, wt))
     starts = [reterms.theta_start()]
-    if control.start == "auto":     # IRLS's working residuals have unit variance, but for phi
+    if control.start == "auto":     # IRLS's working residuals: unit variance unless phi scales it
         starts.append(moment_theta(reterms, dev.pirls0.r, dev.pirls0.w,
                                    scale=None if dev.has_phi else 1.0))
     lower1 = reterms.theta_lower
