@@ -442,22 +442,23 @@ def _solve(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, L21
     y1 = np.empty(off1)                    # the first block's part of L^{-1} rhs
     for j in range(l1):
         for c in range(p1):
-            s = LY1[j, nsolve, c]
-            for t in range(nsolve):
-                s -= LY1[j, t, c] * x[t]
-            y1[j * p1 + c] = s
-    back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, y1, xd, u)
+            y1[j * p1 + c] = LY1[j, nsolve, c]
+    back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nsolve,
+                          y1, xd, u)
 
 
 @njit(cache=True, nogil=True)
-def back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, y1, rest, u):
-    """``u_j = L11_j^{-T} (y1_j - L21_j' rest)`` for every first-block level ``j``.
+def back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nsolve, y1,
+                          rest, u):
+    """``u_j = L11_j^{-T} (y1_j - L21_j' rest_r - LY1_j' rest_y)`` for every first-block level.
 
-    ``rest`` holds the solution of the rest rows in the factorization's order.
-    A scalar first block takes a loop without per-level arrays (6x faster at
+    ``rest`` holds the solution of the rest rows in the factorization's order,
+    followed by that of the first ``nsolve`` ``Y`` columns (``rest_y``).  A
+    scalar first block takes a loop without per-level arrays (6x faster at
     5,000 levels).  Used by :func:`_solve` and :func:`.rhs_solve.solve_rhs`.
     """
     l1, p1 = L11.shape[0], L11.shape[1]
+    q_r = rest.shape[0] - nsolve
     if p1 == 1:
         for j in range(l1):
             s = y1[j]
@@ -465,6 +466,8 @@ def back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, y
                 vo, r0 = r1_voff[blk], r1_row[blk]
                 for a in range(rest_p[r1_term[blk]]):
                     s -= L21v[vo + a] * rest[r0 + a]
+            for t in range(nsolve):
+                s -= LY1[j, t, 0] * rest[q_r + t]
             u[j] = s / L11[j, 0, 0]
         return
     part = np.empty(p1)
@@ -477,6 +480,9 @@ def back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, y
                 xa = rest[r0 + a]
                 for c in range(p1):
                     part[c] -= L21v[vo + a * p1 + c] * xa
+        for t in range(nsolve):
+            for c in range(p1):
+                part[c] -= LY1[j, t, c] * rest[q_r + t]
         solve_lower_t(L11[j], part)
         for c in range(p1):
             u[j * p1 + c] = part[c]

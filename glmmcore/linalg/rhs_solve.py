@@ -50,10 +50,8 @@ def solve_rhs(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, 
         x[off1 + rest_perm[i]] = rest[i]
     for t in range(nsolve):
         x[q + t] = rest[q_r + t]
-        for j in range(l1):                 # the fixed effects' part of the first block
-            for c in range(p1):
-                y1[j * p1 + c] -= LY1[j, t, c] * rest[q_r + t]
-    back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, y1, rest, x)
+    back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nsolve,
+                          y1, rest, x)
 
 
 @njit(cache=True, nogil=True)
