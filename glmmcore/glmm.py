@@ -123,7 +123,7 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
         phi0 = family.start_phi(y, mu_glm, wt)
         starts = [np.append(x, np.log(phi0)) for x in starts]
         lower1 = np.append(lower1, -np.inf)
-    x1 = lower_start(dev.objective(1), starts) if len(starts) > 1 else starts[0]
+    x1 = lower_start(dev.objective(1), starts)
     # for nAGQ >= 1 stage 1 only starts the joint stage, whose first steps are coarser
     tol1 = control.rel_tol if nagq == 0 else max(control.rel_tol, START_STAGE_REL_TOL)
     opt = bobyqa(dev.objective(1), x1, lower1, rel_tol=tol1, x_tol=control.x_tol,

@@ -102,8 +102,13 @@ def _within_variance(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray) -
 
 def lower_start(objective: Callable[[np.ndarray], float],
                 candidates: list[np.ndarray]) -> np.ndarray:
-    """The candidate with the lowest finite objective (the first one on ties or if none is)."""
+    """The candidate with the lowest finite objective (the first one on ties or if none is).
+
+    A single candidate is returned without evaluating it.
+    """
     best, best_value = candidates[0], np.inf
+    if len(candidates) == 1:
+        return best
     for x in candidates:
         value = objective(x)
         if np.isfinite(value) and value < best_value:

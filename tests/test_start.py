@@ -70,6 +70,9 @@ def test_lower_start_takes_the_lowest_finite_objective():
     assert pick[0] == 2.0
     none_finite = lower_start(lambda x: np.nan, [np.array([5.0]), np.array([6.0])])
     assert none_finite[0] == 5.0
+    calls = []
+    alone = lower_start(lambda x: calls.append(x) or 0.0, [np.array([7.0])])
+    assert alone[0] == 7.0 and not calls       # nothing to choose: not evaluated
 
 
 @pytest.mark.parametrize("key", ["gpa_rs", "pupils_crossed", "socio_m4"])
