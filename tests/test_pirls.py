@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.stats import norm
+from test_linalg import dense_Z_Lambda
 
 import glmmcore
 from glmmcore.glmm import GlmmDeviance
@@ -152,11 +153,11 @@ def test_prediction_of_modes_and_beta_is_newtons_step(crossed):
     ws, pred = dev.pirls0, fit.predictor
     beta0, u0 = ws._start[2].copy(), ws._start[3].copy()
     w0, s0 = ws._start[4].copy(), ws._start[5].copy()
-    Z, lam = dense_Z(pred), dense_Lambda(pred)
     theta1 = fit.theta * 1.05
-    d_lam = lam(theta1) - lam(fit.theta)
+    Z, lam0 = dense_Z_Lambda(pred, fit.theta)
+    d_lam = dense_Z_Lambda(pred, theta1)[1] - lam0
     e = Z @ (d_lam @ u0)
-    ZL = Z @ lam(fit.theta)
+    ZL = Z @ lam0
     A = np.hstack([ZL, pred.X])
     H = A.T @ (w0[:, None] * A)
     H[:u0.size, :u0.size] += np.eye(u0.size)
@@ -174,24 +175,6 @@ def test_prediction_of_modes_and_beta_is_newtons_step(crossed):
     np.testing.assert_array_equal(beta, beta0)
 
 
-def dense_Z(pred):
-    Z = np.zeros((pred.n, pred.reterms.q))
-    start = 0
-    for block in pred.reterms.blocks:
-        Z[np.arange(pred.n), start + block.factor.codes] = block.X[:, 0]
-        start += block.q
-    return Z
-
-
-def dense_Lambda(pred):
-    from scipy.linalg import block_diag
-
-    def lam(theta):
-        return block_diag(*[np.kron(np.eye(b.nlevels), T) for b, T in
-                            zip(pred.reterms.blocks, pred.reterms.T_matrices(theta))])
-    return lam
-
-
 def test_prediction_is_newtons_step_from_the_last_mode(crossed):
     """The predicted modes equal one Newton step of the mode equation, from dense algebra."""
     from glmmcore.pirls_kernel import predict_modes
@@ -203,11 +186,11 @@ def test_prediction_is_newtons_step_from_the_last_mode(crossed):
     dev.evaluate(x0, 2)
     ws, pred = dev.pirls1, fit.predictor
     u0, w0, s0 = ws._start[3].copy(), ws._start[4].copy(), ws._start[5].copy()
-    Z, Lam = dense_Z(pred), dense_Lambda(pred)
     theta1, beta1 = fit.theta * 1.05, fit.beta + 0.02
-    d_lam = Lam(theta1) - Lam(fit.theta)
+    Z, lam0 = dense_Z_Lambda(pred, fit.theta)
+    d_lam = dense_Z_Lambda(pred, theta1)[1] - lam0
     d_eta = pred.X @ (beta1 - fit.beta) + Z @ (d_lam @ u0)
-    ZL = Z @ Lam(fit.theta)
+    ZL = Z @ lam0
     H = ZL.T @ (w0[:, None] * ZL) + np.eye(u0.size)
     expected = u0 + np.linalg.solve(H, (Z @ d_lam).T @ s0 - ZL.T @ (w0 * d_eta))
     u = u0.copy()
