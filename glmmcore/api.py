@@ -19,6 +19,7 @@ from .errors import DataError, ModelSpecError, show
 from .fixed import fixed_design
 from .formula import parse_formula
 from .frame import model_frame
+from .optimize import OPTIMIZERS
 from .predictor import build_predictor
 from .registry import get_family
 from .response import Response, build_response
@@ -50,6 +51,12 @@ class FitControl:
     warn
         Emit a warning when a check fails (the diagnostics are on the
         result either way).
+    optimizer
+        ``"bobyqa"`` (lme4's), or ``"lbfgsb"``: L-BFGS-B with the analytic
+        gradient of the profiled deviance (:mod:`glmmcore.lmm_gradient`;
+        linear mixed models only).  ``"auto"`` takes L-BFGS-B for a linear
+        mixed model where it is the faster (:func:`glmmcore.lmm.uses_gradient`),
+        BOBYQA otherwise.
     """
 
     backend: str = "auto"
@@ -59,9 +66,13 @@ class FitControl:
     check_convergence: bool = True
     warn: bool = True
     start: str = "auto"
+    optimizer: str = "auto"
 
     def __post_init__(self) -> None:
         check_start_rule(self.start)
+        if self.optimizer not in OPTIMIZERS:
+            raise ModelSpecError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                                 f"not {self.optimizer!r}")
 
     @classmethod
     def from_any(cls, control: Any) -> FitControl:

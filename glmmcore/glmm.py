@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .condvar import scaled_condvar
-from .errors import ConvergenceError, DataError
+from .errors import ConvergenceError, DataError, ModelSpecError
 from .kernels import family_kernels
 from .optimize import (
     bobyqa,
@@ -107,6 +107,10 @@ START_STAGE_REL_TOL = 1e-6
 def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
              n_dropped: int, formula: str) -> MixedModelResult:
     """Fit a GLMM by Laplace (nAGQ=1), quadrature (nAGQ>1) or nAGQ=0."""
+    if control.optimizer == "lbfgsb":
+        raise ModelSpecError("optimizer 'lbfgsb' needs the analytic gradient of the profiled "
+                             "deviance, which only linear mixed models have; use 'auto' or "
+                             "'bobyqa' for a generalized linear mixed model")
     check_quadrature(predictor.reterms.blocks, nagq)
     _check_weights(response.weights)
     dev = GlmmDeviance(predictor, response, nagq)

@@ -1,9 +1,13 @@
-"""Bounded derivative-free optimization (BOBYQA through nlopt) and the checks after it.
+"""Bounded optimizers and the checks after them.
 
-After the optimizer stops, the gradient and Hessian are estimated by finite
-differences at the optimum (as lme4's ``deriv12``) and reported as data: the
-gradient scaled by the Hessian, the smallest Hessian eigenvalue, whether a
-variance sits on its bound (a singular fit), and ``converged`` with a reason.
+BOBYQA (through nlopt) minimizes without derivatives; L-BFGS-B (scipy) takes
+an objective that returns its gradient too (a linear mixed model's profiled
+deviance, :mod:`glmmcore.lmm_gradient`).  After the optimizer stops, the
+Hessian is estimated by finite differences at the optimum, of the objective
+(as lme4's ``deriv12``) or of the gradient when there is one, and the checks
+are reported as data: the gradient scaled by the Hessian, the smallest
+Hessian eigenvalue, whether a variance sits on its bound (a singular fit),
+and ``converged`` with a reason.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from dataclasses import dataclass, field
 
 import nlopt
 import numpy as np
+from scipy.optimize import minimize
 
 from .errors import ConvergenceWarning
 
@@ -21,6 +26,13 @@ GRAD_TOL = 2e-3        # lme4's check.conv.grad
 SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
 FD_STEP = 1e-4         # lme4's deriv12 delta
 POLISH_GAIN = 1e-12    # smallest predicted relative decrease worth a Newton polish
+LBFGSB_GTOL = 1e-5     # L-BFGS-B's bound on the projected gradient
+# L-BFGS-B's smallest relative decrease per iteration: a deviance carries ~1e-12 relative
+# round-off, below which its line searches fail after 20 evaluations each
+LBFGSB_FTOL = 1e-12
+STALL_EVALS = 6        # evaluations in a row within STALL_BAND above the best end L-BFGS-B
+STALL_BAND = 1e-9
+OPTIMIZERS = ("auto", "bobyqa", "lbfgsb")
 
 
 @dataclass
@@ -125,6 +137,51 @@ _NLOPT_MESSAGES = {
 }
 
 
+def lbfgsb(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
+           lower: np.ndarray, *, rel_tol: float = 1e-12,
+           maxeval: int = 100_000) -> OptimResult:
+    """Minimize ``f`` subject to ``x >= lower`` with L-BFGS-B, ``fg(x)`` giving ``(f, grad)``.
+
+    Stops when an iteration lowers ``f`` by less than ``rel_tol`` relative (at
+    least :data:`LBFGSB_FTOL`), when the projected gradient is below
+    :data:`LBFGSB_GTOL`, or when :data:`STALL_EVALS` evaluations in a row
+    stay within :data:`STALL_BAND` of the best value without lowering it (a
+    line search lost in round-off).  The best point seen is returned,
+    whatever scipy's message.
+    """
+    x0 = np.asarray(x0, dtype=float)
+    best = {"x": x0.copy(), "f": np.inf}
+    count = [0, 0]          # evaluations, evaluations in a row that stalled
+
+    def objective(x: np.ndarray) -> tuple[float, np.ndarray]:
+        count[0] += 1
+        value, grad = fg(x)
+        band = STALL_BAND * (1.0 + abs(best["f"]))
+        count[1] = count[1] + 1 if best["f"] <= value < best["f"] + band else 0
+        if value < best["f"]:
+            best["x"], best["f"] = x.copy(), float(value)
+        if count[1] >= STALL_EVALS:
+            raise _StalledError
+        if not np.isfinite(value):
+            return 1e300, np.zeros_like(x)
+        return float(value), grad
+
+    bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+    start = np.maximum(x0, np.where(np.isfinite(lower), lower, -np.inf))
+    try:
+        res = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"ftol": max(rel_tol, LBFGSB_FTOL), "gtol": LBFGSB_GTOL,
+                                "maxfun": maxeval})
+        message = str(res.message).lower()
+    except _StalledError:
+        message = "stalled at round-off"
+    return OptimResult(best["x"], best["f"], count[0], message)
+
+
+class _StalledError(Exception):
+    """Raised inside L-BFGS-B's objective to end a line search lost in round-off."""
+
+
 def fd_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray,
                    step: float = FD_STEP) -> tuple[np.ndarray, np.ndarray]:
     """Finite-difference gradient and Hessian of ``f`` at ``x``.
@@ -137,9 +194,8 @@ def fd_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.nd
     """
     x = np.asarray(x, dtype=float)
     n = x.size
-    h = step * np.maximum(np.abs(x), 1.0)
+    h, forward = _fd_steps(x, lower, step)
     f0 = f(x)
-    forward = x - h < lower
     grad = np.empty(n)
     hess = np.empty((n, n))
     fp, fm = np.empty(n), np.empty(n)
@@ -165,6 +221,32 @@ def fd_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.nd
                               + 2 * f0) / (2 * h[i] * h[j])
             hess[j, i] = hess[i, j]
     return grad, hess
+
+
+def _fd_steps(x: np.ndarray, lower: np.ndarray, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step per coordinate, and where a backward step would cross the lower bound."""
+    h = step * np.maximum(np.abs(x), 1.0)
+    return h, x - h < lower
+
+
+def gradient_hessian(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray,
+                     lower: np.ndarray,
+                     step: float = FD_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient at ``x`` and the Hessian by forward differences of the gradient.
+
+    ``n + 1`` calls of ``fg``; each column is ``(g(x + h e_i) - g(x)) / h``,
+    accurate to ``O(h)`` (``h`` = :data:`FD_STEP` relative), ample for the
+    convergence checks and the Newton polish.  The result is symmetrized.
+    """
+    x = np.asarray(x, dtype=float)
+    h, _ = _fd_steps(x, lower, step)
+    grad = np.asarray(fg(x)[1], dtype=float)
+    hess = np.empty((x.size, x.size))
+    for i in range(x.size):
+        e = np.zeros(x.size)
+        e[i] = h[i]
+        hess[:, i] = (fg(x + e)[1] - grad) / h[i]
+    return grad, 0.5 * (hess + hess.T)
 
 
 def newton_polish(f: Callable[[np.ndarray], float], x: np.ndarray, fx: float,

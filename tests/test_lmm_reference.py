@@ -30,16 +30,21 @@ def close(actual: float, expected: float, rel: float, floor: float = 1e-8) -> bo
     return abs(actual - expected) <= rel * max(abs(expected), floor)
 
 
-@pytest.fixture(scope="module", params=["blocked", "sparse"])
-def backend(request) -> str:
-    return request.param
+# both factorizations with the default optimizer choice, and each optimizer forced
+ENGINES = {"blocked": {"backend": "blocked"}, "sparse": {"backend": "sparse"},
+           "bobyqa": {"optimizer": "bobyqa"}, "lbfgsb": {"optimizer": "lbfgsb"}}
+
+
+@pytest.fixture(scope="module", params=list(ENGINES))
+def control(request) -> dict:
+    return ENGINES[request.param]
 
 
 @pytest.mark.parametrize("key", SEED_LMMS)
-def test_seed_lmm_matches_lme4(key, reference, datasets, backend):
+def test_seed_lmm_matches_lme4(key, reference, datasets, control):
     ref = reference[key]
     formula, data, reml = parse_call(ref["call"])
-    fit = glmmcore.fit(formula, datasets[data], REML=reml, control={"backend": backend})
+    fit = glmmcore.fit(formula, datasets[data], REML=reml, control=control)
 
     # log-likelihood at least lme4's (to 1e-6 relative)
     assert fit.loglik >= ref["logLik"] - 1e-6 * abs(ref["logLik"])

@@ -26,18 +26,17 @@ from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
-from scipy.linalg import solve_triangular
 
 from .crossprod import _crossprod, all_scalar
 from .dense import (
     DPOTRF,
     chol_envelope,
     chol_lower,
-    lower_inverse,
     solve_lower,
     solve_lower_t,
     solve_lower_t_envelope,
 )
+from .inverse import blocked_inverse_blocks
 from .ordering import rest_level_ranks
 from .schur import schur_init, schur_update
 
@@ -285,24 +284,14 @@ class BlockedFactor:
         k = self.s.q_r + i
         return self.D[k, k]
 
-    def inverse_diag_blocks(self) -> list[np.ndarray]:
-        """Diagonal ``p x p`` blocks of ``(L L')^{-1}``, one array per block."""
-        s = self.s
-        q_r = s.q_r
-        Linv = (solve_triangular(np.tril(self.D[:q_r, :q_r]), np.eye(q_r), lower=True)
-                if q_r else np.zeros((0, 0)))
-        first = np.empty((s.l1, s.p1, s.p1))
-        _inverse_first(Linv, s.r1_ptr, s.r1_row, s.r1_term, s.r1_voff, s.rest_p, self.L11,
-                       self.L21v, first)
-        out = [first]
-        by_effect = np.empty_like(Linv)     # columns back in the terms' level order
-        by_effect[:, s.rest_perm] = Linv
-        for k in range(len(s.rest_p)):
-            p = int(s.rest_p[k])
-            stop = int(s.rest_off[k + 1]) if k + 1 < len(s.rest_p) else q_r
-            cols = by_effect[:, s.rest_off[k]:stop].reshape(q_r, -1, p)
-            out.append(np.einsum("ial,iam->alm", cols, cols))
-        return out
+    def inverse_diag_blocks(self, nx: int = 0, summed: bool = False) -> list[np.ndarray]:
+        """Diagonal ``p x p`` blocks of ``(L L')^{-1}``, one array per block.
+
+        With ``nx > 0`` the system includes the first ``nx`` columns of ``Y``;
+        ``summed`` gives each block's sum over levels
+        (:func:`.inverse.blocked_inverse_blocks`).
+        """
+        return blocked_inverse_blocks(self, nx, summed)
 
     @property
     def y_lower(self) -> np.ndarray:
@@ -486,45 +475,3 @@ def back_substitute_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, L
         solve_lower_t(L11[j], part)
         for c in range(p1):
             u[j * p1 + c] = part[c]
-
-
-@njit(cache=True, nogil=True)
-def _inverse_first(Linv22, r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, out):
-    """Diagonal blocks of (L L')^{-1} for the first block's levels.
-
-    ``L11_j^{-T} L11_j^{-1} + G' G`` with ``G = L22^{-1} L21_j L11_j^{-1}``.
-    """
-    l1, p1 = L11.shape[0], L11.shape[1]
-    q_r = Linv22.shape[0]
-    G = np.zeros((q_r, p1))
-    for j in range(l1):
-        Li = lower_inverse(np.ascontiguousarray(L11[j]))
-        for a in range(p1):
-            for b in range(p1):
-                s = 0.0
-                for c in range(p1):
-                    s += Li[c, a] * Li[c, b]
-                out[j, a, b] = s
-        if r1_ptr[j + 1] == r1_ptr[j]:
-            continue
-        G[:, :] = 0.0
-        lo = q_r
-        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
-            pk = rest_p[r1_term[blk]]
-            vo = r1_voff[blk]
-            for a in range(pk):
-                R = r1_row[blk] + a
-                lo = min(lo, R)
-                for b in range(p1):
-                    w = 0.0
-                    for c in range(p1):
-                        w += L21v[vo + a * p1 + c] * Li[c, b]
-                    if w != 0.0:
-                        for i in range(R, q_r):
-                            G[i, b] += Linv22[i, R] * w
-        for a in range(p1):
-            for b in range(p1):
-                s = 0.0
-                for i in range(lo, q_r):
-                    s += G[i, a] * G[i, b]
-                out[j, a, b] += s

@@ -194,16 +194,3 @@ def log_diag_sum(L: np.ndarray, start: int, stop: int) -> float:
     for i in range(start, stop):
         s += np.log(L[i, i])
     return s
-
-
-@njit(cache=True, nogil=True)
-def lower_inverse(L: np.ndarray) -> np.ndarray:
-    """Inverse of a lower-triangular matrix."""
-    n = L.shape[0]
-    out = np.zeros((n, n))
-    for j in range(n):
-        col = np.zeros(n)
-        col[j] = 1.0
-        solve_lower(L, col)
-        out[:, j] = col
-    return out

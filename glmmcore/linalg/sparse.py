@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 from numba import njit
+from scipy.linalg import solve_triangular
 from sksparse.cholmod import CholmodNotPositiveDefiniteError, analyze
 
 from .dense import chol_lower_small, solve_lower_t
@@ -162,12 +163,14 @@ class SparseFactor:
         """Diagonal element ``i`` of the factor of the ``Y`` rows."""
         return self.DY[i, i]
 
-    def inverse_diag_blocks(self) -> list[np.ndarray]:
+    def inverse_diag_blocks(self, nx: int = 0, summed: bool = False) -> list[np.ndarray]:
         """Diagonal ``p x p`` blocks of ``(L L')^{-1}`` by selected inversion.
 
         The entries of the inverse on the pattern of ``L`` (Takahashi's
         recurrences) include every level's diagonal block, without forming
-        the dense inverse.
+        the dense inverse.  With ``nx > 0`` the system includes the first
+        ``nx`` columns of ``Y``; their Schur complement adds ``V V'`` with
+        ``V = L^{-T} R_ZX R_X^{-T}`` (``nx`` solves with the factor).
         """
         s = self.s
         L = self.F.copy().L().tocsc()
@@ -176,11 +179,20 @@ class SparseFactor:
         perm = np.asarray(self.F.P())
         pinv = np.empty_like(perm)
         pinv[perm] = np.arange(perm.size)
+        V = None
+        if nx:
+            RX = np.tril(self.DY[:nx, :nx])
+            W = solve_triangular(RX, self.RZY[:, :nx].T, lower=True).T
+            V = np.asarray(self.F.apply_Pt(self.F.solve_Lt(W, use_LDLt_decomposition=False)))
         out = []
         for k in range(len(s.p)):
             p = int(s.p[k])
             nlev = (int(s.off[k + 1]) if k + 1 < len(s.p) else s.q) - int(s.off[k])
-            out.append(_gather_blocks(L.indptr, L.indices, Z, pinv, int(s.off[k]), nlev // p, p))
+            blocks = _gather_blocks(L.indptr, L.indices, Z, pinv, int(s.off[k]), nlev // p, p)
+            if V is not None:
+                Vk = V[int(s.off[k]):int(s.off[k]) + nlev].reshape(nlev // p, p, nx)
+                blocks += np.einsum("lax,lbx->lab", Vk, Vk)
+            out.append(blocks.sum(axis=0, keepdims=True) if summed else blocks)
         return out
 
     @property

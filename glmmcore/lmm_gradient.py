@@ -1,0 +1,119 @@
+"""Gradient of a linear mixed model's profiled deviance with respect to theta.
+
+With ``M`` the penalized system (``Lambda' Z' W Z Lambda + I``, and for REML
+the fixed effects' rows and columns too), ``u`` the spherical random effects
+at the optimum over ``(u, beta)``, ``r2`` the penalized residual sum of squares
+and ``dof`` = n (ML) or n - p (REML), the profiled deviance is
+``log|M| + dof log r2 + const``.  For one grouping factor with relative
+covariance factor ``T`` (``k x k``, lower triangular) and levels ``l``,
+``Lambda`` is ``T`` repeated along the diagonal, and ``d Lambda / d theta_j``
+places a 1 at every position ``(r, c)`` of ``T`` that holds ``theta_j``.  Then
+
+- ``d log|M| / d theta_j = 2 sum_(r,c) [K T^{-1}]_(c,r)`` with
+  ``K = sum_l (I - C_l)``, ``C_l`` the diagonal block of ``M^{-1}`` of level
+  ``l``, because ``M^{-1} Lambda' Z'WZ Lambda = I - M^{-1}`` on the random
+  effects' rows;
+- ``d r2 / d theta_j = -2 sum_(r,c) [U T^{-1}]_(c,r)`` with ``U = sum_l u_l u_l'``,
+  by the envelope theorem and the normal equations ``Lambda' Z' W r = u``.
+
+So the gradient is ``2 [(K - dof / r2 U) T^{-1}]_(c,r)`` summed over the
+positions of ``theta_j``, at the cost of the diagonal blocks of ``M^{-1}``
+(:mod:`.linalg.inverse`), about one more factorization.
+
+``T^{-1}`` needs the diagonal of ``T`` away from 0.  A block with a diagonal
+element below :data:`GRADIENT_MIN_DIAG` (a fit on or near its boundary), where
+the identity above loses its precision, is reported missing; the caller
+takes those derivatives at a nearby point
+(:meth:`glmmcore.lmm.LmmDeviance.value_and_gradient`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+GRADIENT_MIN_DIAG = 1e-6
+
+
+def profiled_gradient(dev: Any, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Analytic gradient of ``dev`` at ``theta``, and where it is not available.
+
+    Parameters
+    ----------
+    dev
+        An :class:`~glmmcore.lmm.LmmDeviance` whose factor was just computed at
+        ``theta`` (by calling ``dev(theta)``).
+    theta
+        Covariance parameters.
+
+    Returns
+    -------
+    grad : ndarray
+        The gradient, the same length as ``theta`` (NaN where not available).
+    missing : ndarray of bool
+        The elements of a block whose ``T`` is nearly singular (module doc).
+    """
+    reterms = dev.predictor.reterms
+    grad = np.zeros(theta.shape[0])
+    missing = np.zeros(theta.shape[0], dtype=bool)
+    analytic = []
+    for block in reterms.blocks:
+        diag = theta[np.diagonal(block.theta_index)]
+        analytic.append(bool(np.min(np.abs(diag)) >= GRADIENT_MIN_DIAG))
+        if not analytic[-1]:
+            missing[block.theta_index[block.theta_index >= 0]] = True
+    if any(analytic):
+        _add_analytic(dev, theta, analytic, grad)
+    grad[missing] = np.nan
+    return grad, missing
+
+
+def _add_analytic(dev: Any, theta: np.ndarray, analytic: list[bool], grad: np.ndarray) -> None:
+    """Add the blocks' analytic gradients where ``analytic`` says (module doc)."""
+    factor, p = dev.factor, dev.p
+    u, _ = factor.solve(p)
+    r2 = factor.y_diag(p) ** 2
+    dof = dev.n - p if dev.reml else dev.n
+    sums = factor.inverse_diag_blocks(p if dev.reml else 0, summed=True)
+    offset = 0
+    for block, C, ok in zip(dev.predictor.reterms.blocks, sums, analytic):
+        if ok:
+            _add_block_gradient(theta, block.theta_index, u[offset:offset + block.q],
+                                block.nlevels, C[0], dof / r2, grad)
+        offset += block.q
+
+
+@njit(cache=True, nogil=True)
+def _add_block_gradient(theta, tindex, u, nlev, Csum, scale, grad):
+    """Add ``2 [S T^{-1}]_(c,r)`` at each position ``(r, c)`` of T's thetas.
+
+    ``S = nlev I - Csum - scale sum_l u_l u_l'`` (see the module doc).
+    """
+    k = tindex.shape[0]
+    T = np.zeros((k, k))
+    for r in range(k):
+        for c in range(k):
+            if tindex[r, c] >= 0:
+                T[r, c] = theta[tindex[r, c]]
+    S = np.zeros((k, k))
+    for lv in range(nlev):
+        for a in range(k):
+            ua = u[lv * k + a]
+            for b in range(k):
+                S[a, b] += ua * u[lv * k + b]
+    for a in range(k):
+        for b in range(k):
+            S[a, b] = (nlev if a == b else 0.0) - Csum[a, b] - scale * S[a, b]
+    F = np.empty((k, k))            # F T = S, T lower triangular: columns last to first
+    for i in range(k):
+        for c in range(k - 1, -1, -1):
+            v = S[i, c]
+            for m in range(c + 1, k):
+                v -= F[i, m] * T[m, c]
+            F[i, c] = v / T[c, c]
+    for r in range(k):
+        for c in range(k):
+            if tindex[r, c] >= 0:
+                grad[tindex[r, c]] += 2.0 * F[c, r]
