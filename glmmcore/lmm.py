@@ -12,6 +12,7 @@ et al. 2015, eq. 34 and 41)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -139,17 +140,17 @@ class LmmDeviance:
     def criterion(self, reml: bool) -> float:
         """Deviance of the current factorization, ML or REML."""
         n, p = self.n, self.p
-        diag = np.diagonal(self.factor.y_lower)
-        pwrss = diag[p] ** 2
+        pwrss = float(self.factor.y_diag(p)) ** 2
         if reml:
             nmp = n - p
-            return (self.factor.logdet_re - self.ldW + _ld_rx2(diag, p)
+            return (self.factor.logdet_re - self.ldW + self.ld_rx2()
                     + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp)))
         return self.factor.logdet_re - self.ldW + n * (1.0 + LOG_2PI + np.log(pwrss / n))
 
     def ld_rx2(self) -> float:
         """``log|R_X|^2`` of the current factorization."""
-        return _ld_rx2(np.diagonal(self.factor.y_lower), self.p)
+        y_diag = self.factor.y_diag
+        return 2.0 * sum(math.log(y_diag(i)) for i in range(self.p))
 
     def solution(self, theta: np.ndarray) -> LmmSolution:
         """beta, u, sigma and the factor pieces at ``theta``."""
@@ -162,11 +163,6 @@ class LmmDeviance:
                            RX_lower=np.array(self.factor.y_lower[:self.p, :self.p]),
                            pwrss=float(pwrss), ldL2=float(self.factor.logdet_re),
                            ldRX2=self.ld_rx2())
-
-
-def _ld_rx2(y_diag: np.ndarray, p: int) -> float:
-    """``log|R_X|^2`` from the diagonal of the factor's ``Y`` rows."""
-    return 2.0 * float(np.sum(np.log(y_diag[:p])))
 
 
 def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,

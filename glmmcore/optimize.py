@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 
 import nlopt
 import numpy as np
-from scipy.optimize import minimize
 
 from .errors import ConvergenceWarning
 
@@ -165,6 +164,9 @@ def lbfgsb(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
         if not np.isfinite(value):
             return 1e300, np.zeros_like(x)
         return float(value), grad
+
+    # here, not at the top: scipy.optimize adds ~0.3 s to every ``import glmmcore``
+    from scipy.optimize import minimize
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
     start = np.maximum(x0, np.where(np.isfinite(lower), lower, -np.inf))
