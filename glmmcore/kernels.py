@@ -160,6 +160,9 @@ class FamilyKernels:
 
 _lock = threading.Lock()
 _loaded: dict[tuple[str, bool, bool], FamilyKernels] = {}
+# _key by the family's and link's names and the kernel objects themselves: hashing the
+# sources reads and tokenizes files, ~16 ms per fit (a quarter of a small GLMM's fit)
+_keys: dict[tuple, str] = {}
 
 
 def family_kernels(family: Any) -> FamilyKernels:
@@ -177,7 +180,14 @@ def family_kernels(family: Any) -> FamilyKernels:
     if laplace_observed or newton:
         scalars.update({"mu_eta2": family.link.mu_eta2, "dlogpdf_dmu": cls.dlogpdf_dmu,
                         "d2logpdf_dmu2": cls.d2logpdf_dmu2})
-    key = _key(family, scalars)
+    identity = (family.name, family.link.name, getattr(cls, "score_residual", None),
+                *scalars.items())
+    with _lock:
+        key = _keys.get(identity)
+    if key is None:
+        key = _key(family, scalars)
+        with _lock:
+            _keys[identity] = key
     flags = (key, laplace_observed, newton)   # same machine code, other use of it
     with _lock:
         if flags not in _loaded:
