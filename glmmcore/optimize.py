@@ -26,8 +26,8 @@ SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
 FD_STEP = 1e-4         # lme4's deriv12 delta
 POLISH_GAIN = 1e-12    # smallest predicted relative decrease worth a Newton polish
 LBFGSB_GTOL = 1e-5     # L-BFGS-B's bound on the projected gradient
-# L-BFGS-B's smallest relative decrease per iteration: a deviance carries ~1e-12 relative
-# round-off, below which its line searches fail after 20 evaluations each
+# L-BFGS-B's smallest relative decrease per iteration, at least: a deviance carries ~1e-12
+# relative round-off (line searches lost in it are ended by the stall rule below)
 LBFGSB_FTOL = 1e-12
 STALL_EVALS = 6        # evaluations in a row within STALL_BAND above the best end L-BFGS-B
 STALL_BAND = 1e-9
