@@ -157,3 +157,30 @@ def test_optimizer_setting_is_checked():
     with pytest.raises(ModelSpecError, match="only linear mixed models"):
         glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial",
                      control={"optimizer": "lbfgsb"})
+
+
+STRESS = [
+    ("gpa", "gpa ~ occasion + (1 + occasion + sex | student)"),
+    ("nurses", "stress ~ age + experience + treatment + (1 + treatment + age | hospital)"
+               " + (1 | wardid)"),
+    ("nurses", "stress ~ age + treatment + (1 + experience | hospital) + (1 + treatment | wardid)"),
+    ("sociometric", "rating ~ sexsend + sexrec + (1 + sexrec | group:sender)"
+                    " + (1 | group:receiver) + (1 | group)"),
+    ("pupils", "achievement ~ ses + (1 + sex | primary_school_id)"
+               " + (1 + sex | secondary_school_id)"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("design, formula", STRESS, ids=[f"{d}-{i}" for i, (d, _) in
+                                                         enumerate(STRESS)])
+def test_lbfgsb_is_as_good_as_bobyqa_on_simulated_designs(design, formula, seed):
+    """5-7 covariance parameters, singular fits among them: L-BFGS-B's optimum is BOBYQA's."""
+    data = glmmcore.simulate(design, seed=seed).data
+    for reml in (True, False):
+        a, b = (glmmcore.fit(formula, data, REML=reml,
+                             control={"optimizer": opt, "warn": False})
+                for opt in ("lbfgsb", "bobyqa"))
+        assert a.converged, a.convergence.reason
+        assert a.loglik >= b.loglik - 1e-9 * abs(b.loglik)
