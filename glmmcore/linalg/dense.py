@@ -42,6 +42,13 @@ def envelope(A: np.ndarray, first: np.ndarray, limit: float = np.inf) -> float:
         while k < i and A[i, k] == 0.0:
             k += 1
         first[i] = k
+    return envelope_work(first, limit)
+
+
+@njit(cache=True, nogil=True)
+def envelope_work(first: np.ndarray, limit: float = np.inf) -> float:
+    """The relative work of :func:`envelope` for an envelope already known."""
+    n = first.shape[0]
     dense = max(float(n) * float(n) * float(n) / 6.0, 1.0)
     work = 0.0
     for i in range(n):

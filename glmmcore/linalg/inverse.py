@@ -29,19 +29,20 @@ import numpy as np
 from numba import njit
 from scipy.linalg import lapack
 
-from .dense import ENVELOPE_MAX_WORK, LAPACK_MIN_SIZE, envelope, solve_lower, solve_lower_t
+from .dense import ENVELOPE_MAX_WORK, LAPACK_MIN_SIZE, envelope_work, solve_lower, solve_lower_t
 
 
-def schur_inverse(D: np.ndarray, size: int) -> tuple[bool, np.ndarray]:
+def schur_inverse(D: np.ndarray, first: np.ndarray, size: int) -> tuple[bool, np.ndarray]:
     """What the inverse blocks need of ``S^{-1}``, ``D[:size, :size]`` being ``S``'s factor.
 
-    Returns ``(dense, Z)``: ``dense`` with ``Z = L^{-T}`` (C order, upper
-    triangle); otherwise ``Z`` holds ``S^{-1}`` in its lower triangle at every
-    position within the factor's envelope (read ``[max(a, b), min(a, b)]``).
+    ``first`` is the factor's envelope (:func:`.dense.envelope`).  Returns
+    ``(dense, Z)``: ``dense`` (factored by LAPACK, as :func:`.dense.chol_lower`
+    decides) with ``Z = L^{-T}`` (C order, upper triangle); otherwise ``Z``
+    holds ``S^{-1}`` in its lower triangle at every position within the
+    envelope (read ``[max(a, b), min(a, b)]``).
     """
-    first = np.zeros(size, dtype=np.int64)
-    sub = D[:size, :size]
-    if _dense_route(sub, first):
+    sub, first = D[:size, :size], first[:size]
+    if size >= LAPACK_MIN_SIZE and envelope_work(first, ENVELOPE_MAX_WORK) > ENVELOPE_MAX_WORK:
         inv, info = lapack.dtrtri(np.asfortranarray(sub), lower=1, overwrite_c=1)
         if info != 0:
             raise FloatingPointError(f"dtrtri failed (info={info})")
@@ -49,15 +50,6 @@ def schur_inverse(D: np.ndarray, size: int) -> tuple[bool, np.ndarray]:
     Z = np.zeros((size, size))
     _takahashi_envelope(sub, first, Z)
     return False, Z
-
-
-def _dense_route(L: np.ndarray, first: np.ndarray) -> bool:
-    """Whether ``L`` is a dense factor (LAPACK's), as :func:`.dense.chol_lower` decides.
-
-    Fills ``first`` with the envelope either way.
-    """
-    work = envelope(L, first, ENVELOPE_MAX_WORK)
-    return L.shape[0] >= LAPACK_MIN_SIZE and work > ENVELOPE_MAX_WORK
 
 
 @njit(cache=True, nogil=True)
@@ -114,7 +106,7 @@ def blocked_inverse_blocks(factor, nx: int = 0, summed: bool = False) -> list[np
     """
     s = factor.s
     q_r = s.q_r
-    dense, Z = schur_inverse(factor.D, q_r + nx)
+    dense, Z = schur_inverse(factor.D, factor.first, q_r + nx)
     first = np.zeros((1 if summed else s.l1, s.p1, s.p1))
     args = (Z, s.flat_row, s.flat_ptr, factor.L11, factor.L21v, factor.LY1, nx, summed, first)
     if dense:
