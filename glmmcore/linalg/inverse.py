@@ -25,11 +25,16 @@ Two routes, chosen as the factorization chose (:func:`.dense.chol_lower`):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from numba import njit
 from scipy.linalg import lapack
 
 from .dense import ENVELOPE_MAX_WORK, LAPACK_MIN_SIZE, envelope_work, solve_lower, solve_lower_t
+
+if TYPE_CHECKING:
+    from .blocked import BlockedFactor
 
 
 def schur_inverse(D: np.ndarray, first: np.ndarray, size: int) -> tuple[bool, np.ndarray]:
@@ -86,7 +91,8 @@ def _takahashi_envelope(L, first, Z):
         Z[i, i] = 1.0 / (lii * lii) - s / lii
 
 
-def blocked_inverse_blocks(factor, nx: int = 0, summed: bool = False) -> list[np.ndarray]:
+def blocked_inverse_blocks(factor: BlockedFactor, nx: int = 0,
+                           summed: bool = False) -> list[np.ndarray]:
     """Diagonal blocks of ``(L L')^{-1}`` of a :class:`.blocked.BlockedFactor`.
 
     Parameters
@@ -107,15 +113,16 @@ def blocked_inverse_blocks(factor, nx: int = 0, summed: bool = False) -> list[np
     s = factor.s
     q_r = s.q_r
     dense, Z = schur_inverse(factor.D, factor.first, q_r + nx)
-    first = np.zeros((1 if summed else s.l1, s.p1, s.p1))
-    args = (Z, s.flat_row, s.flat_ptr, factor.L11, factor.L21v, factor.LY1, nx, summed, first)
+    first_block = np.zeros((1 if summed else s.l1, s.p1, s.p1))
+    args = (Z, s.flat_row, s.flat_ptr, factor.L11, factor.L21v, factor.LY1, nx, summed,
+            first_block)
     if dense:
         _first_blocks_dense(*args)
     elif s.p1 == 1:
         _first_blocks_scalar(*args)
     else:
         _first_blocks(*args)
-    out = [first]
+    out = [first_block]
     for k in range(len(s.rest_p)):
         p = int(s.rest_p[k])
         stop = int(s.rest_off[k + 1]) if k + 1 < len(s.rest_p) else q_r
