@@ -43,9 +43,10 @@ def test_gradient_matches_differences_of_the_deviance(size, formula, backend, re
     np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6 * np.max(np.abs(fd)))
 
 
-def test_reml_inverse_blocks_include_the_fixed_effects():
+@pytest.mark.parametrize("size", ["small", "large", "waves"])
+def test_reml_inverse_blocks_include_the_fixed_effects(size):
     """``inverse_diag_blocks(p)``: blocks of the inverse of the system with X, summed or not."""
-    frame = simulate_frame("large")
+    frame = simulate_frame(size)
     for backend in ("blocked", "sparse"):
         pred = parts(frame, backend)
         theta = THETA[:pred.reterms.ntheta]
