@@ -238,3 +238,28 @@ def test_solve_with_a_vector_right_hand_side(frame, formula, with_beta):
     solve_rhs(X.shape[1], *fac.solve_args(), b, x)
     np.testing.assert_allclose(x, np.linalg.solve(M, b), rtol=1e-9, atol=1e-12)
 
+
+
+def test_coupling_pattern_is_the_incidence_products_pattern():
+    """Levels sharing a first-block level or an observation: the pattern of B1'B1 + B0'B0."""
+    import scipy.sparse as sp
+
+    from glmmcore.linalg.ordering import coupling_pattern
+    rng = np.random.default_rng(11)
+    n, l1, levels = 400, 60, np.array([25, 7])
+    codes1 = rng.integers(0, l1, n)
+    nodes = np.column_stack([rng.integers(0, levels[0], n),
+                             levels[0] + rng.integers(0, levels[1], n)]).astype(np.int64)
+    order = np.argsort(codes1, kind="stable")
+    level_ptr = np.concatenate([[0], np.cumsum(np.bincount(codes1, minlength=l1))])
+    indptr, indices = coupling_pattern(np.ascontiguousarray(nodes[order]), level_ptr, nodes,
+                                       int(levels.sum()))
+    ones, nnodes = np.ones(2 * n), int(levels.sum())
+    by_obs = sp.csr_matrix((ones, nodes.ravel(), np.arange(n + 1) * 2), shape=(n, nnodes))
+    by_first = sp.csr_matrix((ones, (np.repeat(codes1, 2), nodes.ravel())), shape=(l1, nnodes))
+    expected = ((by_first.T @ by_first + by_obs.T @ by_obs) != 0).toarray()
+    got = np.zeros_like(expected)
+    for a in range(expected.shape[0]):
+        got[a, indices[indptr[a]:indptr[a + 1]]] = True
+        assert np.all(np.diff(indices[indptr[a]:indptr[a + 1]]) > 0)
+    np.testing.assert_array_equal(got, expected)
