@@ -134,6 +134,34 @@ def blocked_inverse_blocks(factor: BlockedFactor, nx: int = 0,
 
 
 @njit(cache=True, nogil=True)
+def _level_buffers(flat_ptr, nx, p1):
+    """``rows`` and ``W`` long enough for any first-block level's coupled rows."""
+    most = 0
+    for j in range(flat_ptr.shape[0] - 1):
+        most = max(most, flat_ptr[j + 1] - flat_ptr[j])
+    return np.empty(most + nx, dtype=np.int64), np.empty((most + nx, p1))
+
+
+@njit(cache=True, nogil=True)
+def _level_rows(j, flat_row, flat_ptr, L21v, LY1, nx, q_r, rows, W):
+    """Rows of D coupled to first-block level ``j`` (rest rows ascending, then the ``nx``
+    ``Y`` rows) into ``rows``, their ``L21_j`` and ``LY1_j`` values into ``W``; the count."""
+    p1 = W.shape[1]
+    cnt = 0
+    for t in range(flat_ptr[j], flat_ptr[j + 1]):
+        rows[cnt] = flat_row[t]
+        for c in range(p1):
+            W[cnt, c] = L21v[t * p1 + c]
+        cnt += 1
+    for t in range(nx):
+        rows[cnt] = q_r + t
+        for c in range(p1):
+            W[cnt, c] = LY1[j, t, c]
+        cnt += 1
+    return cnt
+
+
+@njit(cache=True, nogil=True)
 def _first_blocks(Z, flat_row, flat_ptr, L11, L21v, LY1, nx, summed, out):
     """Add ``L11_j^{-T} L11_j^{-1} + W_j' S^{-1} W_j`` of every first-block level ``j``.
 
@@ -141,26 +169,12 @@ def _first_blocks(Z, flat_row, flat_ptr, L11, L21v, LY1, nx, summed, out):
     """
     l1, p1 = L11.shape[0], L11.shape[1]
     q_r = Z.shape[0] - nx
-    maxrows = 0
-    for j in range(l1):
-        maxrows = max(maxrows, flat_ptr[j + 1] - flat_ptr[j])
-    rows = np.empty(maxrows + nx, dtype=np.int64)
-    W = np.empty((maxrows + nx, p1))
+    rows, W = _level_buffers(flat_ptr, nx, p1)
     eye = np.empty(p1)
     for j in range(l1):
         L = L11[j]
         o = out[0] if summed else out[j]
-        cnt = 0
-        for t in range(flat_ptr[j], flat_ptr[j + 1]):
-            rows[cnt] = flat_row[t]
-            for c in range(p1):
-                W[cnt, c] = L21v[t * p1 + c]
-            cnt += 1
-        for t in range(nx):
-            rows[cnt] = q_r + t
-            for c in range(p1):
-                W[cnt, c] = LY1[j, t, c]
-            cnt += 1
+        cnt = _level_rows(j, flat_row, flat_ptr, L21v, LY1, nx, q_r, rows, W)
         for a in range(cnt):            # W_j = L21_j L11_j^{-1}, one row at a time
             solve_lower_t(L, W[a])
         _add_own_inverse(L, eye, o)
@@ -194,30 +208,19 @@ def _first_blocks_scalar(Z, flat_row, flat_ptr, L11, L21v, LY1, nx, summed, out)
     """:func:`_first_blocks` for a scalar first block (3-5x faster: no per-row solves)."""
     l1 = L11.shape[0]
     q_r = Z.shape[0] - nx
-    maxrows = 0
-    for j in range(l1):
-        maxrows = max(maxrows, flat_ptr[j + 1] - flat_ptr[j])
-    rows = np.empty(maxrows + nx, dtype=np.int64)
-    w = np.empty(maxrows + nx)
+    rows, W = _level_buffers(flat_ptr, nx, 1)
     for j in range(l1):
         inv = 1.0 / L11[j, 0, 0]
-        cnt = 0
-        for t in range(flat_ptr[j], flat_ptr[j + 1]):
-            rows[cnt] = flat_row[t]
-            w[cnt] = L21v[t] * inv
-            cnt += 1
-        for t in range(nx):
-            rows[cnt] = q_r + t
-            w[cnt] = LY1[j, t, 0] * inv
-            cnt += 1
-        s = inv * inv
+        cnt = _level_rows(j, flat_row, flat_ptr, L21v, LY1, nx, q_r, rows, W)
+        s = 1.0                          # (1 + l' S^{-1} l) / L11^2, l = the raw L21_j values
         for x in range(cnt):
             rx = rows[x]
             sx = 0.0
             for y in range(x):
-                sx += Z[rx, rows[y]] * w[y] if rx >= rows[y] else Z[rows[y], rx] * w[y]
-            s += w[x] * (2.0 * sx + Z[rx, rx] * w[x])
-        out[0 if summed else j, 0, 0] += s
+                ry = rows[y]
+                sx += (Z[rx, ry] if rx >= ry else Z[ry, rx]) * W[y, 0]
+            s += W[x, 0] * (2.0 * sx + Z[rx, rx] * W[x, 0])
+        out[0 if summed else j, 0, 0] += s * inv * inv
 
 
 @njit(cache=True, nogil=True)
@@ -229,22 +232,17 @@ def _first_blocks_dense(LinvT, flat_row, flat_ptr, L11, L21v, LY1, nx, summed, o
     l1, p1 = L11.shape[0], L11.shape[1]
     n = LinvT.shape[0]
     q_r = n - nx
+    rows, W = _level_buffers(flat_ptr, nx, p1)
     G = np.zeros((p1, n))
-    w = np.empty(p1)
     eye = np.empty(p1)
     for j in range(l1):
         L = L11[j]
         o = out[0] if summed else out[j]
+        cnt = _level_rows(j, flat_row, flat_ptr, L21v, LY1, nx, q_r, rows, W)
         lo = n
-        for t in range(flat_ptr[j], flat_ptr[j + 1] + nx):
-            if t < flat_ptr[j + 1]:
-                R = flat_row[t]
-                for c in range(p1):
-                    w[c] = L21v[t * p1 + c]
-            else:
-                R = q_r + t - flat_ptr[j + 1]
-                for c in range(p1):
-                    w[c] = LY1[j, R - q_r, c]
+        for a in range(cnt):
+            R = rows[a]
+            w = W[a]
             solve_lower_t(L, w)          # this row of W_j = L21_j L11_j^{-1}
             lo = min(lo, R)
             for c in range(p1):
