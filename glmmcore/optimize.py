@@ -232,22 +232,28 @@ def _fd_steps(x: np.ndarray, lower: np.ndarray, step: float) -> tuple[np.ndarray
 
 
 def gradient_hessian(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray,
-                     lower: np.ndarray,
-                     step: float = FD_STEP) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient at ``x`` and the Hessian by forward differences of the gradient.
+                     lower: np.ndarray, step: float = FD_STEP,
+                     central: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient at ``x`` and the Hessian by differences of the gradient.
 
-    ``n + 1`` calls of ``fg``; each column is ``(g(x + h e_i) - g(x)) / h``,
-    accurate to ``O(h)`` (``h`` = :data:`FD_STEP` relative), ample for the
-    convergence checks and the Newton polish.  The result is symmetrized.
+    Forward differences (``n + 1`` calls of ``fg``): each column is
+    ``(g(x + h e_i) - g(x)) / h``, accurate to ``O(h)`` (``h`` =
+    :data:`FD_STEP` relative), ample for the convergence checks and the Newton
+    polish.  ``central`` (``2n + 1`` calls, ``O(h^2)``, forward where a backward
+    step would cross the lower bound) where the Hessian gives standard errors.
+    The result is symmetrized.
     """
     x = np.asarray(x, dtype=float)
-    h, _ = _fd_steps(x, lower, step)
+    h, forward = _fd_steps(x, lower, step)
     grad = np.asarray(fg(x)[1], dtype=float)
     hess = np.empty((x.size, x.size))
     for i in range(x.size):
         e = np.zeros(x.size)
         e[i] = h[i]
-        hess[:, i] = (fg(x + e)[1] - grad) / h[i]
+        if central and not forward[i]:
+            hess[:, i] = (fg(x + e)[1] - fg(x - e)[1]) / (2 * h[i])
+        else:
+            hess[:, i] = (fg(x + e)[1] - grad) / h[i]
     return grad, 0.5 * (hess + hess.T)
 
 

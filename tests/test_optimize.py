@@ -57,17 +57,25 @@ def test_polish_is_not_tried_when_its_predicted_gain_is_negligible():
 
 def test_joint_stage_coordinates_are_unit_and_uncorrelated():
     """beta = beta1 + C z with C C' = vcov; theta and log phi pass through unchanged."""
-    from glmmcore.glmm import _whitened
+    from glmmcore.glmm import Whitening
 
     vcov = np.array([[4.0, 1.9], [1.9, 1.0]])     # correlation 0.95
     beta1 = np.array([1.0, -2.0])
-    to_x = _whitened(1, beta1, vcov)
+    white = Whitening(1, beta1, vcov)
     z0 = np.array([0.7, 0.0, 0.0, -0.3])
-    x0 = to_x(z0)
+    x0 = white.to_x(z0)
     np.testing.assert_array_equal(x0, [0.7, 1.0, -2.0, -0.3])
-    C = np.column_stack([to_x(z0 + np.eye(4)[k])[1:3] - beta1 for k in (1, 2)])
+    C = np.column_stack([white.to_x(z0 + np.eye(4)[k])[1:3] - beta1 for k in (1, 2)])
     np.testing.assert_allclose(C @ C.T, vcov, rtol=1e-12)
+    z1 = np.array([0.2, 0.5, -1.5, 0.1])
+    np.testing.assert_allclose(white.to_z(white.to_x(z1)), z1, rtol=1e-12)
+    # the gradient over z by the chain rule: that of a function of x, through C
+    g_x = np.array([0.3, 2.0, -1.0, 0.5])
+    fg_z = white.value_and_gradient(lambda x: (float(g_x @ x), g_x.copy()))
+    value, g_z = fg_z(z1)
+    assert value == pytest.approx(g_x @ white.to_x(z1))
+    np.testing.assert_allclose(g_z, [0.3, *(C.T @ g_x[1:3]), 0.5], rtol=1e-12)
     # a covariance that is not positive definite falls back to the standard errors
-    flat = _whitened(1, beta1, np.array([[4.0, 3.0], [3.0, 1.0]]))
-    np.testing.assert_allclose(flat(np.array([0.0, 1.0, 1.0, 0.0]))[1:3],
+    flat = Whitening(1, beta1, np.array([[4.0, 3.0], [3.0, 1.0]]))
+    np.testing.assert_allclose(flat.to_x(np.array([0.0, 1.0, 1.0, 0.0]))[1:3],
                                beta1 + np.array([2.0, 1.0]))

@@ -47,7 +47,7 @@ def schur_inverse(D: np.ndarray, first: np.ndarray, size: int) -> tuple[bool, np
     envelope (read ``[max(a, b), min(a, b)]``).
     """
     sub, first = D[:size, :size], first[:size]
-    if size >= LAPACK_MIN_SIZE and envelope_work(first, ENVELOPE_MAX_WORK) > ENVELOPE_MAX_WORK:
+    if dense_route(first, size):
         inv, info = lapack.dtrtri(np.asfortranarray(sub), lower=1, overwrite_c=1)
         if info != 0:
             raise FloatingPointError(f"dtrtri failed (info={info})")
@@ -55,6 +55,11 @@ def schur_inverse(D: np.ndarray, first: np.ndarray, size: int) -> tuple[bool, np
     Z = np.zeros((size, size))
     _takahashi_envelope(sub, first, Z)
     return False, Z
+
+
+def dense_route(first: np.ndarray, size: int) -> bool:
+    """Whether a factor of ``size`` rows with envelope ``first`` was factored by LAPACK."""
+    return size >= LAPACK_MIN_SIZE and envelope_work(first, ENVELOPE_MAX_WORK) > ENVELOPE_MAX_WORK
 
 
 @njit(cache=True, nogil=True)

@@ -1,0 +1,240 @@
+"""Gradient of the Laplace deviance over ``(theta, beta)``, for canonical links.
+
+The criterion is ``f = D(eta) + |u|^2 + log|M|`` at the conditional mode
+``u`` of ``g(u) = D(eta) + |u|^2``, with ``eta = o + X beta + Z Lambda u``,
+``D`` the sum of deviance residuals and ``M = I + Lambda' Z' W Z Lambda``.
+With a canonical link ``dD/d eta = -2 s`` (``s`` the score, ``w r`` in
+PIRLS's terms) and ``d s / d eta = -W``, the information is the same whether
+expected or observed, and:
+
+- ``g``'s part, by the envelope theorem (``u`` minimizes ``g``):
+  ``-2 X's`` and ``-2 s' Z Lambda_t u``, with ``Lambda_t = dLambda/dtheta_t``;
+- ``log|M|`` at fixed weights: ``2 tr(M^{-1} Lambda' Z' W Z Lambda_t)``;
+- through the weights: ``sum_i a_i d eta_i`` with ``a_i = W'_i h_i``,
+  ``h_i = z_i' Lambda M^{-1} Lambda' z_i`` (the leverage of observation ``i``)
+  and ``d eta`` from the mode's equations ``u = Lambda' Z' s``:
+  ``M du = dLambda' Z' s - Lambda' Z' W (X dbeta + Z dLambda u)``.
+
+With ``v = M^{-1} Lambda' Z' a`` and ``b = a - W Z Lambda v`` this is::
+
+    df/dbeta    = X' (b - 2 s)
+    df/dtheta_t = (b - 2 s)' Z Lambda_t u + v' Lambda_t' Z' s
+                  + 2 sum_i W_i (Lambda_t' z_i)' M^{-1} Lambda' z_i
+
+One pass over the observations gives ``h`` and ``M^{-1} Lambda' z_i`` from
+the entries of ``M^{-1}`` that each observation couples
+(:mod:`.linalg.selected`), a solve with the factor in place gives ``v``, and a
+second pass the sums.  ``W'`` (the derivative of the weights in ``eta``) is a
+central difference of the family's own weight kernel, so any plugin family
+with a canonical link has its gradient at compiled speed.  No ``T^{-1}``
+appears: the gradient holds on the boundary too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from .kernels import call_update
+from .linalg.rhs_solve import solve_rhs
+from .linalg.selected import observation_inverse
+from .predictor import _apply_lambda, _zb_row
+
+WEIGHT_STEP = 1e-5    # central-difference step in eta for W' (error ~1e-11 relative)
+# Below this a variance parameter's derivative is taken at a raised point
+# (:meth:`glmmcore.glmm.GlmmDeviance.value_and_gradient`)
+GRADIENT_MIN_THETA = 1e-6
+
+
+def has_laplace_gradient(predictor: Any, kernels: Any, has_phi: bool) -> bool:
+    """Whether :class:`LaplaceGradient` applies (module doc): blocked factor, canonical
+    link with Fisher scoring, no extra family parameter."""
+    return (predictor.backend == "blocked" and kernels.canonical and not kernels.newton
+            and not kernels.laplace_observed and not has_phi)
+
+
+class LaplaceGradient:
+    """Gradient of the Laplace objective at the mode a PIRLS workspace holds.
+
+    Parameters
+    ----------
+    pirls
+        A :class:`~glmmcore.pirls.Pirls` workspace (given beta) that has just
+        run at the point whose gradient is wanted.
+    """
+
+    def __init__(self, pirls: Any) -> None:
+        self.pirls = pirls
+        predictor = pirls.predictor
+        n = predictor.n
+        blocks = predictor.reterms.blocks
+        self.widths = np.array([b.p for b in blocks], dtype=np.int64)
+        self.jtot = int(self.widths.sum())
+        self.G = np.empty((n, self.jtot))
+        self.a, self.dW, self.h = np.empty(n), np.empty(n), np.empty(n)
+        self._scratch = [np.empty(n) for _ in range(6)]
+
+    def __call__(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
+        """``d objective / d (theta, beta)`` at the workspace's mode for ``theta, beta``."""
+        pirls = self.pirls
+        predictor, factor = pirls.predictor, pirls.factor
+        score = pirls.w * pirls.r
+        self._weight_slope(pirls)
+        _, h = self.leverages(theta)
+        np.multiply(self.dW, h, out=self.a)
+        codes, Xall, p, xoff, boff = predictor._z
+        tidx, toff = predictor._tmaps
+        q = predictor.reterms.q
+        za = np.zeros(q)
+        _add_zt(codes, Xall, p, xoff, boff, self.a, za)
+        rhs = np.empty(q)
+        _apply_lambda(p, boff, tidx, toff, theta, za, rhs, True)
+        v = np.empty(q)
+        solve_rhs(0, *factor.solve_args(), rhs, v)
+        lv = np.empty(q)
+        _apply_lambda(p, boff, tidx, toff, theta, v, lv, False)
+        grad = np.zeros(theta.shape[0] + predictor.p)
+        _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, predictor.X, pirls.u, v, lv,
+                       score, pirls.w, self.a, self.G, grad)
+        return grad
+
+    def leverages(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(G, h)``: ``G[i] = M^{-1} Lambda' z_i`` on observation ``i``'s random effects
+        (first block's, then each other block's, in order), ``h_i = z_i' Lambda G[i]``."""
+        predictor, s = self.pirls.predictor, self.pirls.predictor.layout
+        S11, S21v, S22v = observation_inverse(self.pirls.factor)
+        Tall = _padded_T(predictor.reterms.T_matrices(theta), int(self.widths.max()))
+        _leverages(s.codes1, s.X1, s.rest_codes, s.Xr, s.rest_p, s.rest_xoff, s.obs_r1,
+                   s.r1_voff, s.obs_rr, s.rr_voff, S11, S21v, S22v, Tall, self.G, self.h)
+        return self.G, self.h
+
+    def _weight_slope(self, pirls: Any) -> None:
+        """``dW/d eta`` by a central difference of the family's update kernel."""
+        eta_p, mu, w_p, w_m, r, dev = self._scratch
+        update = pirls.kernels.update
+        np.add(pirls.eta, WEIGHT_STEP, out=eta_p)
+        call_update(update, eta_p, pirls.y, pirls.wt, 1.0, mu, w_p, r, dev)
+        np.subtract(pirls.eta, WEIGHT_STEP, out=eta_p)
+        call_update(update, eta_p, pirls.y, pirls.wt, 1.0, mu, w_m, r, dev)
+        np.subtract(w_p, w_m, out=self.dW)
+        self.dW *= 0.5 / WEIGHT_STEP
+
+
+def _padded_T(Ts: list[np.ndarray], width: int) -> np.ndarray:
+    out = np.zeros((len(Ts), width, width))
+    for k, T in enumerate(Ts):
+        out[k, :T.shape[0], :T.shape[1]] = T
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _leverages(codes1, X1, rest_codes, Xr, rest_p, rest_xoff, obs_r1, r1_voff, obs_rr, rr_voff,
+               S11, S21v, S22v, Tall, G, h):
+    """``G[i] = M^{-1} Lambda' z_i`` on observation ``i``'s random effects, and
+    ``h_i = z_i' Lambda M^{-1} Lambda' z_i``.
+
+    The random effects of ``i``: the first block's ``p1`` (its level
+    ``codes1[i]``), then each rest block's ``p_k``, in the blocks' order.
+    """
+    n, p1 = X1.shape
+    nr = rest_p.shape[0]
+    J = G.shape[1]
+    start = np.empty(nr + 1, dtype=np.int64)
+    start[0] = p1
+    for k in range(nr):
+        start[k + 1] = start[k] + rest_p[k]
+    zeta = np.empty(J)
+    SJ = np.empty((J, J))
+    for i in range(n):
+        j = codes1[i]
+        for c in range(p1):
+            acc = 0.0
+            for r in range(p1):
+                acc += Tall[0, r, c] * X1[i, r]
+            zeta[c] = acc
+        for k in range(nr):
+            pk = rest_p[k]
+            for c in range(pk):
+                acc = 0.0
+                for r in range(pk):
+                    acc += Tall[k + 1, r, c] * Xr[i, rest_xoff[k] + r]
+                zeta[start[k] + c] = acc
+        for x in range(p1):
+            for y in range(p1):
+                SJ[x, y] = S11[j, x, y]
+        pair = 0
+        for k in range(nr):
+            pk, sk = rest_p[k], start[k]
+            vo = r1_voff[obs_r1[i, k]]
+            for x in range(pk):
+                for c in range(p1):
+                    val = S21v[vo + x * p1 + c]
+                    SJ[sk + x, c] = val
+                    SJ[c, sk + x] = val
+            for k2 in range(k + 1):
+                pk2, sk2 = rest_p[k2], start[k2]
+                vo2 = rr_voff[obs_rr[i, pair]]
+                pair += 1
+                for x in range(pk):
+                    for y in range(pk2):
+                        val = S22v[vo2 + x * pk2 + y]
+                        SJ[sk + x, sk2 + y] = val
+                        SJ[sk2 + y, sk + x] = val
+        hi = 0.0
+        for x in range(J):
+            acc = 0.0
+            for y in range(J):
+                acc += SJ[x, y] * zeta[y]
+            G[i, x] = acc
+            hi += zeta[x] * acc
+        h[i] = hi
+
+
+@njit(cache=True, nogil=True)
+def _add_zt(codes, Xall, p, xoff, boff, a, out):
+    """``out += Z' a``."""
+    for i in range(codes.shape[0]):
+        for k in range(codes.shape[1]):
+            pk = p[k]
+            row = boff[k] + codes[i, k] * pk
+            for c in range(pk):
+                out[row + c] += Xall[i, xoff[k] + c] * a[i]
+
+
+@njit(cache=True, nogil=True)
+def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, score, W, a, G, grad):
+    """The sums of the module doc, into ``grad`` (theta's, then beta's).
+
+    Per block ``k`` and position ``(r, c)`` of ``T_k``:
+    ``sum_i x_ikr [(b_i - 2 s_i) u_lc + s_i v_lc + 2 W_i G_i(k, c)]``, ``l`` the
+    observation's level; ``b_i = a_i - W_i (Z Lambda v)_i``.
+    """
+    K = p.shape[0]
+    ntheta = grad.shape[0] - X.shape[1]
+    pmax = 0
+    for k in range(K):
+        pmax = max(pmax, p[k])
+    A = np.zeros((K, pmax, pmax))
+    for i in range(codes.shape[0]):
+        e = a[i] - W[i] * _zb_row(codes, Xall, p, xoff, boff, lv, i) - 2.0 * score[i]
+        for j in range(X.shape[1]):
+            grad[ntheta + j] += X[i, j] * e
+        two_w = 2.0 * W[i]
+        col = 0
+        for k in range(K):
+            pk = p[k]
+            row = boff[k] + codes[i, k] * pk
+            for c in range(pk):
+                t = e * u[row + c] + score[i] * v[row + c] + two_w * G[i, col + c]
+                for r in range(pk):
+                    A[k, r, c] += Xall[i, xoff[k] + r] * t
+            col += pk
+    for k in range(K):
+        pk = p[k]
+        for r in range(pk):
+            for c in range(pk):
+                t = tidx[toff[k] + r * pk + c]
+                if t >= 0:
+                    grad[t] += A[k, r, c]

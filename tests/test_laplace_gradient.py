@@ -1,0 +1,157 @@
+"""The Laplace deviance's analytic gradient, the inverse entries it needs, and its optimizer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_linalg import FORMULAS, SIZES, THETA, dense_Z_Lambda, simulate_frame
+
+import glmmcore
+from glmmcore.errors import ModelSpecError
+from glmmcore.fixed import fixed_design
+from glmmcore.formula import parse_formula
+from glmmcore.frame import model_frame
+from glmmcore.glmm import GlmmDeviance
+from glmmcore.laplace_gradient import has_laplace_gradient
+from glmmcore.optimize import FD_STEP
+from glmmcore.predictor import build_predictor
+from glmmcore.registry import get_family
+from glmmcore.response import build_response
+from glmmcore.reterms import build_reterms
+
+
+def with_responses(size: str) -> object:
+    """The linalg tests' designs with a binomial and a Poisson response beside ``y``."""
+    frame = simulate_frame(size)
+    rng = np.random.default_rng(11)
+    eta = 0.3 * (frame["y"] - frame["y"].mean())
+    frame["z"] = (rng.uniform(size=len(frame)) < 1 / (1 + np.exp(-eta))).astype(float)
+    frame["trials"] = rng.integers(1, 6, len(frame)).astype(float)
+    frame["prop"] = rng.binomial(frame["trials"].astype(int), 1 / (1 + np.exp(-eta))) \
+        / frame["trials"]
+    frame["count"] = rng.poisson(np.exp(0.5 + eta)).astype(float)
+    frame["exposure"] = rng.uniform(0.5, 2.0, len(frame))
+    return frame
+
+
+def laplace_deviance(frame, formula, family, **kwargs) -> GlmmDeviance:
+    parsed = parse_formula(formula)
+    mf = model_frame(parsed, frame, **kwargs)
+    response = build_response(parsed, mf, get_family(family, None))
+    fixed = fixed_design(parsed.fixed, mf.data, formula)
+    predictor = build_predictor(fixed, build_reterms(parsed, mf.data), "blocked")
+    return GlmmDeviance(predictor, response, 1)
+
+
+def central_differences(dev, x, h=1e-5):
+    out = np.empty(x.size)
+    for i in range(x.size):
+        e = np.zeros(x.size)
+        e[i] = h * max(1.0, abs(x[i]))
+        out[i] = (dev.evaluate(x + e, 2, False)[0] - dev.evaluate(x - e, 2, False)[0]) / (2 * e[i])
+    return out
+
+
+RESPONSES = {"binomial": ("z", {}), "proportions": ("prop", {"weights": "trials"}),
+             "poisson": ("count", {"offset": "np.log(exposure)"})}
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
+@pytest.mark.parametrize("kind", list(RESPONSES))
+def test_gradient_matches_differences_of_the_laplace_deviance(size, formula, kind):
+    """Every kind of block, both inverse routes of D, trials as weights, an offset."""
+    column, extra = RESPONSES[kind]
+    frame = with_responses(size)
+    family = "poisson" if kind == "poisson" else "binomial"
+    kwargs = {"weights": frame[extra["weights"]].to_numpy()} if "weights" in extra else {}
+    rhs = formula.split("~", 1)[1]
+    if "offset" in extra:
+        rhs += f" + offset({extra['offset']})"
+    dev = laplace_deviance(frame, f"{column} ~{rhs}", family, **kwargs)
+    nt, p = dev.ntheta, dev.predictor.p
+    x = np.concatenate([0.6 * THETA[:nt], np.linspace(-0.3, 0.3, p)])
+    value, grad = dev.value_and_gradient(x)
+    assert value == dev.evaluate(x, 2, False)[0]
+    fd = central_differences(dev, x)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6 * np.max(np.abs(fd)))
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+def test_leverages_match_the_dense_inverse(size):
+    """``h_i = z_i' Lambda M^{-1} Lambda' z_i`` and ``M^{-1} Lambda' z_i`` on i's effects."""
+    frame = with_responses(size)
+    dev = laplace_deviance(frame, "z" + FORMULAS["mixed"][1:], "binomial")
+    nt, p = dev.ntheta, dev.predictor.p
+    theta = 0.6 * THETA[:nt]
+    dev.evaluate(np.concatenate([theta, np.zeros(p)]), 2)
+    G, h = dev.gradient.leverages(theta)
+    Z, Lam = dense_Z_Lambda(dev.predictor, theta)
+    ZL = Z @ Lam
+    S = np.linalg.inv(ZL.T @ (dev.pirls1.w[:, None] * ZL) + np.eye(ZL.shape[1]))
+    np.testing.assert_allclose(h, np.einsum("ij,jk,ik->i", ZL, S, ZL), rtol=1e-9, atol=1e-12)
+    SZ = ZL @ S                  # row i: (M^{-1} Lambda' z_i)'
+    predictor = dev.predictor
+    codes, _, widths, _, boff = predictor._z
+    col = 0
+    for k, pk in enumerate(widths):
+        for c in range(pk):
+            index = boff[k] + codes[:, k] * pk + c
+            np.testing.assert_allclose(G[:, col + c], SZ[np.arange(predictor.n), index],
+                                       rtol=1e-9, atol=1e-12)
+        col += pk
+
+
+def test_a_variance_at_zero_takes_its_derivative_at_the_raised_point():
+    """At 0 the deviance is even in the variance parameter; FD_STEP shows its curvature."""
+    frame = with_responses("small")
+    dev = laplace_deviance(frame, "z ~ x + (1 | g) + (1 | h)", "binomial")
+    x = np.array([0.0, 0.5, 0.1, 0.2])
+    _, grad = dev.value_and_gradient(x)
+    _, raised = dev.value_and_gradient(np.array([FD_STEP, 0.5, 0.1, 0.2]))
+    assert grad[0] == raised[0] and grad[0] != 0.0
+    dev.evaluate(x, 2, False)
+    at_zero = dev.gradient(x[:2], x[2:])
+    assert at_zero[0] == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(grad[1:], at_zero[1:], rtol=1e-12)
+
+
+def test_where_the_gradient_applies():
+    frame = with_responses("small")
+    cases = [("binomial", None, True), ("poisson", None, True), ("binomial", "probit", False),
+             ("poisson", "sqrt", False), ("negative_binomial", None, False)]
+    for family, link, applies in cases:
+        fam = get_family(family, link)
+        dev = laplace_deviance(frame, "count ~ x + (1 | g)" if family != "binomial"
+                               else "z ~ x + (1 | g)", fam)
+        assert has_laplace_gradient(dev.predictor, dev.kernels, dev.has_phi) is applies
+        assert (dev.gradient is not None) is applies
+
+
+def test_lbfgsb_is_refused_where_there_is_no_gradient():
+    frame = with_responses("small")
+    ok = glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial",
+                      control={"optimizer": "lbfgsb"})
+    assert "L-BFGS-B" in ok.convergence.optimizer[1]
+    for kwargs in ({"nAGQ": 5}, {"nAGQ": 0}, {"link": "probit"}):
+        with pytest.raises(ModelSpecError, match="needs the analytic gradient"):
+            glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial",
+                         control={"optimizer": "lbfgsb"}, **kwargs)
+    with pytest.raises(ModelSpecError, match="needs the analytic gradient"):
+        glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial",
+                     control={"optimizer": "lbfgsb", "backend": "sparse"})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_lbfgsb_and_bobyqa_reach_the_same_optimum(seed):
+    """Simulated crossed binomial data: the two optimizers agree to their tolerance."""
+    sim = glmmcore.simulate("speed_dating", seed=seed, n_participants=200, n_partners=40,
+                            dates_per_participant=20)
+    fits = [glmmcore.fit(sim.formula, sim.data, family="binomial", control={"optimizer": opt})
+            for opt in ("bobyqa", "auto")]
+    assert "L-BFGS-B" in fits[1].convergence.optimizer[1]
+    assert all(f.converged for f in fits)
+    assert fits[1].loglik >= fits[0].loglik - 1e-8 * abs(fits[0].loglik)
+    np.testing.assert_allclose(fits[1].fixef, fits[0].fixef, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fits[1].theta, fits[0].theta, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(fits[1].stderr, fits[0].stderr, rtol=1e-3)
