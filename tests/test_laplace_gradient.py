@@ -181,3 +181,31 @@ def test_lbfgsb_and_bobyqa_reach_the_same_optimum(seed):
     np.testing.assert_allclose(fits[1].fixef, fits[0].fixef, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fits[1].theta, fits[0].theta, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(fits[1].stderr, fits[0].stderr, rtol=1e-3)
+
+
+SPEED = "decision ~ attractive_sc + sincere_sc + samerace"
+STRESS = [
+    ("speed_dating", {}, "binomial", SPEED + " + (1 + attractive_sc | iid)"),
+    ("speed_dating", {}, "binomial", SPEED + " + (1 + attractive_sc | iid) + (1 | partner_id)"),
+    ("speed_dating", {"sd_partner": 0.0}, "binomial", SPEED + " + (1 | iid) + (1 | partner_id)"),
+    ("speed_dating", {}, "binomial", SPEED + " + (attractive_sc || iid) + (1 | partner_id)"),
+    ("patents", {}, "poisson", "ncit ~ opposition + biopharm + (1 + opposition | year)"),
+    ("patents", {"sd_year": 0.0}, "poisson", "ncit ~ opposition + biopharm + (1 | year)"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("design, sizes, family, formula", STRESS,
+                         ids=[f"{d}-{i}" for i, (d, *_) in enumerate(STRESS)])
+def test_lbfgsb_is_as_good_as_bobyqa_on_simulated_glmms(design, sizes, family, formula, seed):
+    """Vector terms, crossed terms, variances at 0: L-BFGS-B's optimum is BOBYQA's or better."""
+    if design == "speed_dating":
+        sizes = {"n_participants": 300, "n_partners": 60, "dates_per_participant": 12, **sizes}
+    data = glmmcore.simulate(design, seed=seed, **sizes).data
+    a, b = (glmmcore.fit(formula, data, family=family, control={"optimizer": opt, "warn": False})
+            for opt in ("lbfgsb", "bobyqa"))
+    assert a.loglik >= b.loglik - 1e-8 * abs(b.loglik)
+    if b.converged:
+        assert a.converged, a.convergence.reason
+        np.testing.assert_allclose(a.fixef, b.fixef, rtol=2e-3, atol=2e-4)
