@@ -239,9 +239,9 @@ def uses_gradient(dev: LmmDeviance, optimizer: str) -> bool:
 
     ``"auto"`` takes it on the blocked factorization for 4 or more covariance
     parameters, and for 3 when the dense Schur complement ``D`` has at most
-    :data:`LBFGSB_SMALL_D` rows.  A gradient costs 1.6-2 factorizations up to
-    about 200 rows of ``D`` and 2.5-2.7 beyond (dense inverse products), and
-    L-BFGS-B takes 2.5-3.5x fewer evaluations than BOBYQA with 3 parameters,
+    :data:`LBFGSB_SMALL_D` rows.  A gradient costs 1.6-2 factorizations (about
+    1.6 at InstEval's 1,145 dense rows of ``D``), and L-BFGS-B takes 2.5-3.5x
+    fewer evaluations than BOBYQA with 3 parameters,
     more with more (measurements in docs/design.md).  With CHOLMOD, whose
     selected inverse is not timed at scale, BOBYQA.
     """

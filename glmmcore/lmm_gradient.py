@@ -18,7 +18,7 @@ places a 1 at every position ``(r, c)`` of ``T`` that holds ``theta_j``.  Then
 
 So the gradient is ``2 [(K - dof / r2 U) T^{-1}]_(c,r)`` summed over the
 positions of ``theta_j``, at the cost of the diagonal blocks of ``M^{-1}``
-summed over levels (:mod:`.linalg.inverse`): 1.6-2.7 factorizations
+summed over levels (:mod:`.linalg.inverse`): 1.6-2 factorizations
 (docs/design.md).
 
 ``T^{-1}`` needs the diagonal of ``T`` away from 0.  A block with a diagonal

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from test_linalg import FORMULAS, SIZES, THETA, dense_Z_Lambda, simulate_frame
@@ -13,12 +15,7 @@ from glmmcore.formula import parse_formula
 from glmmcore.frame import model_frame
 from glmmcore.glmm import GlmmDeviance
 from glmmcore.laplace_gradient import has_laplace_gradient
-from glmmcore.linalg.selected import (
-    _first_selected,
-    _first_selected_scalar,
-    _symmetrize_lower,
-    schur_inverse_full,
-)
+from glmmcore.linalg.inverse import coupled_products, first_block_products
 from glmmcore.optimize import FD_STEP
 from glmmcore.predictor import build_predictor
 from glmmcore.registry import get_family
@@ -109,23 +106,28 @@ def test_leverages_match_the_dense_inverse(size):
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_scalar_selected_inverse_in_blocks_of_rows_agrees(size):
-    """The scalar first block's kernel, in blocks of rows of S22, against the general one."""
+@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
+def test_coupled_products_in_blocks_of_rows_agree(size, formula):
+    """``P_j = S22[R_j, R_j] W_j`` (or its lower triangle's part) whatever the block of rows."""
     frame = with_responses(size)
-    dev = laplace_deviance(frame, "z" + FORMULAS["scalars"][1:], "binomial")
-    dev.evaluate(np.array([0.5, 0.8, 0.3, 0.1, 0.2]), 2)
+    dev = laplace_deviance(frame, "z" + formula[1:], "binomial")
+    nt, p = dev.ntheta, dev.predictor.p
+    dev.evaluate(np.concatenate([0.6 * THETA[:nt], np.zeros(p)]), 2)
     factor, s = dev.pirls1.factor, dev.predictor.layout
-    S22 = schur_inverse_full(factor.D, factor.first, s.q_r)
-    S11, S21v = np.zeros((s.l1, 1, 1)), np.zeros(factor.L21v.shape[0])
-    _first_selected(S22, s.flat_row, s.flat_ptr, factor.L11, factor.L21v, factor.LY1, S11,
-                    S21v)
-    _symmetrize_lower(S22)
+    S, ptr, W, P = first_block_products(factor, 0)
+    rows, ptr2 = factor.coupled_rows(0)
+    assert np.array_equal(ptr, ptr2)
+    expected = np.concatenate([S[np.ix_(rows[a:b], rows[a:b])] @ W[a:b]
+                               for a, b in pairwise(ptr)])
+    lower = np.concatenate([(np.tril(S[np.ix_(rows[a:b], rows[a:b])], -1)
+                             + 0.5 * np.diag(np.diag(S)[rows[a:b]])) @ W[a:b]
+                            for a, b in pairwise(ptr)])
     for block in (1, 7, 64, s.q_r + 1):
-        S11b, S21b = np.zeros_like(S11), np.zeros_like(S21v)
-        _first_selected_scalar(S22, s.flat_row, s.flat_ptr, factor.L11, factor.L21v, S11b,
-                               S21b, block)
-        np.testing.assert_allclose(S21b, S21v, rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(S11b, S11, rtol=1e-12)
+        for half, want in ((False, expected), (True, lower)):
+            Pb = np.empty_like(W)
+            coupled_products(S, rows, ptr, W, block, half, Pb)
+            np.testing.assert_allclose(Pb, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(P, expected, rtol=1e-12, atol=1e-15)
 
 
 def test_a_variance_at_zero_takes_its_derivative_at_the_raised_point():

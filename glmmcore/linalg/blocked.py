@@ -36,7 +36,7 @@ from .dense import (
     solve_lower_t,
     solve_lower_t_envelope,
 )
-from .inverse import blocked_inverse_blocks
+from .inverse import blocked_inverse_blocks, coupled_rows
 from .ordering import rest_level_ranks
 from .schur import schur_init, schur_update
 
@@ -233,6 +233,7 @@ class BlockedFactor:
         self.tbuf = np.zeros(s.tidx.shape[0])
         self.logdet_re = np.nan
         self._factor_args = self.factor_args()
+        self._coupled_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def crossprod(self, w: np.ndarray, Y: np.ndarray) -> None:
         """Weighted cross-products of ``[Z, Y]`` (``Y`` is ``n x m``)."""
@@ -292,6 +293,14 @@ class BlockedFactor:
         (:func:`.inverse.blocked_inverse_blocks`).
         """
         return blocked_inverse_blocks(self, nx, summed)
+
+    def coupled_rows(self, nx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of ``D`` coupled to each first-block level, with ``nx`` ``Y`` rows
+        (:func:`.inverse.coupled_rows`); made once per ``nx``."""
+        if nx not in self._coupled_rows:
+            s = self.s
+            self._coupled_rows[nx] = coupled_rows(s.flat_row, s.flat_ptr, nx, s.q_r)
+        return self._coupled_rows[nx]
 
     @property
     def y_lower(self) -> np.ndarray:

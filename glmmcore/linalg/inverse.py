@@ -1,26 +1,28 @@
-"""Diagonal blocks of the inverse of the blocked system, from its factor.
+"""Blocks of the inverse of the blocked system, from its factor.
 
 For a factor ``L`` of the random-effects system (optionally with the first
 ``nx`` columns of ``Y`` appended, the fixed effects of a linear mixed model),
 the diagonal ``p x p`` block of ``(L L')^{-1}`` of every level is needed by the
 conditional variances (``nx = 0``) and by the gradient of the profiled
-deviance (``nx = p`` for REML).  With ``S = L22 L22'`` the Schur complement
-of the first block (the dense ``D`` rows), and ``W_j = L21_j L11_j^{-1}`` the
-coupling of first-block level ``j``::
+deviance (``nx = p`` for REML); the Laplace gradient needs the coupled
+entries too (:mod:`.selected`).  With ``S22 = (L22 L22')^{-1}`` (``L22`` the
+factor of ``D``'s rows) and ``W_j = L21_j L11_j^{-1}`` the coupled rows of
+first-block level ``j`` (rest rows where ``j`` co-occurs, and the ``nx``
+``Y`` rows)::
 
-    rest levels:  blocks of S^{-1}
-    first block:  L11_j^{-T} L11_j^{-1} + W_j' S^{-1} W_j
+    rest levels:        blocks of S22
+    first-block level:  L11_j^{-T} L11_j^{-1} + W_j' P_j,  P_j = S22[R_j, R_j] W_j
+    coupled entries:    S[R_j, j] = -P_j
 
-Two routes, chosen as the factorization chose (:func:`.dense.chol_lower`):
-
-- ``D`` banded or block diagonal (within its envelope): ``W_j`` has rows only
-  where level ``j`` co-occurs with a rest level (and the ``nx`` appended
-  rows), pairs that all lie in the envelope of ``L22``; Takahashi's
-  recurrences give ``S^{-1}`` there, at the cost of the factorization.
-- ``D`` dense (factored by LAPACK): ``L22^{-1}`` by LAPACK's ``dtrtri``
-  (a third cheaper than ``dpotri``'s whole ``S^{-1}``, measured here), then
-  ``||L22^{-1} W_j||^2`` from ``L22^{-1}``'s columns, which are rows of the
-  C-ordered ``L22^{-T}``, and the rest blocks from dot products of those rows.
+``S22`` is needed only where rows couple, inside ``D``'s envelope: Takahashi's
+recurrences give it there at the cost of a factorization when ``D`` was
+factored in its envelope; LAPACK's ``dpotri`` when ``D`` was dense.  ``P_j``
+reads ``S22`` at scattered columns of each coupled row, so ``S22`` is taken
+in blocks of rows that stay in cache while every level's rows in the block
+are done (:func:`coupled_products`, as :func:`.schur.update_rest_rows` does
+for ``D``).  Measured against the former route for dense ``D`` (``dtrtri``,
+then each level's ``||L22^{-1} W_j||^2`` from rows of ``L22^{-T}``, 330 MB
+read per call at InstEval's size): see docs/design.md.
 """
 
 from __future__ import annotations
@@ -31,35 +33,47 @@ import numpy as np
 from numba import njit
 from scipy.linalg import lapack
 
-from .dense import ENVELOPE_MAX_WORK, LAPACK_MIN_SIZE, envelope_work, solve_lower, solve_lower_t
+from .dense import (
+    ENVELOPE_MAX_WORK,
+    LAPACK_MIN_SIZE,
+    envelope_work,
+    solve_lower,
+    solve_lower_t,
+)
+from .schur import ROW_BLOCK
 
 if TYPE_CHECKING:
     from .blocked import BlockedFactor
 
 
-def schur_inverse(D: np.ndarray, first: np.ndarray, size: int) -> tuple[bool, np.ndarray]:
-    """What the inverse blocks need of ``S^{-1}``, ``D[:size, :size]`` being ``S``'s factor.
-
-    ``first`` is the factor's envelope (:func:`.dense.envelope`).  Returns
-    ``(dense, Z)``: ``dense`` (factored by LAPACK, as :func:`.dense.chol_lower`
-    decides) with ``Z = L^{-T}`` (C order, upper triangle); otherwise ``Z``
-    holds ``S^{-1}`` in its lower triangle at every position within the
-    envelope (read ``[max(a, b), min(a, b)]``).
-    """
-    sub, first = D[:size, :size], first[:size]
-    if dense_route(first, size):
-        inv, info = lapack.dtrtri(np.asfortranarray(sub), lower=1, overwrite_c=1)
-        if info != 0:
-            raise FloatingPointError(f"dtrtri failed (info={info})")
-        return True, inv.T
-    Z = np.zeros((size, size))
-    _takahashi_envelope(sub, first, Z)
-    return False, Z
-
-
 def dense_route(first: np.ndarray, size: int) -> bool:
     """Whether a factor of ``size`` rows with envelope ``first`` was factored by LAPACK."""
     return size >= LAPACK_MIN_SIZE and envelope_work(first, ENVELOPE_MAX_WORK) > ENVELOPE_MAX_WORK
+
+
+def schur_inverse(D: np.ndarray, first: np.ndarray, size: int,
+                  symmetric: bool = True) -> np.ndarray:
+    """``(L L')^{-1}`` of ``L = D[:size, :size]`` within ``L``'s envelope.
+
+    In the lower triangle, and the upper too if ``symmetric``; ``first`` is
+    the envelope (:func:`.dense.envelope`).  Entries outside it are not
+    defined (they are never read: rows couple only within it).  When
+    ``L`` is dense, ``dpotri`` on the transposed view (``L`` in C order is
+    ``L'`` in Fortran order, so its result's upper triangle is the lower one
+    here); ``D`` is left unchanged.
+    """
+    sub, first = D[:size, :size], first[:size]
+    if dense_route(first, size):
+        inv, info = lapack.dpotri(sub.T, lower=0)
+        if info != 0:
+            raise FloatingPointError(f"dpotri failed (info={info})")
+        S = inv.T
+    else:
+        S = np.zeros((size, size))
+        _takahashi_envelope(sub, first, S)
+    if symmetric:
+        _symmetrize_envelope(S, first)
+    return S
 
 
 @njit(cache=True, nogil=True)
@@ -96,6 +110,17 @@ def _takahashi_envelope(L, first, Z):
         Z[i, i] = 1.0 / (lii * lii) - s / lii
 
 
+@njit(cache=True, nogil=True)
+def _symmetrize_envelope(S, first):
+    """Copy the lower triangle to the upper within the envelope, in tiles of 64."""
+    n = S.shape[0]
+    for i0 in range(0, n, 64):
+        for j0 in range(0, i0 + 1, 64):
+            for i in range(i0, min(i0 + 64, n)):
+                for j in range(max(j0, first[i]), min(j0 + 64, i)):
+                    S[j, i] = S[i, j]
+
+
 def blocked_inverse_blocks(factor: BlockedFactor, nx: int = 0,
                            summed: bool = False) -> list[np.ndarray]:
     """Diagonal blocks of ``(L L')^{-1}`` of a :class:`.blocked.BlockedFactor`.
@@ -116,83 +141,142 @@ def blocked_inverse_blocks(factor: BlockedFactor, nx: int = 0,
         One ``(levels, p, p)`` array per block, levels in the terms' order.
     """
     s = factor.s
-    q_r = s.q_r
-    dense, Z = schur_inverse(factor.D, factor.first, q_r + nx)
+    S, ptr, W, P = first_block_products(factor, nx, half=True)
     first_block = np.zeros((1 if summed else s.l1, s.p1, s.p1))
-    args = (Z, s.flat_row, s.flat_ptr, factor.L11, factor.L21v, factor.LY1, nx, summed,
-            first_block)
-    if dense:
-        _first_blocks_dense(*args)
-    elif s.p1 == 1:
-        _first_blocks_scalar(*args)
-    else:
-        _first_blocks(*args)
+    first_diag_blocks(factor.L11, ptr, W, P, True, summed, first_block)
     out = [first_block]
     for k in range(len(s.rest_p)):
         p = int(s.rest_p[k])
-        stop = int(s.rest_off[k + 1]) if k + 1 < len(s.rest_p) else q_r
+        stop = int(s.rest_off[k + 1]) if k + 1 < len(s.rest_p) else s.q_r
         nlev = (stop - int(s.rest_off[k])) // p
         blocks = np.zeros((1 if summed else nlev, p, p))
-        _rest_blocks(Z, dense, s.rest_perm, int(s.rest_off[k]), stop, p, summed, blocks)
+        _rest_blocks(S, s.rest_perm, int(s.rest_off[k]), stop, p, summed, blocks)
         out.append(blocks)
     return out
 
 
-@njit(cache=True, nogil=True)
-def _level_buffers(flat_ptr, nx, p1):
-    """``rows`` and ``W`` long enough for any first-block level's coupled rows."""
-    most = 0
-    for j in range(flat_ptr.shape[0] - 1):
-        most = max(most, flat_ptr[j + 1] - flat_ptr[j])
-    return np.empty(most + nx, dtype=np.int64), np.empty((most + nx, p1))
+def first_block_products(factor: BlockedFactor, nx: int,
+                         half: bool = False) -> tuple[np.ndarray, ...]:
+    """``(S22, ptr, W, P)`` of the module doc, with ``nx`` ``Y`` rows in ``D``.
+
+    ``half``: ``P`` from the lower triangle only (:func:`coupled_products`),
+    enough for the diagonal blocks.
+
+    Level ``j``'s coupled rows are ``ptr[j]:ptr[j + 1]`` of ``W`` and ``P``
+    (one ``p1``-row each; rest rows ascending, then the ``Y`` rows).
+    """
+    s = factor.s
+    S = schur_inverse(factor.D, factor.first, s.q_r + nx, symmetric=not half)
+    rows, ptr = factor.coupled_rows(nx)
+    W = np.empty((rows.shape[0], s.p1))
+    solved_couplings(s.flat_ptr, factor.L21v, factor.LY1, factor.L11, nx, ptr, W)
+    P = np.empty_like(W)
+    coupled_products(S, rows, ptr, W, ROW_BLOCK, half, P)
+    return S, ptr, W, P
 
 
-@njit(cache=True, nogil=True)
-def _level_rows(j, flat_row, flat_ptr, L21v, LY1, nx, q_r, rows, W):
-    """Rows of D coupled to first-block level ``j`` (rest rows ascending, then the ``nx``
-    ``Y`` rows) into ``rows``, their ``L21_j`` and ``LY1_j`` values into ``W``; the count."""
-    p1 = W.shape[1]
-    cnt = 0
-    for t in range(flat_ptr[j], flat_ptr[j + 1]):
-        rows[cnt] = flat_row[t]
-        for c in range(p1):
-            W[cnt, c] = L21v[t * p1 + c]
-        cnt += 1
+def coupled_rows(flat_row: np.ndarray, flat_ptr: np.ndarray, nx: int,
+                 q_r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each first-block level's coupled rows of ``D``: ``rows[ptr[j]:ptr[j + 1]]``, its
+    rest rows (ascending), then the ``nx`` ``Y`` rows."""
+    counts = np.diff(flat_ptr) + nx
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    rows = np.empty(int(ptr[-1]), dtype=np.int64)
+    rest = np.ones(rows.shape[0], dtype=bool)
     for t in range(nx):
-        rows[cnt] = q_r + t
-        for c in range(p1):
-            W[cnt, c] = LY1[j, t, c]
-        cnt += 1
-    return cnt
+        rest[ptr[1:] - nx + t] = False
+        rows[ptr[1:] - nx + t] = q_r + t
+    rows[rest] = flat_row
+    return rows, ptr
 
 
 @njit(cache=True, nogil=True)
-def _first_blocks(Z, flat_row, flat_ptr, L11, L21v, LY1, nx, summed, out):
-    """Add ``L11_j^{-T} L11_j^{-1} + W_j' S^{-1} W_j`` of every first-block level ``j``.
+def solved_couplings(flat_ptr, L21v, LY1, L11, nx, ptr, W):
+    """``W_j = L21_j L11_j^{-1}`` of every first-block level, one ``p1``-row per coupled
+    row (:func:`coupled_rows`), into ``W``."""
+    l1, p1 = L11.shape[0], L11.shape[1]
+    for j in range(l1):
+        o = ptr[j]
+        for t in range(flat_ptr[j], flat_ptr[j + 1]):
+            for c in range(p1):
+                W[o, c] = L21v[t * p1 + c]
+            o += 1
+        for t in range(nx):
+            for c in range(p1):
+                W[o, c] = LY1[j, t, c]
+            o += 1
+        if p1 == 1:
+            inv = 1.0 / L11[j, 0, 0]
+            for x in range(ptr[j], o):
+                W[x, 0] *= inv
+        else:
+            for x in range(ptr[j], o):
+                solve_lower_t(L11[j], W[x])
 
-    Into ``out[j]``, or into ``out[0]`` when ``summed``.
+
+@njit(cache=True, nogil=True)
+def coupled_products(S, rows, ptr, W, block, half, P):
+    """``P_j = S[R_j, R_j] W_j`` of every level ``j``, ``S`` symmetric where rows couple.
+
+    With ``half``, only the lower triangle of ``S[R_j, R_j]`` is used, its
+    diagonal halved, so that ``W_j' S[R_j, R_j] W_j = W_j' P_j + P_j' W_j`` at half
+    the work (the diagonal blocks need no more).  ``S`` is taken ``block`` rows
+    at a time; within a level the rows ascend, so its rows in the next block
+    follow the previous block's (``cursor``).  Not ``fastmath``: vectorized
+    gathers over a level's few rows were 1.5x slower (``socio_m4``).
+    """
+    l1, p1 = ptr.shape[0] - 1, W.shape[1]
+    n = S.shape[0]
+    cursor = ptr[:l1].copy()
+    for top in range(0, n, block):
+        bottom = min(top + block, n)
+        for j in range(l1):
+            lo, hi = ptr[j], ptr[j + 1]
+            x = cursor[j]
+            while x < hi and rows[x] < bottom:
+                r = rows[x]
+                stop = x if half else hi
+                if p1 == 1:         # without the loop over columns: 1.3x faster
+                    acc = 0.5 * S[r, r] * W[x, 0] if half else 0.0
+                    for y in range(lo, stop):
+                        acc += S[r, rows[y]] * W[y, 0]
+                    P[x, 0] = acc
+                else:
+                    for c in range(p1):
+                        acc = 0.5 * S[r, r] * W[x, c] if half else 0.0
+                        for y in range(lo, stop):
+                            acc += S[r, rows[y]] * W[y, c]
+                        P[x, c] = acc
+                x += 1
+            cursor[j] = x
+
+
+@njit(cache=True, nogil=True)
+def first_diag_blocks(L11, ptr, W, P, half, summed, out):
+    """Add ``L11_j^{-T} L11_j^{-1} + W_j' S[R_j, R_j] W_j`` of every first-block level ``j``.
+
+    ``P`` from :func:`coupled_products` with the same ``half``.  Into
+    ``out[j]``, or into ``out[0]`` when ``summed``.
     """
     l1, p1 = L11.shape[0], L11.shape[1]
-    q_r = Z.shape[0] - nx
-    rows, W = _level_buffers(flat_ptr, nx, p1)
-    eye = np.empty(p1)
+    work = np.empty(p1)
     for j in range(l1):
-        L = L11[j]
         o = out[0] if summed else out[j]
-        cnt = _level_rows(j, flat_row, flat_ptr, L21v, LY1, nx, q_r, rows, W)
-        for a in range(cnt):            # W_j = L21_j L11_j^{-1}, one row at a time
-            solve_lower_t(L, W[a])
-        _add_own_inverse(L, eye, o)
-        for x in range(cnt):
-            rx = rows[x]
-            for y in range(cnt):
-                ry = rows[y]
-                z = Z[rx, ry] if rx >= ry else Z[ry, rx]
-                if z != 0.0:
-                    for a in range(p1):
-                        wa = W[x, a] * z
-                        for b in range(p1):
-                            o[a, b] += wa * W[y, b]
+        if p1 == 1:
+            inv = 1.0 / L11[j, 0, 0]
+            acc = 0.0
+            for x in range(ptr[j], ptr[j + 1]):
+                acc += W[x, 0] * P[x, 0]
+            o[0, 0] += inv * inv + (2.0 * acc if half else acc)
+            continue
+        _add_own_inverse(L11[j], work, o)
+        for x in range(ptr[j], ptr[j + 1]):
+            for a in range(p1):
+                for b in range(p1):
+                    v = W[x, a] * P[x, b]
+                    if half:
+                        v += P[x, a] * W[x, b]
+                    o[a, b] += v
 
 
 @njit(cache=True, nogil=True)
@@ -209,70 +293,8 @@ def _add_own_inverse(L, work, out):
 
 
 @njit(cache=True, nogil=True)
-def _first_blocks_scalar(Z, flat_row, flat_ptr, L11, L21v, LY1, nx, summed, out):
-    """:func:`_first_blocks` for a scalar first block (3-5x faster: no per-row solves)."""
-    l1 = L11.shape[0]
-    q_r = Z.shape[0] - nx
-    rows, W = _level_buffers(flat_ptr, nx, 1)
-    for j in range(l1):
-        inv = 1.0 / L11[j, 0, 0]
-        cnt = _level_rows(j, flat_row, flat_ptr, L21v, LY1, nx, q_r, rows, W)
-        s = 1.0                          # (1 + l' S^{-1} l) / L11^2, l = the raw L21_j values
-        for x in range(cnt):
-            rx = rows[x]
-            sx = 0.0
-            for y in range(x):
-                ry = rows[y]
-                sx += (Z[rx, ry] if rx >= ry else Z[ry, rx]) * W[y, 0]
-            s += W[x, 0] * (2.0 * sx + Z[rx, rx] * W[x, 0])
-        out[0 if summed else j, 0, 0] += s * inv * inv
-
-
-@njit(cache=True, nogil=True)
-def _first_blocks_dense(LinvT, flat_row, flat_ptr, L11, L21v, LY1, nx, summed, out):
-    """:func:`_first_blocks` from ``L22^{-T}``: ``G_j = L22^{-1} W_j``, then ``G_j' G_j``.
-
-    Column ``R`` of ``L22^{-1}`` is row ``R`` of ``LinvT``, nonzero from ``R`` on.
-    """
-    l1, p1 = L11.shape[0], L11.shape[1]
-    n = LinvT.shape[0]
-    q_r = n - nx
-    rows, W = _level_buffers(flat_ptr, nx, p1)
-    G = np.zeros((p1, n))
-    eye = np.empty(p1)
-    for j in range(l1):
-        L = L11[j]
-        o = out[0] if summed else out[j]
-        cnt = _level_rows(j, flat_row, flat_ptr, L21v, LY1, nx, q_r, rows, W)
-        lo = n
-        for a in range(cnt):
-            R = rows[a]
-            w = W[a]
-            solve_lower_t(L, w)          # this row of W_j = L21_j L11_j^{-1}
-            lo = min(lo, R)
-            for c in range(p1):
-                wc = w[c]
-                for i in range(R, n):
-                    G[c, i] += wc * LinvT[R, i]
-        _add_own_inverse(L, eye, o)
-        for a in range(p1):
-            for b in range(p1):
-                acc = 0.0
-                for i in range(lo, n):
-                    acc += G[a, i] * G[b, i]
-                o[a, b] += acc
-        for c in range(p1):
-            for i in range(lo, n):
-                G[c, i] = 0.0
-
-
-@njit(cache=True, nogil=True)
-def _rest_blocks(Z, dense, rest_perm, start, stop, p, summed, out):
-    """Add the blocks of ``S^{-1}`` of one rest block's levels, by effect position.
-
-    From the envelope inverse, or (``dense``) as dot products of rows of ``L^{-T}``.
-    """
-    n = Z.shape[0]
+def _rest_blocks(S, rest_perm, start, stop, p, summed, out):
+    """Add the blocks of ``S22`` (its lower triangle) of one rest block's levels."""
     for r0 in range(rest_perm.shape[0]):
         e0 = rest_perm[r0]
         if e0 < start or e0 >= stop or (e0 - start) % p != 0:
@@ -281,10 +303,4 @@ def _rest_blocks(Z, dense, rest_perm, start, stop, p, summed, out):
         for a in range(p):
             for b in range(p):
                 ra, rb = r0 + a, r0 + b
-                if dense:
-                    acc = 0.0
-                    for i in range(max(ra, rb), n):
-                        acc += Z[ra, i] * Z[rb, i]
-                    out[level, a, b] += acc
-                else:
-                    out[level, a, b] += Z[ra, rb] if ra >= rb else Z[rb, ra]
+                out[level, a, b] += S[ra, rb] if ra >= rb else S[rb, ra]
