@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+import glmmcore
+
 from .workloads import Workload
 
 RESULT_TAG = "BENCH_RESULT "
@@ -109,6 +111,8 @@ t0 = time.perf_counter()
 import glmmcore
 t1 = time.perf_counter()
 import pandas as pd
+
+import glmmcore
 data = pd.read_pickle({path!r})
 t2 = time.perf_counter()
 try:
@@ -120,17 +124,27 @@ t3 = time.perf_counter()
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 print({tag!r} + json.dumps({{"first_fit": (t3 - t0) - (t2 - t1), "import": t1 - t0,
                              "load": t2 - t1, "fit": t3 - t2, "peak_mb": peak,
-                             "loglik": float(res.loglik)}}))
+                             "loglik": float(res.loglik), "module": glmmcore.__file__}}))
 """
 
 
 def fresh_glmmcore(work: Workload, pickle_path: Path, family: str,
                    runs: int = 2) -> dict[str, Any]:
-    """First fit and peak RSS of fresh processes; the last of ``runs`` (warm cache) counts."""
+    """First fit and peak RSS of fresh processes; the last of ``runs`` (warm cache) counts.
+
+    They run in this process's working directory, so that they import the same
+    glmmcore as the warm fits (a checkout beside the installed one, say); a
+    fresh process that imports another is an error.
+    """
     code = _FRESH.format(path=str(pickle_path), formula=work.formula,
                          kwargs=work.fit_kwargs() | {"family": family}, tag=RESULT_TAG)
-    outcomes = [run_bounded([sys.executable, "-c", code], TIMEOUTS[work.size],
-                            cwd=pickle_path.parent) for _ in range(runs)]
+    outcomes = [run_bounded([sys.executable, "-c", code], TIMEOUTS[work.size])
+                for _ in range(runs)]
+    for o in outcomes:
+        module = o.result.get("module") if o.result else None
+        if o.status == "ok" and module != glmmcore.__file__:
+            o.status, o.message = "error", (f"the fresh process imported {module}, the warm "
+                                            f"fits {glmmcore.__file__}")
     last = outcomes[-1]
     out: dict[str, Any] = {"status": last.status, "message": last.message,
                            "runs": [o.result | {"status": o.status, "wall": o.seconds}
