@@ -70,11 +70,15 @@ class GlmmDeviance:
         self.pirls0 = Pirls(*args, beta_in_pirls=True)
         self.pirls1 = Pirls(*args, beta_in_pirls=False) if nagq >= 1 else None
         self.quad = Quadrature(self.pirls1, nagq) if nagq > 1 else None
-        self.gradient = (LaplaceGradient(self.pirls1) if nagq == 1 and has_laplace_gradient(
-            predictor, self.kernels, self.has_phi) else None)
+        # the analytic gradient of each stage's objective, where there is one
+        self.gradients: dict[int, LaplaceGradient] = {}
+        if has_laplace_gradient(predictor, self.kernels, self.has_phi):
+            self.gradients[1] = LaplaceGradient(self.pirls0)
+            if nagq == 1:
+                self.gradients[2] = LaplaceGradient(self.pirls1)
         self.failures = 0
         self.nevals = 0
-        self._last: tuple[np.ndarray, float, np.ndarray] | None = None
+        self._last: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
 
     def split(self, x: np.ndarray, stage: int) -> tuple[np.ndarray, np.ndarray | None, float]:
         """theta, beta (None in stage 1) and phi from an optimizer vector."""
@@ -110,8 +114,8 @@ class GlmmDeviance:
                 return np.inf
         return f
 
-    def value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
-        """The stage-2 objective and its analytic gradient at ``x`` (inf where PIRLS fails).
+    def value_and_gradient(self, x: np.ndarray, stage: int = 2) -> tuple[float, np.ndarray]:
+        """A stage's objective and its analytic gradient at ``x`` (inf where PIRLS fails).
 
         A variance parameter below :data:`GRADIENT_MIN_THETA` takes its
         derivative at ``FD_STEP`` instead: the deviance is even in it, so its
@@ -120,27 +124,27 @@ class GlmmDeviance:
         which way the deviance falls.  The last result is kept: the
         optimizer's final point is asked for again by the checks.
         """
-        if self._last is not None and np.array_equal(self._last[0], x):
-            return self._last[1], self._last[2].copy()
-        value, grad = self._value_and_gradient(x)
+        last = self._last.get(stage)
+        if last is not None and np.array_equal(last[0], x):
+            return last[1], last[2].copy()
+        value, grad = self._value_and_gradient(x, stage)
         diagonal = self.predictor.reterms.is_diagonal()
         low = np.zeros(x.size, dtype=bool)
         low[:self.ntheta] = diagonal & (np.abs(x[:self.ntheta]) < GRADIENT_MIN_THETA)
         if np.isfinite(value) and np.any(low):
             raised = np.where(low, FD_STEP, x)
-            grad[low] = self._value_and_gradient(raised)[1][low]
-        self._last = (np.array(x, dtype=float), value, grad.copy())
+            grad[low] = self._value_and_gradient(raised, stage)[1][low]
+        self._last[stage] = (np.array(x, dtype=float), value, grad.copy())
         return value, grad
 
-    def _value_and_gradient(self, x: np.ndarray) -> tuple[float, np.ndarray]:
+    def _value_and_gradient(self, x: np.ndarray, stage: int) -> tuple[float, np.ndarray]:
         self.nevals += 1
         try:
-            value = self.evaluate(x, 2, complete=False)[0]
+            value = self.evaluate(x, stage, complete=False)[0]
         except ConvergenceError:
             self.failures += 1
             return np.inf, np.zeros_like(x)
-        theta, beta, _ = self.split(x, 2)
-        return value, self.gradient(theta, beta)
+        return value, self.gradients[stage](x[:self.ntheta])
 
 
 # Relative tolerance of the nAGQ=0 stage when it only starts the joint stage: tighter
@@ -155,7 +159,7 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
     check_quadrature(predictor.reterms.blocks, nagq)
     _check_weights(response.weights)
     dev = GlmmDeviance(predictor, response, nagq)
-    use_gradient = _uses_gradient(dev, control.optimizer)
+    gradient1, gradient2 = _uses_gradient(dev, control.optimizer, nagq)
     family, reterms, p = response.family, predictor.reterms, predictor.p
     y, wt = response.y, response.weights
     beta_glm = dev.pirls0.start_glm(family.start_mu(y, wt))
@@ -172,18 +176,25 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
     x1 = lower_start(dev.objective(1), starts)
     # for nAGQ >= 1 stage 1 only starts the joint stage, whose first steps are coarser
     tol1 = control.rel_tol if nagq == 0 else max(control.rel_tol, START_STAGE_REL_TOL)
-    opt = bobyqa(dev.objective(1), x1, lower1, rel_tol=tol1, x_tol=control.x_tol,
-                 maxeval=control.maxeval)
-    messages = [f"stage 1 (nAGQ=0) bobyqa: {opt.message} after {opt.nevals} evaluations"]
+    if gradient1:
+        opt = lbfgsb(lambda x: dev.value_and_gradient(x, 1), x1, lower1, rel_tol=tol1,
+                     maxeval=control.maxeval)
+        messages = [f"stage 1 (nAGQ=0) L-BFGS-B: {opt.message} after {opt.nevals} "
+                    "evaluations"]
+    else:
+        opt = bobyqa(dev.objective(1), x1, lower1, rel_tol=tol1, x_tol=control.x_tol,
+                     maxeval=control.maxeval)
+        messages = [f"stage 1 (nAGQ=0) bobyqa: {opt.message} after {opt.nevals} evaluations"]
     _, out1 = dev.evaluate(opt.x, 1)
     if nagq == 0:
-        return _result(dev, opt.x, lower1, 1, control, messages, n_dropped, formula)
+        return _result(dev, opt.x, lower1, 1, control, messages, n_dropped, formula,
+                       gradient1)
     nt = dev.ntheta
     lower = np.concatenate([reterms.theta_lower, np.full(p, -np.inf), lower1[nt:]])
     white = Whitening(nt, out1.beta, rx_vcov(predictor, dev.pirls0.w, opt.x[:nt]))
     z = np.concatenate([opt.x[:nt], np.zeros(p), opt.x[nt:]])
     dev.pirls1.u = out1.u.copy()
-    if use_gradient:
+    if gradient2:
         opt = lbfgsb(white.value_and_gradient(dev.value_and_gradient), z, lower,
                      rel_tol=control.rel_tol, maxeval=control.maxeval)
         messages.append(f"stage 2 (Laplace) L-BFGS-B: {opt.message} after {opt.nevals} "
@@ -193,17 +204,38 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
         messages.append(f"stage 2 (nAGQ={nagq}) bobyqa: {opt.message} after "
                         f"{opt.nevals} evaluations")
     return _result(dev, white.to_x(opt.x), lower, 2, control, messages, n_dropped, formula,
-                   white if use_gradient else None)
+                   gradient2, white)
 
 
-def _uses_gradient(dev: GlmmDeviance, optimizer: str) -> bool:
-    """L-BFGS-B with the Laplace gradient where there is one, unless BOBYQA is asked for."""
-    if optimizer == "lbfgsb" and dev.gradient is None:
+# nAGQ=0 alone: L-BFGS-B from this many covariance parameters (simulated crossed binomial
+# data, 15,000 rows: 2 parameters 1.73x, 3 1.93x, 4 2.35x faster than BOBYQA; one
+# parameter, speed_nagq0, 0.88-1.16x)
+NAGQ0_LBFGSB_MIN_THETA = 2
+
+
+def _uses_gradient(dev: GlmmDeviance, optimizer: str, nagq: int) -> tuple[bool, bool]:
+    """Whether stage 1 and stage 2 take L-BFGS-B with their analytic gradients.
+
+    The joint stage takes it where there is a gradient, unless BOBYQA is asked
+    for.  Stage 1 takes it only when it is the last stage (``nAGQ=0``): as the
+    start of the joint stage, at a loose tolerance, BOBYQA is as fast (seed
+    GLMMs and crossed binomial 100k: 0.74-1.16x, within this VM's noise; 0.80
+    and 1.00x with 6 covariance parameters).  ``"lbfgsb"`` without a gradient
+    for the last stage is an error.
+    """
+    final = 1 if nagq == 0 else 2
+    if optimizer == "lbfgsb" and final not in dev.gradients:
         raise ModelSpecError(
             "optimizer 'lbfgsb' needs the analytic gradient, which a generalized linear "
-            "mixed model has for the Laplace approximation (nAGQ=1) with a canonical link, "
-            "no extra family parameter and the blocked factorization; use 'auto' or 'bobyqa'")
-    return dev.gradient is not None and optimizer != "bobyqa"
+            "mixed model has for nAGQ=0 and the Laplace approximation (nAGQ=1) with a "
+            "canonical link, no extra family parameter and the blocked factorization; use "
+            "'auto' or 'bobyqa'")
+    if optimizer == "bobyqa":
+        return False, False
+    if final == 1:
+        return (1 in dev.gradients and (optimizer == "lbfgsb"
+                                        or dev.ntheta >= NAGQ0_LBFGSB_MIN_THETA)), False
+    return False, 2 in dev.gradients
 
 
 def _stage2_bobyqa(dev: GlmmDeviance, white: Whitening, z: np.ndarray, lower: np.ndarray,
@@ -218,19 +250,22 @@ def _stage2_bobyqa(dev: GlmmDeviance, white: Whitening, z: np.ndarray, lower: np
 
 
 def _checked(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, control: Any,
-             messages: list[str], white: Whitening | None) -> tuple[np.ndarray, Convergence]:
+             messages: list[str], gradient: bool,
+             white: Whitening | None) -> tuple[np.ndarray, Convergence]:
     """The convergence checks at ``x``, after a Newton polish if they fail.
 
-    With the gradient (``white`` given) the Hessian comes from its central
-    differences (it gives the standard errors: forward differences were 1e-4
-    relative off lme4's on ``speed_laplace``, central ones agree as BOBYQA's
-    path does), and if the checks still fail BOBYQA continues from ``x``.
+    With the gradient the Hessian comes from its differences, central ones in
+    the joint stage (they give the standard errors: forward differences were
+    1e-4 relative off lme4's on ``speed_laplace``, central ones agree as
+    BOBYQA's path does), and if the checks still fail BOBYQA continues from
+    ``x``.
     """
     objective = dev.objective(stage)
     diagonal = dev.predictor.reterms.is_diagonal()
-    if white is not None:
+    if gradient:
         def derivatives(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            return gradient_hessian(dev.value_and_gradient, at, lower, central=True)
+            return gradient_hessian(lambda xx: dev.value_and_gradient(xx, stage), at, lower,
+                                    central=stage == 2)
     else:
         def derivatives(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return fd_derivatives(objective, at, lower)
@@ -244,24 +279,34 @@ def _checked(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, co
         messages.append("a Newton step with the derivatives improved the optimum")
         grad, hess = derivatives(x)
         conv = check_convergence(grad, hess, x, lower, diagonal, dev.ntheta, messages)
-    if white is not None and not conv.converged:
-        again = _stage2_bobyqa(dev, white, white.to_z(x), lower, control)
+    if gradient and not conv.converged:
+        again = _bobyqa_from(dev, x, lower, stage, control, white)
         messages.append(f"the checks failed ({conv.reason}); bobyqa from there: "
                         f"{again.message} after {again.nevals} evaluations")
         if again.fun < objective(x):
-            x = white.to_x(again.x)
+            x = again.x
             grad, hess = fd_derivatives(objective, x, lower)
             conv = check_convergence(grad, hess, x, lower, diagonal, dev.ntheta, messages)
     return x, conv
 
 
+def _bobyqa_from(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int,
+                 control: Any, white: Whitening | None) -> OptimResult:
+    """BOBYQA from ``x`` (in the joint stage, over its whitened coordinates)."""
+    if stage == 1:
+        return bobyqa(dev.objective(1), x, lower, rel_tol=control.rel_tol,
+                      x_tol=control.x_tol, maxeval=control.maxeval)
+    opt = _stage2_bobyqa(dev, white, white.to_z(x), lower, control)
+    return OptimResult(white.to_x(opt.x), opt.fun, opt.nevals, opt.message)
+
+
 def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, control: Any,
-            messages: list[str], n_dropped: int, formula: str,
+            messages: list[str], n_dropped: int, formula: str, gradient: bool,
             white: Whitening | None = None) -> MixedModelResult:
     predictor, response, nt, p = dev.predictor, dev.response, dev.ntheta, dev.predictor.p
     diagonal = predictor.reterms.is_diagonal()
     if control.check_convergence:
-        x, conv = _checked(dev, x, lower, stage, control, messages, white)
+        x, conv = _checked(dev, x, lower, stage, control, messages, gradient, white)
         hess = conv.hessian
     else:
         hess = None

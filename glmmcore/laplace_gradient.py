@@ -61,8 +61,8 @@ class LaplaceGradient:
     Parameters
     ----------
     pirls
-        A :class:`~glmmcore.pirls.Pirls` workspace (given beta) that has just
-        run at the point whose gradient is wanted.
+        A :class:`~glmmcore.pirls.Pirls` workspace that has just run at the
+        point whose gradient is wanted.
     """
 
     def __init__(self, pirls: Any) -> None:
@@ -76,8 +76,15 @@ class LaplaceGradient:
         self.a, self.dW, self.h = np.empty(n), np.empty(n), np.empty(n)
         self._scratch = [np.empty(n) for _ in range(6)]
 
-    def __call__(self, theta: np.ndarray, beta: np.ndarray) -> np.ndarray:
-        """``d objective / d (theta, beta)`` at the workspace's mode for ``theta, beta``."""
+    def __call__(self, theta: np.ndarray) -> np.ndarray:
+        """The gradient at the workspace's mode for ``theta`` (module doc).
+
+        Given beta (the Laplace stage): over ``(theta, beta)``.  When PIRLS
+        estimates beta (``nAGQ=0``), over theta, with beta profiled out: the
+        mode's equations gain ``X' s = 0``, so ``v`` solves the system of
+        ``[Z Lambda, X]`` (the factor in place has X's rows) for
+        ``[Lambda' Z' a; X' a]``, and ``b = a - W (Z Lambda v_u + X v_beta)``.
+        """
         pirls = self.pirls
         predictor, factor = pirls.predictor, pirls.factor
         score = pirls.w * pirls.r
@@ -86,19 +93,23 @@ class LaplaceGradient:
         np.multiply(self.dW, h, out=self.a)
         codes, Xall, p, xoff, boff = predictor._z
         tidx, toff = predictor._tmaps
-        q = predictor.reterms.q
+        q, nx = predictor.reterms.q, predictor.p
+        nsolve = nx if pirls.beta_in_pirls else 0
         za = np.zeros(q)
         _add_zt(codes, Xall, p, xoff, boff, self.a, za)
-        rhs = np.empty(q)
-        _apply_lambda(p, boff, tidx, toff, theta, za, rhs, True)
-        v = np.empty(q)
-        solve_rhs(0, *factor.solve_args(), rhs, v)
+        rhs = np.empty(q + nsolve)
+        _apply_lambda(p, boff, tidx, toff, theta, za, rhs[:q], True)
+        if nsolve:
+            rhs[q:] = predictor.X.T @ self.a
+        v = np.empty(q + nsolve)
+        solve_rhs(nsolve, *factor.solve_args(), rhs, v)
         lv = np.empty(q)
-        _apply_lambda(p, boff, tidx, toff, theta, v, lv, False)
-        grad = np.zeros(theta.shape[0] + predictor.p)
-        _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, predictor.X, pirls.u, v, lv,
-                       score, pirls.w, self.a, self.G, grad)
-        return grad
+        _apply_lambda(p, boff, tidx, toff, theta, v[:q], lv, False)
+        vb = v[q:] if nsolve else np.zeros(nx)
+        grad = np.zeros(theta.shape[0] + nx)
+        _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, predictor.X, pirls.u, v[:q], lv,
+                       vb, score, pirls.w, self.a, self.G, grad)
+        return grad[:theta.shape[0]] if nsolve else grad
 
     def leverages(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(G, h)``: ``G[i] = M^{-1} Lambda' z_i`` on observation ``i``'s random effects
@@ -204,12 +215,13 @@ def _add_zt(codes, Xall, p, xoff, boff, a, out):
 
 
 @njit(cache=True, nogil=True)
-def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, score, W, a, G, grad):
+def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W, a, G,
+                   grad):
     """The sums of the module doc, into ``grad`` (theta's, then beta's).
 
     Per block ``k`` and position ``(r, c)`` of ``T_k``:
     ``sum_i x_ikr [(b_i - 2 s_i) u_lc + s_i v_lc + 2 W_i G_i(k, c)]``, ``l`` the
-    observation's level; ``b_i = a_i - W_i (Z Lambda v)_i``.
+    observation's level; ``b_i = a_i - W_i ((Z Lambda v)_i + x_i' vb)``.
     """
     K = p.shape[0]
     ntheta = grad.shape[0] - X.shape[1]
@@ -218,7 +230,10 @@ def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, score, W
         pmax = max(pmax, p[k])
     A = np.zeros((K, pmax, pmax))
     for i in range(codes.shape[0]):
-        e = a[i] - W[i] * _zb_row(codes, Xall, p, xoff, boff, lv, i) - 2.0 * score[i]
+        zv = _zb_row(codes, Xall, p, xoff, boff, lv, i)
+        for j in range(X.shape[1]):
+            zv += X[i, j] * vb[j]
+        e = a[i] - W[i] * zv - 2.0 * score[i]
         for j in range(X.shape[1]):
             grad[ntheta + j] += X[i, j] * e
         two_w = 2.0 * W[i]

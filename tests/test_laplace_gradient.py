@@ -81,6 +81,33 @@ def test_gradient_matches_differences_of_the_laplace_deviance(size, formula, kin
 
 
 @pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
+@pytest.mark.parametrize("kind", list(RESPONSES))
+def test_nagq0_gradient_matches_differences_of_its_deviance(size, formula, kind):
+    """beta estimated inside PIRLS (profiled out): the gradient over theta alone."""
+    column, extra = RESPONSES[kind]
+    frame = with_responses(size)
+    family = "poisson" if kind == "poisson" else "binomial"
+    kwargs = {"weights": frame[extra["weights"]].to_numpy()} if "weights" in extra else {}
+    rhs = formula.split("~", 1)[1]
+    if "offset" in extra:
+        rhs += f" + offset({extra['offset']})"
+    dev = laplace_deviance(frame, f"{column} ~{rhs}", family, **kwargs)
+    theta = 0.6 * THETA[:dev.ntheta]
+    dev.pirls0.start_glm(np.full(dev.predictor.n, 0.5 if family == "binomial" else 1.0))
+    value, grad = dev.value_and_gradient(theta, 1)
+    assert grad.shape == theta.shape
+    assert value == dev.evaluate(theta, 1, False)[0]
+    fd = np.empty(theta.size)
+    for i in range(theta.size):
+        e = np.zeros(theta.size)
+        e[i] = 1e-5
+        fd[i] = (dev.evaluate(theta + e, 1, False)[0]
+                 - dev.evaluate(theta - e, 1, False)[0]) / 2e-5
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6 * np.max(np.abs(fd)))
+
+
+@pytest.mark.parametrize("size", list(SIZES))
 def test_leverages_match_the_dense_inverse(size):
     """``h_i = z_i' Lambda M^{-1} Lambda' z_i`` and ``M^{-1} Lambda' z_i`` on i's effects."""
     frame = with_responses(size)
@@ -88,7 +115,7 @@ def test_leverages_match_the_dense_inverse(size):
     nt, p = dev.ntheta, dev.predictor.p
     theta = 0.6 * THETA[:nt]
     dev.evaluate(np.concatenate([theta, np.zeros(p)]), 2)
-    G, h = dev.gradient.leverages(theta)
+    G, h = dev.gradients[2].leverages(theta)
     Z, Lam = dense_Z_Lambda(dev.predictor, theta)
     ZL = Z @ Lam
     S = np.linalg.inv(ZL.T @ (dev.pirls1.w[:, None] * ZL) + np.eye(ZL.shape[1]))
@@ -139,7 +166,7 @@ def test_a_variance_at_zero_takes_its_derivative_at_the_raised_point():
     _, raised = dev.value_and_gradient(np.array([FD_STEP, 0.5, 0.1, 0.2]))
     assert grad[0] == raised[0] and grad[0] != 0.0
     dev.evaluate(x, 2, False)
-    at_zero = dev.gradient(x[:2], x[2:])
+    at_zero = dev.gradients[2](x[:2])
     assert at_zero[0] == pytest.approx(0.0, abs=1e-9)
     np.testing.assert_allclose(grad[1:], at_zero[1:], rtol=1e-12)
 
@@ -153,21 +180,40 @@ def test_where_the_gradient_applies():
         dev = laplace_deviance(frame, "count ~ x + (1 | g)" if family != "binomial"
                                else "z ~ x + (1 | g)", fam)
         assert has_laplace_gradient(dev.predictor, dev.kernels, dev.has_phi) is applies
-        assert (dev.gradient is not None) is applies
+        assert sorted(dev.gradients) == ([1, 2] if applies else [])
 
 
 def test_lbfgsb_is_refused_where_there_is_no_gradient():
     frame = with_responses("small")
     ok = glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial",
                       control={"optimizer": "lbfgsb"})
-    assert "L-BFGS-B" in ok.convergence.optimizer[1]
-    for kwargs in ({"nAGQ": 5}, {"nAGQ": 0}, {"link": "probit"}):
+    assert "bobyqa" in ok.convergence.optimizer[0] and "L-BFGS-B" in ok.convergence.optimizer[1]
+    ok0 = glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial", nAGQ=0,
+                       control={"optimizer": "lbfgsb"})
+    assert "L-BFGS-B" in ok0.convergence.optimizer[0]
+    for kwargs in ({"nAGQ": 5}, {"link": "probit"}):
         with pytest.raises(ModelSpecError, match="needs the analytic gradient"):
             glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial",
                          control={"optimizer": "lbfgsb"}, **kwargs)
     with pytest.raises(ModelSpecError, match="needs the analytic gradient"):
         glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial",
                      control={"optimizer": "lbfgsb", "backend": "sparse"})
+
+
+def test_nagq0_takes_lbfgsb_from_two_covariance_parameters():
+    sim = glmmcore.simulate("speed_dating", seed=4, n_participants=200, n_partners=40,
+                            dates_per_participant=20)
+    one = glmmcore.fit(sim.formula.replace(" + (1 | partner_id)", ""), sim.data,
+                       family="binomial", nAGQ=0)
+    two = {opt: glmmcore.fit(sim.formula, sim.data, family="binomial", nAGQ=0,
+                             control={"optimizer": opt}) for opt in ("auto", "bobyqa")}
+    assert "bobyqa" in one.convergence.optimizer[0]
+    assert "L-BFGS-B" in two["auto"].convergence.optimizer[0]
+    assert two["auto"].converged and two["bobyqa"].converged
+    assert two["auto"].loglik >= two["bobyqa"].loglik - 1e-9 * abs(two["bobyqa"].loglik)
+    np.testing.assert_allclose(two["auto"].theta, two["bobyqa"].theta, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(two["auto"].fixef, two["bobyqa"].fixef, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(two["auto"].stderr, two["bobyqa"].stderr, rtol=1e-4)
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
