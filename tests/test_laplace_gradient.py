@@ -59,11 +59,8 @@ RESPONSES = {"binomial": ("z", {}), "proportions": ("prop", {"weights": "trials"
              "poisson": ("count", {"offset": "np.log(exposure)"})}
 
 
-@pytest.mark.parametrize("size", list(SIZES))
-@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
-@pytest.mark.parametrize("kind", list(RESPONSES))
-def test_gradient_matches_differences_of_the_laplace_deviance(size, formula, kind):
-    """Every kind of block, both inverse routes of D, trials as weights, an offset."""
+def response_deviance(size: str, formula: str, kind: str) -> GlmmDeviance:
+    """The linalg tests' design and random effects with one of the :data:`RESPONSES`."""
     column, extra = RESPONSES[kind]
     frame = with_responses(size)
     family = "poisson" if kind == "poisson" else "binomial"
@@ -71,7 +68,15 @@ def test_gradient_matches_differences_of_the_laplace_deviance(size, formula, kin
     rhs = formula.split("~", 1)[1]
     if "offset" in extra:
         rhs += f" + offset({extra['offset']})"
-    dev = laplace_deviance(frame, f"{column} ~{rhs}", family, **kwargs)
+    return laplace_deviance(frame, f"{column} ~{rhs}", family, **kwargs)
+
+
+@pytest.mark.parametrize("size", list(SIZES))
+@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
+@pytest.mark.parametrize("kind", list(RESPONSES))
+def test_gradient_matches_differences_of_the_laplace_deviance(size, formula, kind):
+    """Every kind of block, both inverse routes of D, trials as weights, an offset."""
+    dev = response_deviance(size, formula, kind)
     nt, p = dev.ntheta, dev.predictor.p
     x = np.concatenate([0.6 * THETA[:nt], np.linspace(-0.3, 0.3, p)])
     value, grad = dev.value_and_gradient(x)
@@ -85,16 +90,9 @@ def test_gradient_matches_differences_of_the_laplace_deviance(size, formula, kin
 @pytest.mark.parametrize("kind", list(RESPONSES))
 def test_nagq0_gradient_matches_differences_of_its_deviance(size, formula, kind):
     """beta estimated inside PIRLS (profiled out): the gradient over theta alone."""
-    column, extra = RESPONSES[kind]
-    frame = with_responses(size)
-    family = "poisson" if kind == "poisson" else "binomial"
-    kwargs = {"weights": frame[extra["weights"]].to_numpy()} if "weights" in extra else {}
-    rhs = formula.split("~", 1)[1]
-    if "offset" in extra:
-        rhs += f" + offset({extra['offset']})"
-    dev = laplace_deviance(frame, f"{column} ~{rhs}", family, **kwargs)
+    dev = response_deviance(size, formula, kind)
     theta = 0.6 * THETA[:dev.ntheta]
-    dev.pirls0.start_glm(np.full(dev.predictor.n, 0.5 if family == "binomial" else 1.0))
+    dev.pirls0.start_glm(np.full(dev.predictor.n, 1.0 if kind == "poisson" else 0.5))
     value, grad = dev.value_and_gradient(theta, 1)
     assert grad.shape == theta.shape
     assert value == dev.evaluate(theta, 1, False)[0]

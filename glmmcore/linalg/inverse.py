@@ -40,7 +40,7 @@ from .dense import (
     solve_lower,
     solve_lower_t,
 )
-from .schur import ROW_BLOCK
+from .schur import ROW_BLOCK, rows_below
 
 if TYPE_CHECKING:
     from .blocked import BlockedFactor
@@ -232,8 +232,8 @@ def coupled_products(S, rows, ptr, W, block, half, P):
         bottom = min(top + block, n)
         for j in range(l1):
             lo, hi = ptr[j], ptr[j + 1]
-            x = cursor[j]
-            while x < hi and rows[x] < bottom:
+            end = rows_below(rows, cursor[j], hi, bottom)
+            for x in range(cursor[j], end):
                 r = rows[x]
                 stop = x if half else hi
                 if p1 == 1:         # without the loop over columns: 1.3x faster
@@ -247,8 +247,7 @@ def coupled_products(S, rows, ptr, W, block, half, P):
                         for y in range(lo, stop):
                             acc += S[r, rows[y]] * W[y, c]
                         P[x, c] = acc
-                x += 1
-            cursor[j] = x
+            cursor[j] = end
 
 
 @njit(cache=True, nogil=True)

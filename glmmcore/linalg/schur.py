@@ -85,9 +85,8 @@ def update_rest_rows(flat_row, flat_ptr, L21v, p1, D, q_r, block):
     for top in range(0, q_r, block):
         bottom = min(top + block, q_r)
         for j in range(l1):
-            lo, hi = flat_ptr[j], flat_ptr[j + 1]
-            a = cursor[j]
-            while a < hi and flat_row[a] < bottom:
+            lo, end = flat_ptr[j], rows_below(flat_row, cursor[j], flat_ptr[j + 1], bottom)
+            for a in range(cursor[j], end):
                 row = D[flat_row[a]]
                 if p1 == 1:
                     va = L21v[a]
@@ -99,8 +98,17 @@ def update_rest_rows(flat_row, flat_ptr, L21v, p1, D, q_r, block):
                         for c in range(p1):
                             s += L21v[a * p1 + c] * L21v[b * p1 + c]
                         row[flat_row[b]] -= s
-                a += 1
-            cursor[j] = a
+            cursor[j] = end
+
+
+@njit(cache=True, nogil=True, inline="always")
+def rows_below(rows, start, stop, bottom):
+    """End of the run of ``rows[start:stop]`` (ascending) that lies below ``bottom``: a
+    level's rows in the current block of rows, taken in blocks (``cursor`` = ``start``)."""
+    end = start
+    while end < stop and rows[end] < bottom:
+        end += 1
+    return end
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
