@@ -121,7 +121,11 @@ except Exception as exc:
     print({tag!r} + json.dumps({{"error": f"{{type(exc).__name__}}: {{exc}}"}}))
     raise SystemExit(0)
 t3 = time.perf_counter()
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+try:   # this process's own peak: ru_maxrss also counts the parent's RSS at the fork
+    with open("/proc/self/status") as status:
+        peak = next(int(ln.split()[1]) for ln in status if ln.startswith("VmHWM")) / 1024.0
+except (OSError, StopIteration):
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 print({tag!r} + json.dumps({{"first_fit": (t3 - t0) - (t2 - t1), "import": t1 - t0,
                              "load": t2 - t1, "fit": t3 - t2, "peak_mb": peak,
                              "loglik": float(res.loglik), "module": glmmcore.__file__}}))
