@@ -4,7 +4,9 @@ Stages, as lme4's ``glmer``:
 
 0. The GLM without random effects gives starting fixed effects.
 1. ``nAGQ = 0``: theta (and the family's extra parameter, on the log scale)
-   is optimized while PIRLS estimates beta with the modes.
+   is optimized while PIRLS estimates beta with the modes; by BOBYQA, or by
+   L-BFGS-B with the analytic gradient when the fit ends here and has 2 or
+   more covariance parameters (:func:`_uses_gradient`).
 2. ``nAGQ >= 1``: theta, beta (and the extra parameter) are optimized jointly,
    started from stage 1; the deviance is the Laplace approximation
    (``nAGQ = 1``) or adaptive Gauss-Hermite quadrature (``nAGQ > 1``).
