@@ -52,10 +52,12 @@ class FitControl:
         Emit a warning when a check fails (the diagnostics are on the
         result either way).
     optimizer
-        ``"bobyqa"`` (lme4's), or ``"lbfgsb"``: L-BFGS-B with the analytic
-        gradient of the profiled deviance (:mod:`glmmcore.lmm_gradient`;
-        linear mixed models only).  ``"auto"`` takes L-BFGS-B for a linear
-        mixed model where it is the faster (:func:`glmmcore.lmm.uses_gradient`),
+        ``"bobyqa"`` (lme4's), or ``"lbfgsb"``: L-BFGS-B with an analytic
+        gradient: of an LMM's profiled deviance (:mod:`glmmcore.lmm_gradient`)
+        or of a canonical-link GLMM's Laplace or ``nAGQ=0`` deviance
+        (:mod:`glmmcore.laplace_gradient`); a ModelSpecError for other models.
+        ``"auto"`` takes L-BFGS-B where it is the faster
+        (:func:`glmmcore.lmm.uses_gradient`, :func:`glmmcore.glmm.uses_gradients`),
         BOBYQA otherwise.
     """
 

@@ -6,7 +6,7 @@ Stages, as lme4's ``glmer``:
 1. ``nAGQ = 0``: theta (and the family's extra parameter, on the log scale)
    is optimized while PIRLS estimates beta with the modes; by BOBYQA, or by
    L-BFGS-B with the analytic gradient when the fit ends here and has 2 or
-   more covariance parameters (:func:`_uses_gradient`).
+   more covariance parameters (:func:`uses_gradients`).
 2. ``nAGQ >= 1``: theta, beta (and the extra parameter) are optimized jointly,
    started from stage 1; the deviance is the Laplace approximation
    (``nAGQ = 1``) or adaptive Gauss-Hermite quadrature (``nAGQ > 1``).
@@ -161,7 +161,7 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
     check_quadrature(predictor.reterms.blocks, nagq)
     _check_weights(response.weights)
     dev = GlmmDeviance(predictor, response, nagq)
-    gradient1, gradient2 = _uses_gradient(dev, control.optimizer, nagq)
+    gradient1, gradient2 = uses_gradients(dev, control.optimizer, nagq)
     family, reterms, p = response.family, predictor.reterms, predictor.p
     y, wt = response.y, response.weights
     beta_glm = dev.pirls0.start_glm(family.start_mu(y, wt))
@@ -215,7 +215,7 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
 NAGQ0_LBFGSB_MIN_THETA = 2
 
 
-def _uses_gradient(dev: GlmmDeviance, optimizer: str, nagq: int) -> tuple[bool, bool]:
+def uses_gradients(dev: GlmmDeviance, optimizer: str, nagq: int) -> tuple[bool, bool]:
     """Whether stage 1 and stage 2 take L-BFGS-B with their analytic gradients.
 
     The joint stage takes it where there is a gradient, unless BOBYQA is asked
