@@ -40,7 +40,7 @@ from .optimize import (
     fd_derivatives,
     gradient_hessian,
     lbfgsb,
-    newton_polish,
+    polished_and_checked,
     unchecked_convergence,
     warn_once,
 )
@@ -254,7 +254,8 @@ def _stage2_bobyqa(dev: GlmmDeviance, white: Whitening, z: np.ndarray, lower: np
 def _checked(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, control: Any,
              messages: list[str], gradient: bool,
              white: Whitening | None) -> tuple[np.ndarray, Convergence]:
-    """The convergence checks at ``x``, after a Newton polish if they fail.
+    """The convergence checks at ``x``, after a Newton polish if they fail
+    (:func:`~glmmcore.optimize.polished_and_checked`).
 
     With the gradient the Hessian comes from its differences, central ones in
     the joint stage (they give the standard errors: forward differences were
@@ -271,16 +272,8 @@ def _checked(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, co
     else:
         def derivatives(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return fd_derivatives(objective, at, lower)
-    grad, hess = derivatives(x)
-    conv = check_convergence(grad, hess, x, lower, diagonal, dev.ntheta, messages)
-    # only when the checks fail: a polish that succeeds costs a second Hessian
-    polished = (None if conv.converged else
-                newton_polish(objective, x, objective(x), lower, grad, hess))
-    if polished is not None:
-        x = polished[0]
-        messages.append("a Newton step with the derivatives improved the optimum")
-        grad, hess = derivatives(x)
-        conv = check_convergence(grad, hess, x, lower, diagonal, dev.ntheta, messages)
+    x, conv = polished_and_checked(objective, x, None, lower, derivatives, diagonal,
+                                   dev.ntheta, messages, polish_first=False)
     if gradient and not conv.converged:
         again = _bobyqa_from(dev, x, lower, stage, control, white)
         messages.append(f"the checks failed ({conv.reason}); bobyqa from there: "

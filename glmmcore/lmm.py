@@ -27,11 +27,10 @@ from .optimize import (
     Convergence,
     OptimResult,
     bobyqa,
-    check_convergence,
     fd_derivatives,
     gradient_hessian,
     lbfgsb,
-    newton_polish,
+    polished_and_checked,
     unchecked_convergence,
     warn_once,
 )
@@ -200,17 +199,10 @@ def checked_optimum(dev: LmmDeviance, opt: OptimResult,
                     derivatives: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                     messages: list[str]) -> tuple[np.ndarray, Convergence]:
     """The optimizer's point, after a Newton polish, and the convergence checks there."""
-    lower = dev.predictor.reterms.theta_lower
-    theta = opt.x
-    grad, hess = derivatives(theta)
-    polished = newton_polish(dev, theta, opt.fun, lower, grad, hess)
-    if polished is not None:   # derivatives again, at the point reported
-        theta = polished[0]
-        messages.append("a Newton step with the derivatives improved the optimum")
-        grad, hess = derivatives(theta)
-    conv = check_convergence(grad, hess, theta, lower, dev.predictor.reterms.is_diagonal(),
-                             len(theta), messages)
-    return theta, conv
+    reterms = dev.predictor.reterms
+    return polished_and_checked(dev, opt.x, opt.fun, reterms.theta_lower, derivatives,
+                                reterms.is_diagonal(), reterms.ntheta, messages,
+                                polish_first=True)
 
 
 def optimize_theta(dev: LmmDeviance, start: np.ndarray, control: Any, gradient: bool) -> tuple[

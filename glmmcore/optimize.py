@@ -2,7 +2,8 @@
 
 BOBYQA (through nlopt) minimizes without derivatives; L-BFGS-B (scipy) takes
 an objective that returns its gradient too (a linear mixed model's profiled
-deviance, :mod:`glmmcore.lmm_gradient`).  After the optimizer stops, the
+deviance, :mod:`glmmcore.lmm_gradient`; a GLMM's Laplace or ``nAGQ=0``
+deviance, :mod:`glmmcore.laplace_gradient`).  After the optimizer stops, the
 Hessian is estimated by finite differences at the optimum, of the objective
 (as lme4's ``deriv12``) or of the gradient when there is one, and the checks
 are reported as data: the gradient scaled by the Hessian, the smallest
@@ -289,6 +290,35 @@ def newton_polish(f: Callable[[np.ndarray], float], x: np.ndarray, fx: float,
         if value < fx - 1e-12 * (1.0 + abs(fx)):
             return trial, value
     return None
+
+
+def polished_and_checked(f: Callable[[np.ndarray], float], x: np.ndarray, fx: float | None,
+                         lower: np.ndarray,
+                         derivatives: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                         diagonal: np.ndarray, n_theta: int, messages: list[str], *,
+                         polish_first: bool) -> tuple[np.ndarray, Convergence]:
+    """The convergence checks at ``x``, after a Newton polish with their derivatives.
+
+    ``derivatives(x)`` gives the gradient and Hessian; ``fx`` is ``f(x)`` if
+    known (else evaluated when a polish is tried).  With ``polish_first`` the
+    polish is tried before the checks (cheap when it declines: no evaluation,
+    :data:`POLISH_GAIN`); otherwise only when the checks fail, as a polish that
+    succeeds costs a second Hessian.  After a polish the derivatives and the
+    checks are taken again at the point reported.
+    """
+    grad, hess = derivatives(x)
+    conv = None if polish_first else check_convergence(grad, hess, x, lower, diagonal,
+                                                       n_theta, messages)
+    if conv is None or not conv.converged:
+        polished = newton_polish(f, x, f(x) if fx is None else fx, lower, grad, hess)
+        if polished is not None:
+            x = polished[0]
+            messages.append("a Newton step with the derivatives improved the optimum")
+            grad, hess = derivatives(x)
+            conv = None
+    if conv is None:
+        conv = check_convergence(grad, hess, x, lower, diagonal, n_theta, messages)
+    return x, conv
 
 
 def check_convergence(grad: np.ndarray, hess: np.ndarray, x: np.ndarray, lower: np.ndarray,
