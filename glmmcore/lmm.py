@@ -12,7 +12,6 @@ et al. 2015, eq. 34 and 41)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -148,8 +147,7 @@ class LmmDeviance:
 
     def ld_rx2(self) -> float:
         """``log|R_X|^2`` of the current factorization."""
-        y_diag = self.factor.y_diag
-        return 2.0 * sum(math.log(y_diag(i)) for i in range(self.p))
+        return 2.0 * float(np.sum(np.log(np.diagonal(self.factor.y_lower)[:self.p])))
 
     def solution(self, theta: np.ndarray) -> LmmSolution:
         """beta, u, sigma and the factor pieces at ``theta``."""

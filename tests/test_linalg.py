@@ -179,12 +179,22 @@ def test_small_cholesky_matches_lapack_on_envelopes(structure):
     assert chol_lower_small(L)
     np.testing.assert_allclose(np.tril(L), np.linalg.cholesky(A), rtol=1e-12, atol=1e-12)
     assert not chol_lower_small(-A.copy())
-    # the dispatcher: the envelope loop for the band; LAPACK for the dense matrix and for the
-    # blocks, whose 15 dense border rows of 120 hold 8% of the dense work
-    from glmmcore.linalg.dense import DPOTRF, ENVELOPE_MAX_WORK, chol_lower, envelope
+    # the dispatcher: LAPACK for the dense matrix; the envelope loop for the band and for
+    # the blocks, whose 15 dense border rows of 120 hold 8% of the dense work (below the
+    # measured crossover at this size, 16%; above the 5% floor of large matrices)
+    from glmmcore.linalg.dense import (
+        DPOTRF,
+        ENVELOPE_MAX_WORK,
+        chol_lower,
+        envelope,
+        envelope_max_work,
+        uses_lapack,
+    )
     first = np.empty(n, dtype=np.int64)
     work = envelope(A, first)
     assert (work > ENVELOPE_MAX_WORK) == (structure != "banded")
+    assert envelope_max_work(n) == pytest.approx(0.3 * 0.4 ** 0.66)
+    assert uses_lapack(first) == (structure == "dense")
     L = A.copy()
     assert chol_lower(DPOTRF, L, first)
     np.testing.assert_allclose(np.tril(L), np.linalg.cholesky(A), rtol=1e-12, atol=1e-12)

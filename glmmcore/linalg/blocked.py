@@ -30,13 +30,14 @@ from numba import njit
 from .crossprod import _crossprod, all_scalar
 from .dense import (
     DPOTRF,
+    DPOTRI,
     chol_envelope,
     chol_lower,
     solve_lower,
     solve_lower_t,
     solve_lower_t_envelope,
 )
-from .inverse import blocked_inverse_blocks, coupled_rows
+from .inverse import blocked_inverse_blocks, coupled_rows, summed_blocks_into
 from .ordering import rest_level_ranks
 from .schur import schur_init, schur_update
 
@@ -234,6 +235,7 @@ class BlockedFactor:
         self.logdet_re = np.nan
         self._factor_args = self.factor_args()
         self._coupled_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._workspace: dict[tuple, tuple] = {}
 
     def crossprod(self, w: np.ndarray, Y: np.ndarray) -> None:
         """Weighted cross-products of ``[Z, Y]`` (``Y`` is ``n x m``)."""
@@ -293,6 +295,30 @@ class BlockedFactor:
         (:func:`.inverse.blocked_inverse_blocks`).
         """
         return blocked_inverse_blocks(self, nx, summed)
+
+    def summed_inverse_blocks(self, nx: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each block's diagonal blocks of ``(L L')^{-1}`` summed over levels, flat, and
+        their offsets (:func:`.inverse.summed_blocks_into`); the arrays are reused."""
+        args = self.summed_blocks_args(nx)
+        if not summed_blocks_into(*args):
+            raise FloatingPointError("dpotri failed: the factor is singular")
+        return args[-2], args[-1]
+
+    def summed_blocks_args(self, nx: int) -> tuple:
+        """The arguments of :func:`.inverse.summed_blocks_into` for ``nx``, workspace
+        included; made once per ``nx``."""
+        key = ("summed", nx)
+        if key not in self._workspace:
+            s = self.s
+            rows, ptr = self.coupled_rows(nx)
+            sizes = np.concatenate([[s.p1], s.rest_p]).astype(np.int64)
+            soff = np.concatenate([[0], np.cumsum(sizes * sizes)]).astype(np.int64)
+            self._workspace[key] = (
+                self.D, self.first, nx, DPOTRI, self.L11, self.L21v, self.LY1, s.flat_ptr,
+                s.rest_p, s.rest_off, s.rest_perm, rows, ptr, np.empty((rows.shape[0], s.p1)),
+                np.empty((rows.shape[0], s.p1)), np.empty((s.q_r + nx, s.q_r + nx)),
+                np.empty(int(soff[-1])), soff)
+        return self._workspace[key]
 
     def coupled_rows(self, nx: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of ``D`` coupled to each first-block level, with ``nx`` ``Y`` rows

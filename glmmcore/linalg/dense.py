@@ -4,12 +4,17 @@ Only the lower triangle of a symmetric input is read.  The factorizations
 report failure through their return value instead of raising, so that a
 deviance function can answer ``inf`` to the optimizer.
 
-:func:`chol_lower` sends a matrix of :data:`LAPACK_MIN_SIZE` rows or more to
-LAPACK unless its envelope holds less than :data:`ENVELOPE_MAX_WORK` of a dense
-factorization's work.  LAPACK's blocked algorithm is 3x faster than these
-row-by-row loops at 50 rows and 8-15x faster from 200 (one thread, measured
-here); the loops win on tiny matrices and on block diagonal or banded ones,
-whose envelope keeps each step in cache.
+:func:`chol_lower` sends a matrix of ``n >= LAPACK_MIN_SIZE`` rows to LAPACK
+unless its envelope holds at most :func:`envelope_max_work` ``(n)`` of a dense
+factorization's work.  LAPACK's blocked algorithm is 4x faster than these
+row-by-row loops on a dense matrix of 50 rows and 9x from 200 (one thread,
+measured here), but it does the dense work whatever the envelope: the loops win
+on tiny matrices and on block diagonal or banded ones.  Measured crossovers
+(banded matrices, the loops as fast as LAPACK): 27% of the dense work at 48
+rows, 20% at 64, 14% at 128, 10-11% at 192-256; :func:`envelope_max_work`
+follows them down to :data:`ENVELOPE_MAX_WORK` for large matrices.  The inverse
+from the factor (Takahashi within the envelope against ``dpotri``) crosses over
+at about the same points.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from numba import njit, types
 from numba.extending import get_cython_function_address, intrinsic
 
 LAPACK_MIN_SIZE = 16
-ENVELOPE_MAX_WORK = 0.05
+ENVELOPE_MAX_WORK = 0.05   # the envelope's relative work below which the loops win at any size
 # Reassociating sums lets LLVM vectorize the dot products (4-5x faster from about 100
 # rows); results stay deterministic on a given machine, like BLAS's.
 FAST = {"reassoc", "contract"}
@@ -89,14 +94,29 @@ def chol_envelope(A: np.ndarray, first: np.ndarray) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def envelope_max_work(n: int) -> float:
+    """Relative envelope work up to which an ``n``-row factor is made in the envelope
+    (module doc): ``0.3 (48 / n)^0.66``, at least :data:`ENVELOPE_MAX_WORK`."""
+    return max(ENVELOPE_MAX_WORK, 0.3 * (48.0 / max(n, 1)) ** 0.66)
+
+
+@njit(cache=True, nogil=True)
+def uses_lapack(first: np.ndarray) -> bool:
+    """Whether a factor with envelope ``first`` is made (and inverted) by LAPACK."""
+    n = first.shape[0]
+    limit = envelope_max_work(n)
+    return n >= LAPACK_MIN_SIZE and envelope_work(first, limit) > limit
+
+
+@njit(cache=True, nogil=True)
 def chol_lower(potrf: int, A: np.ndarray, first: np.ndarray) -> bool:
     """Cholesky factor in the lower triangle of ``A``, in place, by LAPACK or in the envelope.
 
     Leaves ``A``'s envelope in ``first`` either way (the factor has the same
     one, with exact zeros before it), for :func:`solve_lower_t_envelope`.
     """
-    work = envelope(A, first, ENVELOPE_MAX_WORK)
-    if A.shape[0] >= LAPACK_MIN_SIZE and work > ENVELOPE_MAX_WORK:
+    envelope(A, first, 0.0)
+    if uses_lapack(first):
         return chol_lower_lapack(potrf, A)
     return chol_envelope(A, first)
 
@@ -114,9 +134,10 @@ def chol_lower_small(A: np.ndarray) -> bool:
     return chol_envelope(A, first)
 
 
-# LAPACK's dpotrf as scipy exports it; compiled code receives the address as an integer
-# (a ctypes function would pin the address into numba's cache)
+# LAPACK's dpotrf and dpotri as scipy exports them; compiled code receives the addresses as
+# integers (a ctypes function would pin the address into numba's cache)
 DPOTRF = get_cython_function_address("scipy.linalg.cython_lapack", "dpotrf")
+DPOTRI = get_cython_function_address("scipy.linalg.cython_lapack", "dpotri")
 
 
 @intrinsic
@@ -149,6 +170,14 @@ def chol_lower_lapack(potrf: int, A: np.ndarray) -> bool:
     _call_potrf(potrf, uplo.ctypes.data, ints[0:1].ctypes.data, A.ctypes.data,
                 ints[1:2].ctypes.data, ints[2:3].ctypes.data)
     return ints[2] == 0
+
+
+@njit(cache=True, nogil=True)
+def inverse_lower_lapack(potri: int, L: np.ndarray) -> bool:
+    """Overwrite a lower Cholesky factor ``L`` (C-ordered) with the lower triangle of
+    ``(L L')^{-1}``, by LAPACK's ``dpotri`` (:data:`DPOTRI`) on the transposed view, as
+    :func:`chol_lower_lapack` does; its arguments are ``dpotrf``'s."""
+    return chol_lower_lapack(potri, L)
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
