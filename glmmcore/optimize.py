@@ -30,6 +30,8 @@ LBFGSB_GTOL = 1e-5     # L-BFGS-B's bound on the projected gradient
 # L-BFGS-B's smallest relative decrease per iteration, at least: a deviance carries ~1e-12
 # relative round-off (line searches lost in it are ended by the stall rule below)
 LBFGSB_FTOL = 1e-12
+LBFGSB_MEMORY = 10      # L-BFGS-B's stored corrections (scipy's maxcor default)
+LBFGSB_MAXLS = 20       # its line search's evaluations at most (scipy's maxls default)
 STALL_EVALS = 6        # evaluations in a row within STALL_BAND above the best end L-BFGS-B
 STALL_BAND = 1e-9
 OPTIMIZERS = ("auto", "bobyqa", "lbfgsb")
@@ -166,19 +168,67 @@ def lbfgsb(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
             return 1e300, np.zeros_like(x)
         return float(value), grad
 
+    start = np.maximum(x0, np.where(np.isfinite(lower), lower, -np.inf))
+    try:
+        message = run_lbfgsb(objective, start, lower, max(rel_tol, LBFGSB_FTOL), LBFGSB_GTOL,
+                             maxeval)
+    except _StalledError:
+        message = "stalled at round-off"
+    return OptimResult(best["x"], best["f"], count[0], message)
+
+
+def run_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
+               lower: np.ndarray, ftol: float, gtol: float, maxfun: int) -> str:
+    """Drive scipy's compiled L-BFGS-B (``setulb``) from ``x0``; returns its message.
+
+    ``scipy.optimize.minimize`` spends about 100 us per evaluation in its
+    wrappers (``ScalarFunction``, bounds objects, copies): as much as a small
+    LMM's whole evaluation.  This loop is the one ``minimize`` runs around
+    ``setulb`` (scipy >= 1.15, its C port), with the same options, so the
+    iterates are the same; if that private interface is not there, ``minimize``
+    itself runs.
+    """
+    try:
+        from scipy.optimize._lbfgsb import setulb
+        from scipy.optimize._lbfgsb_py import status_messages, task_messages
+    except ImportError:     # pragma: no cover - a scipy without the C port's interface
+        return _minimize_lbfgsb(objective, x0, lower, ftol, gtol, maxfun)
+    n, m, maxls = x0.size, LBFGSB_MEMORY, LBFGSB_MAXLS
+    nbd = np.isfinite(lower).astype(np.int32)          # 1: lower bound only, 0: none
+    low, up = np.where(np.isfinite(lower), lower, 0.0), np.zeros(n)
+    x, f, g = np.array(x0, dtype=np.float64), 0.0, np.zeros(n)
+    wa = np.zeros(2 * m * n + 5 * n + 11 * m * m + 8 * m)
+    iwa = np.zeros(3 * n, dtype=np.int32)
+    task, ln_task = np.zeros(2, dtype=np.int32), np.zeros(2, dtype=np.int32)
+    lsave, isave, dsave = np.zeros(4, np.int32), np.zeros(44, np.int32), np.zeros(29)
+    nfev = 0
+    while True:
+        setulb(m, x, low, up, nbd, f, g, ftol / np.finfo(float).eps, gtol, wa, iwa, task,
+               lsave, isave, dsave, maxls, ln_task)
+        if task[0] == 3:            # evaluate at x
+            f, grad = objective(x.copy())
+            g = np.array(grad, dtype=np.float64)
+            nfev += 1
+        elif task[0] == 1:          # a new iterate
+            if nfev > maxfun:
+                task[0], task[1] = 5, 502
+        else:
+            break
+    return f"{status_messages[task[0]]}: {task_messages[task[1]]}".lower()
+
+
+def _minimize_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]],
+                     x0: np.ndarray, lower: np.ndarray, ftol: float, gtol: float,
+                     maxfun: int) -> str:
+    """:func:`run_lbfgsb` through ``scipy.optimize.minimize``."""
     # here, not at the top: scipy.optimize adds ~0.3 s to every ``import glmmcore``
     from scipy.optimize import minimize
 
     bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
-    start = np.maximum(x0, np.where(np.isfinite(lower), lower, -np.inf))
-    try:
-        res = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds,
-                       options={"ftol": max(rel_tol, LBFGSB_FTOL), "gtol": LBFGSB_GTOL,
-                                "maxfun": maxeval})
-        message = str(res.message).lower()
-    except _StalledError:
-        message = "stalled at round-off"
-    return OptimResult(best["x"], best["f"], count[0], message)
+    res = minimize(objective, x0, jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"ftol": ftol, "gtol": gtol, "maxfun": maxfun,
+                            "maxcor": LBFGSB_MEMORY, "maxls": LBFGSB_MAXLS})
+    return str(res.message).lower()
 
 
 class _StalledError(Exception):

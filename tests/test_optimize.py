@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glmmcore.optimize import fd_derivatives, newton_polish
+from glmmcore.optimize import _minimize_lbfgsb, fd_derivatives, newton_polish, run_lbfgsb
 
 A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
 CENTER = np.array([1.5, 0.7, 2.0])
@@ -79,3 +79,30 @@ def test_joint_stage_coordinates_are_unit_and_uncorrelated():
     flat = Whitening(1, beta1, np.array([[4.0, 3.0], [3.0, 1.0]]))
     np.testing.assert_allclose(flat.to_x(np.array([0.0, 1.0, 1.0, 0.0]))[1:3],
                                beta1 + np.array([2.0, 1.0]))
+
+
+def test_lbfgsb_driver_takes_scipys_path_exactly():
+    """The direct loop around scipy's compiled L-BFGS-B gives ``minimize``'s iterates bit
+    for bit: a Rosenbrock valley with one bound active at the optimum and one not."""
+    def rosenbrock(x):
+        a, b = x[1:] - x[:-1] ** 2, 1.0 - x[:-1]
+        f = float(np.sum(100.0 * a ** 2 + b ** 2))
+        g = np.zeros_like(x)
+        g[:-1] = -400.0 * x[:-1] * a - 2.0 * b
+        g[1:] += 200.0 * a
+        return f, g
+
+    lower = np.array([-np.inf, 1.2, -np.inf, -np.inf])
+    paths = []
+    for driver in (run_lbfgsb, _minimize_lbfgsb):
+        seen = []
+
+        def objective(x, seen=seen):
+            seen.append(x.copy())
+            return rosenbrock(x)
+        message = driver(objective, np.array([-1.0, 1.5, 0.5, 2.0]), lower, 1e-12, 1e-5, 10_000)
+        paths.append((message, np.array(seen)))
+    (message, path), (scipy_message, scipy_path) = paths
+    assert message == scipy_message and message.startswith("convergence")
+    assert path.shape == scipy_path.shape and np.array_equal(path, scipy_path)
+    assert path[-1][1] == pytest.approx(1.2) and path.shape[0] > 10, path.shape
