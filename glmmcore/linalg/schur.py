@@ -117,27 +117,30 @@ def _update_y_rows(flat_row, flat_ptr, L21v, LY1, D):
 
     The products with the rest rows are summed into a ``q_r x m`` buffer, one
     contiguous row of ``m`` per coupled pair (a vector operation, where D's
-    ``Y`` rows would take ``m`` scattered updates), then subtracted from D.
+    ``Y`` rows would take ``m`` scattered updates), then subtracted from D;
+    the ``Y`` block's ``sum_j LY1_j LY1_j'`` is summed whole (``m x m``, a
+    vector operation per level) and subtracted once.  Per level, loops over a
+    triangle of a few entries cost more than their work: ``patents_pois_olre``
+    (4,809 levels, ``m = 4``) 214 -> 90 us.
     """
     l1, m, p1 = LY1.shape
     q_r = D.shape[0] - m
     acc = np.zeros((q_r, m))
+    G = np.zeros((m, m))
     for j in range(l1):
-        ly = LY1[j]
         for t in range(flat_ptr[j], flat_ptr[j + 1]):
-            out = acc[flat_row[t]]
+            r = flat_row[t]
             for c in range(p1):
                 v = L21v[t * p1 + c]
                 for t_y in range(m):
-                    out[t_y] += ly[t_y, c] * v
-        for t_y in range(m):
-            row = D[q_r + t_y]
-            for u in range(t_y + 1):
-                s = 0.0
-                for c in range(p1):
-                    s += ly[t_y, c] * ly[u, c]
-                row[q_r + u] -= s
+                    acc[r, t_y] += LY1[j, t_y, c] * v
+        for c in range(p1):
+            for t_y in range(m):
+                a = LY1[j, t_y, c]
+                for u in range(m):
+                    G[t_y, u] += a * LY1[j, u, c]
     for t_y in range(m):
-        row = D[q_r + t_y]
         for r in range(q_r):
-            row[r] -= acc[r, t_y]
+            D[q_r + t_y, r] -= acc[r, t_y]
+        for u in range(t_y + 1):
+            D[q_r + t_y, q_r + u] -= G[t_y, u]
