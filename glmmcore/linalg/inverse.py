@@ -54,11 +54,14 @@ def schur_inverse(D: np.ndarray, first: np.ndarray, size: int,
     """``(L L')^{-1}`` of ``L = D[:size, :size]`` within ``L``'s envelope.
 
     In the lower triangle, and the upper too if ``symmetric``; ``first`` is
-    the envelope (:func:`.dense.envelope`).  Entries outside it are not
-    defined (they are never read: rows couple only within it).  ``D`` is left
+    the envelope (:func:`.dense.envelope`).  Entries outside it are 0, not
+    the inverse's: rows coupled through a first-block level lie within it,
+    except where an entry of ``D`` is an exact zero because every product
+    forming it is (a fixed-effect column that is 0 on a level's rows), and
+    there the entry read is multiplied by such a zero.  ``D`` is left
     unchanged (:func:`schur_inverse_into`).
     """
-    S = np.zeros((size, size))
+    S = np.empty((size, size))
     if not schur_inverse_into(D, first, size, symmetric, DPOTRI, S):
         raise FloatingPointError("dpotri failed: the factor is singular")
     return S
@@ -83,6 +86,7 @@ def schur_inverse_into(D, first, size, symmetric, potri, S):
         if not inverse_lower_lapack(potri, S):
             return False
     else:
+        S[:size, :size] = 0.0
         _takahashi_envelope(D[:size, :size], env, S)
     if symmetric:
         _symmetrize_envelope(S, env)
