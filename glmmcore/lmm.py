@@ -76,7 +76,13 @@ class LmmDeviance:
 
     The weighted cross-products are formed once here; each call applies
     ``Lambda(theta)`` and refactors, so a call costs no more than the
-    factorization.
+    factorization.  The response column is ``y - offset - X beta_ls``
+    (``beta_ls`` the weighted least-squares fit without random effects,
+    :attr:`beta_ls`): the same deviance and random effects, the fixed effects
+    shifted by ``beta_ls``, but the penalized residual sum of squares is no
+    longer the small difference of two large sums (``gpa_rs``: ``y'y`` is 12x
+    the residual sum), so the deviance carries less round-off for the
+    optimizer to stall in.
 
     Parameters
     ----------
@@ -94,9 +100,11 @@ class LmmDeviance:
         self.n, self.p = predictor.n, predictor.p
         self.reml = reml
         self.ldW = float(np.sum(np.log(weights)))
+        X, sw = predictor.X, np.sqrt(weights)
+        self.beta_ls = np.linalg.lstsq(X * sw[:, None], (y - offset) * sw, rcond=None)[0]
         Y = np.empty((self.n, self.p + 1))
-        Y[:, :self.p] = predictor.X
-        Y[:, self.p] = y - offset
+        Y[:, :self.p] = X
+        Y[:, self.p] = y - offset - X @ self.beta_ls
         self.factor = predictor.new_factor(self.p + 1)
         self.factor.crossprod(np.ascontiguousarray(weights, dtype=float), Y)
         self.nevals = 0
@@ -154,6 +162,7 @@ class LmmDeviance:
         if not self.factor.factor(theta):
             raise FloatingPointError("the penalized system is not positive definite at theta")
         u, beta = self.factor.solve(self.p)
+        beta += self.beta_ls
         pwrss = self.factor.y_diag(self.p) ** 2
         dof = self.n - self.p if self.reml else self.n
         return LmmSolution(beta=beta, u=u, sigma=float(np.sqrt(pwrss / dof)),
@@ -249,11 +258,8 @@ def lmm_start(dev: LmmDeviance, response: Any, rule: str) -> np.ndarray:
     reterms = dev.predictor.reterms
     if rule == "lme4":
         return reterms.theta_start()
-    X, w = dev.predictor.X, response.weights
-    sw = np.sqrt(w)
     y = response.y - response.offset
-    beta = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
-    guess = moment_theta(reterms, y - X @ beta, w)
+    guess = moment_theta(reterms, y - dev.predictor.X @ dev.beta_ls, response.weights)
     return lower_start(dev, [reterms.theta_start(), guess])
 
 
