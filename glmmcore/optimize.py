@@ -21,6 +21,7 @@ import nlopt
 import numpy as np
 
 from .errors import ConvergenceWarning
+from .scipy_ext import extension
 
 GRAD_TOL = 2e-3        # lme4's check.conv.grad
 SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
@@ -32,6 +33,13 @@ LBFGSB_GTOL = 1e-5     # L-BFGS-B's bound on the projected gradient
 LBFGSB_FTOL = 1e-12
 LBFGSB_MEMORY = 10      # L-BFGS-B's stored corrections (scipy's maxcor default)
 LBFGSB_MAXLS = 20       # its line search's evaluations at most (scipy's maxls default)
+# what setulb's task codes mean (scipy's own wording, which minimize reports)
+LBFGSB_MESSAGES = {401: "convergence: norm of projected gradient <= pgtol",
+                   402: "convergence: relative reduction of f <= factr*epsmch",
+                   502: "stop: total no. of f,g evaluations exceeds limit",
+                   601: "warning: rounding errors prevent progress",
+                   602: "warning: stp = stpmax", 603: "warning: stp = stpmin",
+                   604: "warning: xtol test satisfied"}
 STALL_EVALS = 6        # evaluations in a row within STALL_BAND above the best end L-BFGS-B
 STALL_BAND = 1e-9
 OPTIMIZERS = ("auto", "bobyqa", "lbfgsb")
@@ -188,10 +196,9 @@ def run_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: 
     iterates are the same; if that private interface is not there, ``minimize``
     itself runs.
     """
-    try:
-        from scipy.optimize._lbfgsb import setulb
-        from scipy.optimize._lbfgsb_py import status_messages, task_messages
-    except ImportError:     # pragma: no cover - a scipy without the C port's interface
+    try:      # scipy.optimize itself takes 0.8 s to import (glmmcore.scipy_ext)
+        setulb = extension("scipy.optimize._lbfgsb").setulb
+    except (ImportError, AttributeError):   # pragma: no cover - no C port's interface
         return _minimize_lbfgsb(objective, x0, lower, ftol, gtol, maxfun)
     n, m, maxls = x0.size, LBFGSB_MEMORY, LBFGSB_MAXLS
     nbd = np.isfinite(lower).astype(np.int32)          # 1: lower bound only, 0: none
@@ -214,7 +221,7 @@ def run_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: 
                 task[0], task[1] = 5, 502
         else:
             break
-    return f"{status_messages[task[0]]}: {task_messages[task[1]]}".lower()
+    return LBFGSB_MESSAGES.get(int(task[1]), f"stopped (code {task[0]}, {task[1]})")
 
 
 def _minimize_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]],

@@ -106,3 +106,23 @@ def test_lbfgsb_driver_takes_scipys_path_exactly():
     assert message == scipy_message and message.startswith("convergence")
     assert path.shape == scipy_path.shape and np.array_equal(path, scipy_path)
     assert path[-1][1] == pytest.approx(1.2) and path.shape[0] > 10, path.shape
+
+
+def test_a_fit_imports_neither_scipy_linalg_nor_scipy_optimize():
+    """Their packages cost ~1.2 s of a fresh process's first fit; glmmcore loads the three
+    compiled modules it needs on their own (glmmcore.scipy_ext), L-BFGS-B included."""
+    import subprocess
+    import sys
+    code = ("import sys, numpy as np, pandas as pd, glmmcore\n"
+            "rng = np.random.default_rng(1)\n"
+            "g = np.repeat(np.arange(30), 10); x = rng.normal(size=300)\n"
+            "y = x + rng.normal(size=30)[g] + rng.normal(scale=0.5, size=30)[g] * x"
+            " + rng.normal(size=300)\n"
+            "fit = glmmcore.fit('y ~ x + (1 + x | g)', pd.DataFrame(dict(y=y, x=x, g=g)),"
+            " control={'optimizer': 'lbfgsb'})\n"
+            "assert 'L-BFGS-B' in fit.convergence.optimizer[0]\n"
+            "print(sorted(m for m in ('scipy.linalg', 'scipy.optimize', 'scipy.sparse')"
+            " if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

@@ -16,9 +16,7 @@ levels taken in the order the ordering visits them.
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from numba import njit
-from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 from .dense import ENVELOPE_MAX_WORK
 
@@ -54,6 +52,10 @@ def rest_level_ranks(codes1: np.ndarray, rest_codes: np.ndarray,
     nnodes = int(node_off[-1])
     if envelope_work(sorted_nodes, level_ptr, nodes, np.arange(nnodes)) <= ENVELOPE_MAX_WORK:
         return None
+    # here, not at the top: scipy.sparse adds 0.3 s to every ``import glmmcore``
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
     indptr, indices = coupling_pattern(sorted_nodes, level_ptr, nodes, nnodes)
     graph = sp.csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr),
                           shape=(nnodes, nnodes))
