@@ -84,24 +84,27 @@ def _blocked_gradient(dev: Any, theta: np.ndarray) -> tuple[np.ndarray, np.ndarr
     dof = dev.n - p if dev.reml else dev.n
     grad = np.zeros(theta.shape[0])
     missing = np.zeros(theta.shape[0], dtype=bool)
-    u = np.empty(s.q)
+    nlevels = np.array([b.nlevels for b in dev.predictor.reterms.blocks], dtype=np.int64)
+    summed_args = factor.summed_blocks_args(nx)
     if not _blocked_gradient_kernel(theta, p, dof / factor.y_diag(p) ** 2, s.tidx, s.toff,
-                                    factor.solve_args(), factor.summed_blocks_args(nx), u,
-                                    np.empty(p), grad, missing):
+                                    nlevels, factor.solve_args(), summed_args, summed_args[-2],
+                                    summed_args[-1], np.empty(s.q), np.empty(p), grad, missing):
         raise FloatingPointError("dpotri failed: the factor is singular")
     return grad, missing
 
 
 @njit(cache=True, nogil=True)
-def _blocked_gradient_kernel(theta, p, scale, tidx, toff, solve_args, summed_args, u, x, grad,
-                             missing):
+def _blocked_gradient_kernel(theta, p, scale, tidx, toff, nlevels, solve_args, summed_args,
+                             sums, soff, u, x, grad, missing):
     """The module doc's gradient from a :class:`~.linalg.blocked.BlockedFactor` in place.
 
     ``solve_args`` and ``summed_args`` are the factor's
     :meth:`~.linalg.blocked.BlockedFactor.solve_args` and
-    :meth:`~.linalg.blocked.BlockedFactor.summed_blocks_args`; ``scale`` is
-    ``dof / r2``.  Blocks with a nearly singular ``T`` are marked in ``missing``
-    (NaN in ``grad``).  False if the inverse failed.
+    :meth:`~.linalg.blocked.BlockedFactor.summed_blocks_args`, whose output
+    ``sums`` (offsets ``soff``) gives each block's summed inverse blocks;
+    ``nlevels`` are the blocks' levels, ``scale`` is ``dof / r2``, ``u`` and
+    ``x`` workspace.  Blocks with a nearly singular ``T`` are marked in
+    ``missing`` (NaN in ``grad``).  False if the inverse failed.
     """
     nblocks = toff.shape[0] - 1
     analytic = np.empty(nblocks, dtype=np.bool_)
@@ -120,17 +123,10 @@ def _blocked_gradient_kernel(theta, p, scale, tidx, toff, solve_args, summed_arg
         _solve(p, *solve_args, u, x)
         if not summed_blocks_into(*summed_args):
             return False
-        sums, soff = summed_args[-2], summed_args[-1]
-        q_r = summed_args[0].shape[0] - summed_args[6].shape[1]
-        rest_off = summed_args[9]
         offset = 0
         for b in range(nblocks):
             k = int(np.sqrt(toff[b + 1] - toff[b]) + 0.5)
-            if b == 0:
-                nlev = summed_args[4].shape[0]
-            else:
-                stop = rest_off[b] if b < nblocks - 1 else q_r
-                nlev = (stop - rest_off[b - 1]) // k
+            nlev = nlevels[b]
             if analytic[b]:
                 _add_block_gradient(theta, tidx[toff[b]:toff[b + 1]].reshape((k, k)),
                                     u[offset:offset + nlev * k], nlev,
