@@ -20,8 +20,11 @@ import importlib
 import importlib.machinery
 import importlib.util
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
+
+_LOADING = threading.Lock()
 
 
 def extension(name: str) -> ModuleType:
@@ -37,8 +40,14 @@ def extension(name: str) -> ModuleType:
     module
         The module, also in ``sys.modules`` under ``name``.
     """
-    if name in sys.modules:
-        return sys.modules[name]
+    with _LOADING:      # fits in threads may ask for L-BFGS-B's module at once
+        if name in sys.modules:
+            return sys.modules[name]
+        return _load(name)
+
+
+def _load(name: str) -> ModuleType:
+    """Load ``name`` from its file (or by the ordinary import) and register it."""
     path = _module_file(name)
     if path is None:
         return importlib.import_module(name)
