@@ -71,7 +71,9 @@ def schur_inverse(D: np.ndarray, first: np.ndarray, size: int,
 def schur_inverse_into(D, first, size, symmetric, potri, S):
     """:func:`schur_inverse` into ``S`` (``size x size``); False if ``dpotri`` fails.
 
-    The route is the factorization's (:func:`.dense.uses_lapack`): Takahashi's
+    The route follows the factorization's rule (:func:`.dense.uses_lapack`),
+    applied to the ``size`` rows inverted (either route works from either
+    factor: LAPACK's factor has exact zeros before the envelope): Takahashi's
     recurrences within the envelope, or LAPACK's ``dpotri`` on a copy of the
     factor's lower triangle (``potri`` = :data:`.dense.DPOTRI`, called from
     here: through scipy's Python wrapper it cost 20-40 us more on small ``D``).
