@@ -111,8 +111,6 @@ t0 = time.perf_counter()
 import glmmcore
 t1 = time.perf_counter()
 import pandas as pd
-
-import glmmcore
 data = pd.read_pickle({path!r})
 t2 = time.perf_counter()
 try:
