@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit
 
 from .linalg.blocked import BlockedFactor, _solve
-from .linalg.inverse import summed_blocks_into
+from .linalg.inverse import diag_blocks_into
 
 GRADIENT_MIN_DIAG = 1e-6
 
@@ -85,7 +85,7 @@ def _blocked_gradient(dev: Any, theta: np.ndarray) -> tuple[np.ndarray, np.ndarr
     grad = np.zeros(theta.shape[0])
     missing = np.zeros(theta.shape[0], dtype=bool)
     nlevels = np.array([b.nlevels for b in dev.predictor.reterms.blocks], dtype=np.int64)
-    summed_args = factor.summed_blocks_args(nx)
+    summed_args = factor.diag_blocks_args(nx, summed=True)
     if not _blocked_gradient_kernel(theta, p, dof / factor.y_diag(p) ** 2, s.tidx, s.toff,
                                     nlevels, factor.solve_args(), summed_args, summed_args[-2],
                                     summed_args[-1], np.empty(s.q), np.empty(p), grad, missing):
@@ -100,7 +100,7 @@ def _blocked_gradient_kernel(theta, p, scale, tidx, toff, nlevels, solve_args, s
 
     ``solve_args`` and ``summed_args`` are the factor's
     :meth:`~.linalg.blocked.BlockedFactor.solve_args` and
-    :meth:`~.linalg.blocked.BlockedFactor.summed_blocks_args`, whose output
+    :meth:`~.linalg.blocked.BlockedFactor.diag_blocks_args` (summed), whose output
     ``sums`` (offsets ``soff``) gives each block's summed inverse blocks;
     ``nlevels`` are the blocks' levels, ``scale`` is ``dof / r2``, ``u`` and
     ``x`` workspace.  Blocks with a nearly singular ``T`` are marked in
@@ -121,7 +121,7 @@ def _blocked_gradient_kernel(theta, p, scale, tidx, toff, nlevels, solve_args, s
                     missing[tidx[e]] = True
     if np.any(analytic):
         _solve(p, *solve_args, u, x)
-        if not summed_blocks_into(*summed_args):
+        if not diag_blocks_into(*summed_args):
             return False
         offset = 0
         for b in range(nblocks):

@@ -37,7 +37,7 @@ from .dense import (
     solve_lower_t,
     solve_lower_t_envelope,
 )
-from .inverse import blocked_inverse_blocks, coupled_rows, summed_blocks_into
+from .inverse import blocked_inverse_blocks, coupled_rows
 from .ordering import rest_level_ranks
 from .schur import schur_init, schur_update
 
@@ -235,7 +235,8 @@ class BlockedFactor:
         self.logdet_re = np.nan
         self._factor_args = self.factor_args()
         self._coupled_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._workspace: dict[tuple, tuple] = {}
+        self._workspace: dict[int, tuple] = {}       # the inverse blocks' (diag_blocks_args)
+        self._offsets: dict[tuple[int, bool], np.ndarray] = {}
 
     def crossprod(self, w: np.ndarray, Y: np.ndarray) -> None:
         """Weighted cross-products of ``[Z, Y]`` (``Y`` is ``n x m``)."""
@@ -296,29 +297,30 @@ class BlockedFactor:
         """
         return blocked_inverse_blocks(self, nx, summed)
 
-    def summed_inverse_blocks(self, nx: int) -> tuple[np.ndarray, np.ndarray]:
-        """Each block's diagonal blocks of ``(L L')^{-1}`` summed over levels, flat, and
-        their offsets (:func:`.inverse.summed_blocks_into`); the arrays are reused."""
-        args = self.summed_blocks_args(nx)
-        if not summed_blocks_into(*args):
-            raise FloatingPointError("dpotri failed: the factor is singular")
-        return args[-2], args[-1]
-
-    def summed_blocks_args(self, nx: int) -> tuple:
-        """The arguments of :func:`.inverse.summed_blocks_into` for ``nx``, workspace
-        included; made once per ``nx``."""
-        key = ("summed", nx)
-        if key not in self._workspace:
-            s = self.s
+    def diag_blocks_args(self, nx: int, summed: bool) -> tuple:
+        """The arguments of :func:`.inverse.diag_blocks_into` for ``nx``: the factor, its
+        workspace (made once per ``nx``) and a new output with its block offsets."""
+        s = self.s
+        if nx not in self._workspace:
             rows, ptr = self.coupled_rows(nx)
-            sizes = np.concatenate([[s.p1], s.rest_p]).astype(np.int64)
-            soff = np.concatenate([[0], np.cumsum(sizes * sizes)]).astype(np.int64)
-            self._workspace[key] = (
-                self.D, self.first, nx, DPOTRI, self.L11, self.L21v, self.LY1, s.flat_ptr,
-                s.rest_p, s.rest_off, s.rest_perm, rows, ptr, np.empty((rows.shape[0], s.p1)),
-                np.empty((rows.shape[0], s.p1)), np.empty((s.q_r + nx, s.q_r + nx)),
-                np.empty(int(soff[-1])), soff)
-        return self._workspace[key]
+            self._workspace[nx] = (rows, ptr, np.empty((rows.shape[0], s.p1)),
+                                   np.empty((rows.shape[0], s.p1)),
+                                   np.empty((s.q_r + nx, s.q_r + nx)))
+        if (nx, summed) not in self._offsets:
+            sizes = np.array([(1 if summed else levels) * k * k
+                              for levels, k in self.block_shapes()], dtype=np.int64)
+            self._offsets[nx, summed] = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        ooff = self._offsets[nx, summed]
+        return (self.D, self.first, nx, DPOTRI, self.L11, self.L21v, self.LY1, s.flat_ptr,
+                s.rest_p, s.rest_off, s.rest_perm, *self._workspace[nx], summed,
+                np.empty(int(ooff[-1])), ooff)
+
+    def block_shapes(self) -> list[tuple[int, int]]:
+        """``(levels, columns)`` of each block: the first, then the rest blocks."""
+        s = self.s
+        ends = np.append(s.rest_off[1:], s.q_r)
+        return [(s.l1, s.p1)] + [(int(e - o) // int(p), int(p))
+                                 for o, e, p in zip(s.rest_off, ends, s.rest_p)]
 
     def coupled_rows(self, nx: int) -> tuple[np.ndarray, np.ndarray]:
         """Rows of ``D`` coupled to each first-block level, with ``nx`` ``Y`` rows

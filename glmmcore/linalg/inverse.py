@@ -159,51 +159,41 @@ def blocked_inverse_blocks(factor: BlockedFactor, nx: int = 0,
     list of ndarray
         One ``(levels, p, p)`` array per block, levels in the terms' order.
     """
-    s = factor.s
-    if summed:
-        sums, soff = factor.summed_inverse_blocks(nx)
-        sizes = np.concatenate([[s.p1], s.rest_p]).astype(int)
-        return [sums[soff[b]:soff[b + 1]].reshape(1, k, k).copy() for b, k in enumerate(sizes)]
-    S, ptr, W, P = first_block_products(factor, nx, half=True)
-    first_block = np.zeros((1 if summed else s.l1, s.p1, s.p1))
-    first_diag_blocks(factor.L11, ptr, W, P, True, summed, first_block)
-    out = [first_block]
-    for k in range(len(s.rest_p)):
-        p = int(s.rest_p[k])
-        stop = int(s.rest_off[k + 1]) if k + 1 < len(s.rest_p) else s.q_r
-        nlev = (stop - int(s.rest_off[k])) // p
-        blocks = np.zeros((1 if summed else nlev, p, p))
-        _rest_blocks(S, s.rest_perm, int(s.rest_off[k]), stop, p, summed, blocks)
-        out.append(blocks)
-    return out
+    args = factor.diag_blocks_args(nx, summed)
+    if not diag_blocks_into(*args):
+        raise FloatingPointError("dpotri failed: the factor is singular")
+    out, ooff = args[-2], args[-1]
+    return [out[ooff[b]:ooff[b + 1]].reshape(1 if summed else levels, k, k)
+            for b, (levels, k) in enumerate(factor.block_shapes())]
 
 
 @njit(cache=True, nogil=True)
-def summed_blocks_into(D, first, nx, potri, L11, L21v, LY1, flat_ptr, rest_p, rest_off,
-                       rest_perm, rows, ptr, W, P, S, sums, soff):
-    """Each block's diagonal blocks of ``(L L')^{-1}`` summed over its levels, in one call.
+def diag_blocks_into(D, first, nx, potri, L11, L21v, LY1, flat_ptr, rest_p, rest_off,
+                     rest_perm, rows, ptr, W, P, S, summed, out, ooff):
+    """Each block's diagonal blocks of ``(L L')^{-1}``, per level or (``summed``) summed.
 
-    Block ``b``'s ``k x k`` sum goes to ``sums[soff[b]:soff[b + 1]]`` (row-major; the
-    first block, then the rest blocks).  ``rows, ptr`` are :func:`coupled_rows` for
-    ``nx``; ``W, P`` (one ``p1``-row per coupled row) and ``S`` (``q_r + nx`` square)
-    are workspace.  The same steps as :func:`blocked_inverse_blocks`, without the
-    interpreter between them (the gradient of a small LMM calls this at every
-    evaluation).  False if ``dpotri`` fails.
+    Block ``b``'s ``(levels or 1) x k x k`` blocks go to ``out[ooff[b]:ooff[b + 1]]``
+    (the first block, then the rest blocks).  ``rows, ptr`` are :func:`coupled_rows`
+    for ``nx``; ``W, P`` (one ``p1``-row per coupled row) and ``S`` (``q_r + nx``
+    square) are workspace.  One compiled call: the gradient of a small LMM makes
+    it at every evaluation.  False if ``dpotri`` fails.
     """
     q_r = D.shape[0] - LY1.shape[1]
     if not schur_inverse_into(D, first, q_r + nx, False, potri, S):
         return False
     solved_couplings(flat_ptr, L21v, LY1, L11, nx, ptr, W)
     coupled_products(S, rows, ptr, W, ROW_BLOCK, True, P)
-    sums[:] = 0.0
-    p1 = L11.shape[1]
-    first_diag_blocks(L11, ptr, W, P, True, True, sums[soff[0]:soff[1]].reshape((1, p1, p1)))
+    out[:] = 0.0
+    l1, p1 = L11.shape[0], L11.shape[1]
+    first_diag_blocks(L11, ptr, W, P, True, summed,
+                      out[ooff[0]:ooff[1]].reshape((1 if summed else l1, p1, p1)))
     nr = rest_p.shape[0]
     for k in range(nr):
         pk = rest_p[k]
         stop = rest_off[k + 1] if k + 1 < nr else q_r
-        out = sums[soff[k + 1]:soff[k + 2]].reshape((1, pk, pk))
-        _rest_blocks(S, rest_perm, rest_off[k], stop, pk, True, out)
+        levels = 1 if summed else (stop - rest_off[k]) // pk
+        _rest_blocks(S, rest_perm, rest_off[k], stop, pk, summed,
+                     out[ooff[k + 1]:ooff[k + 2]].reshape((levels, pk, pk)))
     return True
 
 
