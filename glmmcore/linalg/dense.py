@@ -117,7 +117,7 @@ def chol_lower(potrf: int, A: np.ndarray, first: np.ndarray) -> bool:
     Leaves ``A``'s envelope in ``first`` either way (the factor has the same
     one, with exact zeros before it), for :func:`solve_lower_t_envelope`.
     """
-    envelope(A, first, 0.0)
+    envelope(A, first, 0.0)     # the envelope only: uses_lapack counts its work
     if uses_lapack(first):
         return chol_lower_lapack(potrf, A)
     return chol_envelope(A, first)

@@ -44,11 +44,6 @@ if TYPE_CHECKING:
     from .blocked import BlockedFactor
 
 
-def dense_route(first: np.ndarray, size: int) -> bool:
-    """Whether a factor of ``size`` rows with envelope ``first`` was factored by LAPACK."""
-    return bool(uses_lapack(first[:size]))
-
-
 def schur_inverse(D: np.ndarray, first: np.ndarray, size: int,
                   symmetric: bool = True) -> np.ndarray:
     """``(L L')^{-1}`` of ``L = D[:size, :size]`` within ``L``'s envelope.

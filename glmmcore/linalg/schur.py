@@ -121,7 +121,7 @@ def _update_y_rows(flat_row, flat_ptr, L21v, LY1, D):
     the ``Y`` block's ``sum_j LY1_j LY1_j'`` is summed whole (``m x m``, a
     vector operation per level) and subtracted once.  Per level, loops over a
     triangle of a few entries cost more than their work: ``patents_pois_olre``
-    (4,809 levels, ``m = 4``) 214 -> 90 us.
+    (4,809 levels, ``m = 4``) 184 -> 129 us, A/B in one process.
     """
     l1, m, p1 = LY1.shape
     q_r = D.shape[0] - m
