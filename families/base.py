@@ -12,6 +12,10 @@ and ``docs/family-plugins.md`` for the whole contract):
   ``Var(y)`` for exponential-dispersion families);
 - ``dev_resid(y, mu, wt, phi)``: ``-2 log p(y)`` up to a term free of ``mu``;
 - ``logpdf(y, mu, wt, phi)``: the complete log-density times the weight;
+- optional ``cumulant(eta)``: ``b(eta)`` of the canonical link, for a family
+  without an extra parameter, where ``logpdf = wt (y eta - b(eta)) + c(y, wt)``
+  (adaptive quadrature then evaluates one kernel per node and observation
+  instead of ``linkinv`` and ``dev_resid``);
 - optional ``dlogpdf_dmu`` (the score: PIRLS then uses it for the working
   residual, needed when ``d log p / d mu`` is not ``wt (y - mu) / variance``)
   and ``d2logpdf_dmu2`` (with ``laplace = "observed"``: the exact Laplace
@@ -86,6 +90,9 @@ class Family:
     variance: ClassVar[Any] = None
     dev_resid: ClassVar[Any] = None
     logpdf: ClassVar[Any] = None
+    # b(eta) with the canonical link: logpdf = wt (y eta - b(eta)) + c(y, wt) (no extra
+    # parameter); used only with canonical_link
+    cumulant: ClassVar[Any] = None
     # "expected": log|L|^2 of the Laplace approximation at the PIRLS (Fisher) weights, as
     # lme4; "observed": at -d2 log p / d eta2 (the exact Laplace approximation, as
     # glmmTMB), which needs the two kernels below and the link's mu_eta2

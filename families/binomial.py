@@ -53,6 +53,12 @@ def binomial_logpdf(y: float, mu: float, wt: float, phi: float) -> float:
 
 
 @njit(cache=True, inline="always")
+def binomial_cumulant(eta: float) -> float:
+    """``log(1 + exp(eta))`` without overflow."""
+    return max(eta, 0.0) + math.log1p(math.exp(-abs(eta)))
+
+
+@njit(cache=True, inline="always")
 def binomial_dlogpdf_dmu(y: float, mu: float, wt: float, phi: float) -> float:
     return wt * (y / mu - (1.0 - y) / (1.0 - mu))
 
@@ -75,6 +81,7 @@ class Binomial(Family):
     variance = binomial_variance
     dev_resid = binomial_dev_resid
     logpdf = binomial_logpdf
+    cumulant = binomial_cumulant
     mean_bounds = (0.0, 1.0)
     zero_responses_matter = True
 

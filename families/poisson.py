@@ -34,6 +34,11 @@ def poisson_logpdf(y: float, mu: float, wt: float, phi: float) -> float:
 
 
 @njit(cache=True, inline="always")
+def poisson_cumulant(eta: float) -> float:
+    return math.exp(eta)
+
+
+@njit(cache=True, inline="always")
 def poisson_dlogpdf_dmu(y: float, mu: float, wt: float, phi: float) -> float:
     return wt * (y / mu - 1.0)
 
@@ -56,6 +61,7 @@ class Poisson(Family):
     variance = poisson_variance
     dev_resid = poisson_dev_resid
     logpdf = poisson_logpdf
+    cumulant = poisson_cumulant
     zero_responses_matter = True
 
     def prepare_response(self, values: list[pd.Series], weights: np.ndarray, name: str,

@@ -115,6 +115,18 @@ def devres_vec(n, y_p, mu_p, wt_p, phi, out_p):
         out[i] = v
         total += v
     return total
+
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
+       cache={cache}, error_model="numpy")
+def loglik_eta_vec(n, y_p, eta_p, wt_p, phi, out_p):
+    y, eta, wt, out = carray(y_p, n), carray(eta_p, n), carray(wt_p, n), carray(out_p, n)
+    total = 0.0
+    for i in range(n):
+        v = {loglik_eta} if wt[i] != 0.0 else 0.0
+        out[i] = v
+        total += v
+    return total
 '''
 
 _OBSERVED_TEMPLATE = '''
@@ -138,7 +150,10 @@ def observed_weights(n, eta_p, y_p, wt_p, phi, mu_p, w_p):
 SCALAR_KERNELS = ("linkfun", "linkinv", "mu_eta", "variance", "dev_resid", "logpdf")
 OBSERVED_KERNELS = ("mu_eta2", "dlogpdf_dmu", "d2logpdf_dmu2")
 ARRAY_KERNELS = ("update", "logpdf_vec", "linkinv_vec", "linkfun_vec", "variance_vec",
-                 "devres_vec")
+                 "devres_vec", "loglik_eta_vec")
+# log p(y | eta) up to a term free of eta, from the cumulant where it applies
+_LOGLIK_BY_CUMULANT = "wt[i] * (y[i] * eta[i] - cumulant(eta[i]))"
+_LOGLIK_BY_DEVIANCE = "-0.5 * dev_resid(y[i], linkinv(eta[i]), wt[i], phi)"
 
 
 @dataclass(frozen=True)
@@ -151,6 +166,7 @@ class FamilyKernels:
     linkfun_vec: int
     variance_vec: int
     devres_vec: int
+    loglik_eta_vec: int         # (y, eta, wt, phi) -> log p(y | eta) up to a term free of eta
     module: ModuleType
     observed_weights: int = 0   # 0 unless the family uses the observed information
     laplace_observed: bool = False   # log|L|^2 at the observed information (else Fisher)
@@ -175,6 +191,8 @@ def family_kernels(family: Any) -> FamilyKernels:
     }
     if getattr(cls, "dlogpdf_dmu", None) is not None:
         scalars["dlogpdf_dmu"] = cls.dlogpdf_dmu
+    if uses_cumulant(family):
+        scalars["cumulant"] = cls.cumulant
     laplace_observed = getattr(cls, "laplace", "expected") == "observed"
     newton = newton_steps(family)
     if laplace_observed or newton:
@@ -214,6 +232,14 @@ def newton_steps(family: Any) -> bool:
             and getattr(cls, "dlogpdf_dmu", None) is not None
             and getattr(family.link, "mu_eta2", None) is not None
             and family.link.name != getattr(cls, "canonical_link", None))
+
+
+def uses_cumulant(family: Any) -> bool:
+    """Whether ``log p(y | eta)`` comes from the family's cumulant (canonical link, no
+    extra parameter) rather than from ``dev_resid`` at ``linkinv(eta)``."""
+    cls = type(family)
+    return (getattr(cls, "cumulant", None) is not None and cls.extra is None
+            and family.link.name == getattr(cls, "canonical_link", None))
 
 
 def _key(family: Any, scalars: dict[str, Any]) -> str:
@@ -273,9 +299,10 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
         by_score = "dlogpdf_dmu" in scalars
     residual = ("dlogpdf_dmu(y[i], m, wt[i], phi) * v / (wt[i] * me)"
                 if by_score else "(y[i] - m) / me")
+    loglik_eta = _LOGLIK_BY_CUMULANT if "cumulant" in scalars else _LOGLIK_BY_DEVIANCE
     text = _TEMPLATE + (_OBSERVED_TEMPLATE if "mu_eta2" in scalars else "")
     return text.format(family=family.name, link=family.link.name, imports=imports,
-                       cache=cache, residual=residual)
+                       cache=cache, residual=residual, loglik_eta=loglik_eta)
 
 
 def _load_module(family: Any, scalars: dict[str, Any], key: str) -> ModuleType:

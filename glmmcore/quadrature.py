@@ -10,6 +10,13 @@ density in ``v``, integrated with the product Gauss-Hermite rule::
     log int p(y_j | u) phi(u) du
         = -log|L_j| + log sum_k w_k exp(log p(y_j | u_k) - |u_k|^2 / 2 + |v_k|^2 / 2)
 
+At the nodes ``log p(y_j | u)`` comes from the family's ``loglik_eta_vec``
+kernel, exact up to a term free of the linear predictor: from the cumulant
+where the family has one (canonical link: one ``exp`` per observation and node
+for Poisson, where ``linkinv`` and ``dev_resid`` take an ``exp`` and a ``log``),
+else from ``dev_resid``.  That term is added back once per evaluation, at the
+mode, so the value is the same whichever kernel is used.
+
 With one node this is the Laplace approximation.  lme4 integrates only a
 scalar random effect; here up to :data:`MAX_DIM` correlated random effects
 of one grouping factor (``(1 + x | g)``) are integrated with ``nAGQ^p`` nodes.
@@ -24,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from .errors import ModelSpecError
-from .kernels import FamilyKernels, call_map, call_yms
+from .kernels import FamilyKernels, call_yms
 from .pirls import Pirls
 
 MAX_DIM = 3
@@ -71,14 +78,15 @@ class Quadrature:
         self.nodes, self.logw = gauss_hermite(nagq, block.p)
         self.codes = block.factor.codes
         self.X1 = block.X
-        self.buffers = [np.empty(pirls.predictor.n) for _ in range(3)]
+        self.buffers = [np.empty(pirls.predictor.n) for _ in range(2)]
 
     def deviance(self, theta: np.ndarray, phi: float, kernels: FamilyKernels,
                  complete: bool = True) -> float:
         """-2 log-likelihood by AGQ at the mode the PIRLS workspace holds.
 
-        The nodes use deviance residuals, ``log p(y) = -dev/2 + c(y)``; the
-        data-only ``c(y)`` is added once when ``complete``.
+        ``complete=False`` leaves out what ``dev_resid`` leaves out of
+        ``-2 log p(y)`` (a term free of the parameters), as the Laplace
+        objective does.
         """
         pirls = self.pirls
         pred = pirls.predictor
@@ -86,21 +94,23 @@ class Quadrature:
         block = pred.reterms.blocks[0]
         U = pirls.u.reshape(block.nlevels, block.p)
         eta_fixed = pred.X @ pirls.beta + pirls.offset
-        eta, mu, dev = self.buffers
-        value = _agq_deviance(kernels.linkinv_vec, kernels.devres_vec, self.codes, self.X1,
+        eta, out = self.buffers
+        value = _agq_deviance(kernels.loglik_eta_vec, self.codes, self.X1,
                               np.ascontiguousarray(T1), np.ascontiguousarray(U),
                               pirls.factor.L11, eta_fixed, pirls.y, pirls.wt, float(phi),
-                              self.nodes, self.logw, eta, mu, dev)
-        if complete:
-            logpdf = call_yms(kernels.logpdf_vec, pirls.y, pirls.mu, pirls.wt, phi, mu)
-            devres = call_yms(kernels.devres_vec, pirls.y, pirls.mu, pirls.wt, phi, mu)
-            value -= 2.0 * logpdf + devres    # -2 sum(c(y))
-        return value
+                              self.nodes, self.logw, eta, out)
+        # the term free of eta: the complete log-density, or (for the optimizer) the one
+        # dev_resid leaves out, at the mode
+        y, mu, wt = pirls.y, pirls.mu, pirls.wt
+        kept = (call_yms(kernels.logpdf_vec, y, mu, wt, phi, out) if complete
+                else -0.5 * call_yms(kernels.devres_vec, y, mu, wt, phi, out))
+        return value - 2.0 * (kept - call_yms(kernels.loglik_eta_vec, y, pirls.eta, wt, phi,
+                                              out))
 
 
 @njit(cache=True, nogil=True)
-def _agq_deviance(linkinv_fn, devres_fn, codes, X1, T1, U, L11, eta_fixed, y, wt, phi,
-                  nodes, logw, eta, mu, dev):
+def _agq_deviance(loglik_fn, codes, X1, T1, U, L11, eta_fixed, y, wt, phi, nodes, logw, eta,
+                  out):
     nlev, p = U.shape
     N = nodes.shape[0]
     n = codes.shape[0]
@@ -138,10 +148,9 @@ def _agq_deviance(linkinv_fn, devres_fn, codes, X1, T1, U, L11, eta_fixed, y, wt
             for a in range(p):
                 s += X1[i, a] * shift[j, k, a]
             eta[i] = s
-        call_map(linkinv_fn, eta, mu)
-        call_yms(devres_fn, y, mu, wt, phi, dev)
+        call_yms(loglik_fn, y, eta, wt, phi, out)
         for i in range(n):
-            S[codes[i], k] -= 0.5 * dev[i]
+            S[codes[i], k] += out[i]
     total = 0.0
     for j in range(nlev):
         best = -np.inf

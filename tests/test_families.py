@@ -12,11 +12,13 @@ import pytest
 from scipy import integrate
 
 import glmmcore
+import glmmcore.kernels as kernels_mod
 import glmmcore.registry as registry
 from glmmcore.errors import FamilyError, FamilyPluginWarning, ResponseError
 from glmmcore.families.base import Family
 from glmmcore.families.gaussian import Gaussian
 from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
+from glmmcore.kernels import call_yms, family_kernels, uses_cumulant
 from glmmcore.testing import check_link
 
 LINKS = [IDENTITY, LOG, INVERSE, LOGIT, PROBIT, CLOGLOG, SQRT]
@@ -76,6 +78,24 @@ def test_deviance_residual_is_minus_twice_the_log_density_up_to_a_constant(name,
         assert np.ptp(diff) < 1e-10 * (1 + abs(diff[0]))
         if 0 < y < 1 or (name != "binomial" and y > 0):
             assert type(fam).dev_resid(y, y, wt, phi) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name, link, phi, ys, wt", CASES)
+def test_quadrature_kernel_is_the_log_density_up_to_a_term_free_of_eta(name, link, phi, ys,
+                                                                        wt):
+    """``loglik_eta_vec`` (from the cumulant or from dev_resid) differs from the complete
+    log-density by the same amount at every linear predictor."""
+    fam = glmmcore.get_family(name, link)
+    kernels = family_kernels(fam)
+    etas = kernels_mod.linkfun(fam, np.array([0.35, 0.6, 0.8]))
+    for y in ys:
+        yv, wv = np.full(3, y), np.full(3, wt)
+        mu = kernels_mod.linkinv(fam, etas)
+        out = np.empty(3)
+        call_yms(kernels.loglik_eta_vec, yv, etas, wv, phi, out)
+        diff = kernels_mod.logpdf(fam, yv, mu, wv, phi) - out
+        assert np.ptp(diff) < 1e-12 * (1 + abs(diff[0]))
+    assert uses_cumulant(fam) == ((name, link) in {("poisson", "log"), ("binomial", "logit")})
 
 
 @pytest.mark.parametrize("name, phi", [("poisson", 1.0), ("negative_binomial", 1.7)])
