@@ -13,6 +13,7 @@ from glmmcore.errors import ResponseError, show
 from .base import Family
 from .binomial import ylogy
 from .links import IDENTITY, LOG, SQRT
+from .vecmath import vexp
 
 
 @njit(cache=True, inline="always")
@@ -35,7 +36,7 @@ def poisson_logpdf(y: float, mu: float, wt: float, phi: float) -> float:
 
 @njit(cache=True, inline="always")
 def poisson_cumulant(eta: float) -> float:
-    return math.exp(eta)
+    return vexp(eta)   # quadrature's loop over nodes and observations then vectorizes
 
 
 @njit(cache=True, inline="always")

@@ -120,13 +120,11 @@ def devres_vec(n, y_p, mu_p, wt_p, phi, out_p):
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
        cache={cache}, error_model="numpy")
 def loglik_eta_vec(n, y_p, eta_p, wt_p, phi, out_p):
+    # no sum here: a floating-point sum in the loop would keep LLVM from vectorizing it
     y, eta, wt, out = carray(y_p, n), carray(eta_p, n), carray(wt_p, n), carray(out_p, n)
-    total = 0.0
     for i in range(n):
-        v = {loglik_eta} if wt[i] != 0.0 else 0.0
-        out[i] = v
-        total += v
-    return total
+        out[i] = {loglik_eta} if wt[i] != 0.0 else 0.0
+    return 0.0
 '''
 
 _OBSERVED_TEMPLATE = '''
@@ -166,7 +164,8 @@ class FamilyKernels:
     linkfun_vec: int
     variance_vec: int
     devres_vec: int
-    loglik_eta_vec: int         # (y, eta, wt, phi) -> log p(y | eta) up to a term free of eta
+    loglik_eta_vec: int         # (y, eta, wt, phi) -> log p(y | eta) up to a term free of
+    #                             eta, per observation (returns 0, not the sum)
     module: ModuleType
     observed_weights: int = 0   # 0 unless the family uses the observed information
     laplace_observed: bool = False   # log|L|^2 at the observed information (else Fisher)

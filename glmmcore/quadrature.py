@@ -70,15 +70,26 @@ def gauss_hermite(k: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class Quadrature:
-    """AGQ deviance for a PIRLS workspace of a one-factor model."""
+    """AGQ deviance for a PIRLS workspace of a one-factor model.
+
+    The observations are taken level by level (a fixed permutation): each
+    node's linear predictor is then a level's shift added to a contiguous run,
+    and its log-likelihood a sum over that run.
+    """
 
     def __init__(self, pirls: Pirls, nagq: int) -> None:
         block = pirls.predictor.reterms.blocks[0]
         self.pirls = pirls
         self.nodes, self.logw = gauss_hermite(nagq, block.p)
-        self.codes = block.factor.codes
-        self.X1 = block.X
-        self.buffers = [np.empty(pirls.predictor.n) for _ in range(2)]
+        codes = block.factor.codes
+        self.order = np.argsort(codes, kind="stable")
+        self.level_ptr = np.searchsorted(codes[self.order], np.arange(block.nlevels + 1))
+        self.X1 = np.ascontiguousarray(block.X[self.order])
+        self.X = np.ascontiguousarray(pirls.predictor.X[self.order])
+        self.offset = pirls.offset[self.order]
+        self.y, self.wt = pirls.y[self.order], pirls.wt[self.order]
+        self.buffers = [np.empty(pirls.predictor.n) for _ in range(3)]
+        self._shift: tuple[float, float] | None = None   # (phi, the objective's data term)
 
     def deviance(self, theta: np.ndarray, phi: float, kernels: FamilyKernels,
                  complete: bool = True) -> float:
@@ -93,29 +104,73 @@ class Quadrature:
         T1 = pred.reterms.T_matrices(theta)[0]
         block = pred.reterms.blocks[0]
         U = pirls.u.reshape(block.nlevels, block.p)
-        eta_fixed = pred.X @ pirls.beta + pirls.offset
-        eta, out = self.buffers
-        value = _agq_deviance(kernels.loglik_eta_vec, self.codes, self.X1,
+        eta_fixed, eta, out = self.buffers
+        np.dot(self.X, pirls.beta, out=eta_fixed)
+        eta_fixed += self.offset
+        value = _agq_deviance(kernels.loglik_eta_vec, self.level_ptr, self.X1,
                               np.ascontiguousarray(T1), np.ascontiguousarray(U),
-                              pirls.factor.L11, eta_fixed, pirls.y, pirls.wt, float(phi),
+                              pirls.factor.L11, eta_fixed, self.y, self.wt, float(phi),
                               self.nodes, self.logw, eta, out)
-        # the term free of eta: the complete log-density, or (for the optimizer) the one
-        # dev_resid leaves out, at the mode
+        return value - 2.0 * self._data_term(kernels, float(phi), complete)
+
+    def _data_term(self, kernels: FamilyKernels, phi: float, complete: bool) -> float:
+        """What the nodes' kernel leaves out of the log-likelihood, or (``complete=False``)
+        of ``-dev_resid / 2``: a term free of eta, taken at the mode.  The latter is kept
+        while phi is unchanged (it depends on the data and phi only)."""
+        if not complete and self._shift is not None and self._shift[0] == phi:
+            return self._shift[1]
+        pirls, out = self.pirls, self.buffers[2]
         y, mu, wt = pirls.y, pirls.mu, pirls.wt
         kept = (call_yms(kernels.logpdf_vec, y, mu, wt, phi, out) if complete
                 else -0.5 * call_yms(kernels.devres_vec, y, mu, wt, phi, out))
-        return value - 2.0 * (kept - call_yms(kernels.loglik_eta_vec, y, pirls.eta, wt, phi,
-                                              out))
+        call_yms(kernels.loglik_eta_vec, y, pirls.eta, wt, phi, out)
+        term = kept - float(np.sum(out))
+        if not complete:
+            self._shift = (phi, term)
+        return term
 
 
 @njit(cache=True, nogil=True)
-def _agq_deviance(loglik_fn, codes, X1, T1, U, L11, eta_fixed, y, wt, phi, nodes, logw, eta,
-                  out):
+def _agq_deviance(loglik_fn, level_ptr, X1, T1, U, L11, eta_fixed, y, wt, phi, nodes, logw,
+                  eta, out):
+    """-2 log-likelihood by the product rule, without the kernel's data term.  The
+    observations are in level order, level ``j`` at ``level_ptr[j]:level_ptr[j + 1]``."""
     nlev, p = U.shape
     N = nodes.shape[0]
-    n = codes.shape[0]
-    shift = np.empty((nlev, N, p))       # T1 u_jk, the random effect at node k of level j
-    penalty = np.empty((nlev, N))        # -|u_jk|^2/2 + |v_k|^2/2
+    shift, penalty, logdet = _node_shifts(T1, U, L11, nodes)
+    S = np.zeros((nlev, N))
+    for k in range(N):
+        for j in range(nlev):
+            for i in range(level_ptr[j], level_ptr[j + 1]):
+                s = eta_fixed[i]
+                for a in range(p):
+                    s += X1[i, a] * shift[j, k, a]
+                eta[i] = s
+        call_yms(loglik_fn, y, eta, wt, phi, out)
+        for j in range(nlev):
+            S[j, k] = _run_sum(out, level_ptr[j], level_ptr[j + 1])
+    total = 0.0
+    for j in range(nlev):
+        best = -np.inf
+        for k in range(N):
+            v = logw[k] + S[j, k] + penalty[j, k]
+            if v > best:
+                best = v
+        acc = 0.0
+        for k in range(N):
+            acc += np.exp(logw[k] + S[j, k] + penalty[j, k] - best)
+        total += best + np.log(acc) - logdet[j]
+    return -2.0 * total
+
+
+@njit(cache=True, nogil=True)
+def _node_shifts(T1, U, L11, nodes):
+    """Each level's random effect ``T1 u_jk`` at each node, the penalty
+    ``-|u_jk|^2/2 + |v_k|^2/2`` and ``log|L_j|``."""
+    nlev, p = U.shape
+    N = nodes.shape[0]
+    shift = np.empty((nlev, N, p))
+    penalty = np.empty((nlev, N))
     logdet = np.zeros(nlev)
     ujk = np.empty(p)
     for j in range(nlev):
@@ -140,26 +195,22 @@ def _agq_deviance(loglik_fn, codes, X1, T1, U, L11, eta_fixed, y, wt, phi, nodes
                 for c in range(p):
                     s += T1[a, c] * ujk[c]
                 shift[j, k, a] = s
-    S = np.zeros((nlev, N))
-    for k in range(N):
-        for i in range(n):
-            j = codes[i]
-            s = eta_fixed[i]
-            for a in range(p):
-                s += X1[i, a] * shift[j, k, a]
-            eta[i] = s
-        call_yms(loglik_fn, y, eta, wt, phi, out)
-        for i in range(n):
-            S[codes[i], k] += out[i]
-    total = 0.0
-    for j in range(nlev):
-        best = -np.inf
-        for k in range(N):
-            v = logw[k] + S[j, k] + penalty[j, k]
-            if v > best:
-                best = v
-        acc = 0.0
-        for k in range(N):
-            acc += np.exp(logw[k] + S[j, k] + penalty[j, k] - best)
-        total += best + np.log(acc) - logdet[j]
-    return -2.0 * total
+    return shift, penalty, logdet
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _run_sum(x, lo, hi):
+    """``sum(x[lo:hi])`` in four running sums: a single one is a chain of dependent
+    additions, four keep the adder busy."""
+    s0 = s1 = s2 = s3 = 0.0
+    i = lo
+    while i + 4 <= hi:
+        s0 += x[i]
+        s1 += x[i + 1]
+        s2 += x[i + 2]
+        s3 += x[i + 3]
+        i += 4
+    while i < hi:
+        s0 += x[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)

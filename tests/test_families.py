@@ -9,6 +9,7 @@ from importlib.metadata import EntryPoint
 import numpy as np
 import pandas as pd
 import pytest
+from numba import njit
 from scipy import integrate
 
 import glmmcore
@@ -18,6 +19,7 @@ from glmmcore.errors import FamilyError, FamilyPluginWarning, ResponseError
 from glmmcore.families.base import Family
 from glmmcore.families.gaussian import Gaussian
 from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
+from glmmcore.families.vecmath import vexp
 from glmmcore.kernels import call_yms, family_kernels, uses_cumulant
 from glmmcore.testing import check_link
 
@@ -30,6 +32,27 @@ ETAS = {"identity": [-1.3, 0.4, 2.2], "log": [-1.3, 0.4, 2.2], "inverse": [0.3, 
 @pytest.mark.parametrize("link", LINKS, ids=lambda link: link.name)
 def test_link_derivatives_and_inverse(link):
     check_link(link, ETAS[link.name])
+
+
+@njit
+def _vexp_all(x, out):
+    for i in range(x.size):
+        out[i] = vexp(x[i])
+
+
+def test_vectorizable_exp_is_within_two_ulp_with_exp_limits():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([np.linspace(-708.0, 709.78, 400_001), rng.normal(0, 3, 100_000),
+                        [0.0, -0.0, 1e-300, -1e-300, 0.5 * math.log(2), math.log(2)]])
+    out = np.empty_like(x)
+    _vexp_all(x, out)
+    ulps = np.abs(out - np.exp(x)) / np.spacing(np.exp(x))
+    assert ulps.max() <= 2.0
+    special = np.array([-800.0, -708.5, 709.9, 1000.0, np.inf, -np.inf, np.nan])
+    out = np.empty_like(special)
+    _vexp_all(special, out)
+    np.testing.assert_array_equal(out[:-1], [0.0, 0.0, np.inf, np.inf, np.inf, 0.0])
+    assert np.isnan(out[-1])
 
 
 def test_check_link_catches_a_wrong_derivative():
@@ -92,7 +115,7 @@ def test_quadrature_kernel_is_the_log_density_up_to_a_term_free_of_eta(name, lin
         yv, wv = np.full(3, y), np.full(3, wt)
         mu = kernels_mod.linkinv(fam, etas)
         out = np.empty(3)
-        call_yms(kernels.loglik_eta_vec, yv, etas, wv, phi, out)
+        assert call_yms(kernels.loglik_eta_vec, yv, etas, wv, phi, out) == 0.0
         diff = kernels_mod.logpdf(fam, yv, mu, wv, phi) - out
         assert np.ptp(diff) < 1e-12 * (1 + abs(diff[0]))
     assert uses_cumulant(fam) == ((name, link) in {("poisson", "log"), ("binomial", "logit")})
