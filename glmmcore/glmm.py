@@ -44,17 +44,11 @@ from .optimize import (
     unchecked_convergence,
     warn_once,
 )
-from .pirls import STEP_TOL, Pirls, PirlsOutcome
+from .pirls import Pirls, PirlsOutcome
 from .predictor import Predictor
 from .quadrature import Quadrature, check_quadrature
 from .result import MixedModelResult
 from .start import lower_start, moment_theta
-
-# PIRLS's tolerance in the nAGQ=0 stage when it only starts the joint stage: its modes
-# then need not be exact to round-off (its optimizer stops at START_STAGE_REL_TOL); in all
-# PIRLS iterations per fit, patents_pois_olre 247 -> 184, patents_pois 127 -> 120,
-# patents_opp 101 -> 100, speed_laplace 135 -> 136, with the same optima
-START_STAGE_STEP_TOL = 1e-9
 
 
 class GlmmDeviance:
@@ -75,8 +69,7 @@ class GlmmDeviance:
         self.has_phi = self.family.extra is not None
         self.ntheta = predictor.reterms.ntheta
         args = (predictor, response.y, response.weights, response.offset, self.kernels)
-        self.pirls0 = Pirls(*args, beta_in_pirls=True,
-                            step_tol=STEP_TOL if nagq == 0 else START_STAGE_STEP_TOL)
+        self.pirls0 = Pirls(*args, beta_in_pirls=True)
         self.pirls1 = Pirls(*args, beta_in_pirls=False) if nagq >= 1 else None
         self.quad = Quadrature(self.pirls1, nagq) if nagq > 1 else None
         # the analytic gradient of each stage's objective, where there is one
