@@ -10,7 +10,10 @@ from scipy.stats import multivariate_normal
 from glmmcore.fixed import fixed_design
 from glmmcore.formula import parse_formula
 from glmmcore.frame import model_frame
-from glmmcore.linalg.schur import schur_init, update_rest_rows
+from glmmcore.linalg.blocked import _coupling, _factor_first
+from glmmcore.linalg.dense import DPOTRF, chol_lower
+from glmmcore.linalg.scalar_first import one_pass_applies
+from glmmcore.linalg.schur import schur_init, schur_update, update_rest_rows
 from glmmcore.lmm import LmmDeviance
 from glmmcore.predictor import build_predictor
 from glmmcore.reterms import build_reterms
@@ -122,6 +125,32 @@ def test_schur_update_blocks_of_rows_agree(frame, formula):
         assert not np.allclose(results[-1], before)
     np.testing.assert_allclose(results[0], results[1], rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(results[0], results[2], rtol=1e-12, atol=1e-13)
+
+
+def test_one_pass_scalar_factor_is_the_four_pass_one(frame):
+    """Scalar terms: the fused pass over the first block's levels gives the factor that the
+    diagonal, coupling and Schur update passes give."""
+    pred = parts(frame, "blocked", FORMULAS["scalars"])
+    Y = np.column_stack([pred.X, frame["y"].to_numpy()])
+    fac = pred.new_factor(Y.shape[1])
+    fac.crossprod(np.random.default_rng(9).uniform(0.5, 2.0, pred.n), Y)
+    s = fac.s
+    assert one_pass_applies(s.p1, s.rest_p, s.q_r)
+    theta = THETA[:pred.reterms.ntheta]
+    assert fac.factor(theta)
+    fused = [a.copy() for a in (fac.L11, fac.L21v, fac.LY1, np.tril(fac.D))]
+    T1 = fac.tbuf[:1].reshape(1, 1)
+    assert _factor_first(T1, fac.A11, fac.L11)
+    _coupling(T1, fac.tbuf, s.toff, s.rest_p, s.r1_ptr, s.r1_term, s.r1_voff, fac.r1v,
+              fac.A1Y, fac.L11, fac.L21v, fac.LY1)
+    schur_init(fac.tbuf, s.toff, s.rest_p, s.row_term, s.row_start, s.rr_row, s.rr_col,
+               s.rr_rterm, s.rr_cterm, s.rr_voff, fac.rrv, fac.ArY, fac.AYY, fac.D)
+    schur_update(s.flat_row, s.flat_ptr, fac.L21v, fac.LY1, fac.D)
+    assert chol_lower(DPOTRF, fac.D, fac.first)
+    for a, b in zip(fused, (fac.L11, fac.L21v, fac.LY1, np.tril(fac.D))):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+    logdet = 2 * np.sum(np.log(fac.L11)) + 2 * np.sum(np.log(np.diag(fac.D)[:s.q_r]))
+    assert fac.logdet_re == pytest.approx(logdet, rel=1e-13)
 
 
 def test_profiled_deviance_equals_the_marginal_likelihood(frame):
