@@ -158,6 +158,12 @@ def _apply_lambda(p, boff, tidx, toff, theta, v, out, transpose):
     for k in range(K):
         pk = p[k]
         nlev = ((boff[k + 1] if k + 1 < K else v.shape[0]) - boff[k]) // pk
+        if pk == 1:     # one multiplier for the block: a loop LLVM vectorizes
+            t = tidx[toff[k]]
+            scale = theta[t] if t >= 0 else 0.0
+            for lev in range(boff[k], boff[k] + nlev):
+                out[lev] = scale * v[lev]
+            continue
         for lev in range(nlev):
             start = boff[k] + lev * pk
             for a in range(pk):

