@@ -13,6 +13,7 @@ import math
 from numba import njit
 
 from .base import Link
+from .vecmath import vexp
 
 EPS = 2.220446049250313e-16
 PROBIT_THRESH = 8.125890664701906   # -qnorm(eps)
@@ -41,7 +42,7 @@ def log_linkfun(mu: float) -> float:
 
 @njit(cache=True, inline="always")
 def log_linkinv(eta: float) -> float:
-    return max(math.exp(eta), EPS)
+    return max(vexp(eta), EPS)   # vexp: loops over observations can vectorize
 
 
 @njit(cache=True, inline="always")

@@ -37,9 +37,25 @@ from numba.extending import intrinsic
 
 _TEMPLATE = '''"""Array kernels of {family!r} with link {link!r}, made by glmmcore.kernels."""
 {imports}
-from numba import carray, cfunc, types
+from numba import carray, cfunc, njit, types
 
 _P = types.CPointer(types.float64)
+
+
+@njit(inline="always")
+def _sum(x, n):
+    s0 = s1 = s2 = s3 = 0.0
+    i = 0
+    while i + 4 <= n:
+        s0 += x[i]
+        s1 += x[i + 1]
+        s2 += x[i + 2]
+        s3 += x[i + 3]
+        i += 4
+    while i < n:
+        s0 += x[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
 
 
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P),
@@ -47,23 +63,11 @@ _P = types.CPointer(types.float64)
 def update(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p):
     eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
     mu, w, r, dev = carray(mu_p, n), carray(w_p, n), carray(r_p, n), carray(dev_p, n)
-    total = 0.0
     for i in range(n):
         m = linkinv(eta[i])
         mu[i] = m
-        if wt[i] == 0.0:
-            w[i] = 0.0
-            r[i] = 0.0
-            dev[i] = 0.0
-            continue
-        me = mu_eta(eta[i], m)
-        v = variance(m, phi)
-        w[i] = wt[i] * me * me / v
-        r[i] = {residual}
-        d = dev_resid(y[i], m, wt[i], phi)
-        dev[i] = d
-        total += d
-    return total
+{update_body}
+    return _sum(dev, n)
 
 
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
@@ -152,6 +156,28 @@ ARRAY_KERNELS = ("update", "logpdf_vec", "linkinv_vec", "linkfun_vec", "variance
 # log p(y | eta) up to a term free of eta, from the cumulant where it applies
 _LOGLIK_BY_CUMULANT = "wt[i] * (y[i] * eta[i] - cumulant(eta[i]))"
 _LOGLIK_BY_DEVIANCE = "-0.5 * dev_resid(y[i], linkinv(eta[i]), wt[i], phi)"
+# The update kernel's loop body.  With the cumulant (and the plain working residual) it is
+# arithmetic on eta and y, branch-free, so LLVM vectorizes the loop (Poisson: vexp, no
+# log); its deviance is dev_resid's up to a term free of eta (glmmcore.pirls.deviance_offset).
+# Otherwise observations with zero weight skip the family's kernels, as documented.
+_UPDATE_BY_CUMULANT = """
+        me = mu_eta(eta[i], m)
+        v = variance(m, phi)
+        keep = wt[i] != 0.0
+        w[i] = wt[i] * me * me / v if keep else 0.0
+        r[i] = (y[i] - m) / me if keep else 0.0
+        dev[i] = 2.0 * wt[i] * (cumulant(eta[i]) - y[i] * eta[i]) if keep else 0.0"""
+_UPDATE_BY_DEV_RESID = """
+        if wt[i] == 0.0:
+            w[i] = 0.0
+            r[i] = 0.0
+            dev[i] = 0.0
+            continue
+        me = mu_eta(eta[i], m)
+        v = variance(m, phi)
+        w[i] = wt[i] * me * me / v
+        r[i] = {residual}
+        dev[i] = dev_resid(y[i], m, wt[i], phi)"""
 
 
 @dataclass(frozen=True)
@@ -171,6 +197,7 @@ class FamilyKernels:
     laplace_observed: bool = False   # log|L|^2 at the observed information (else Fisher)
     newton: bool = False        # PIRLS steps with the observed information (see newton_steps)
     canonical: bool = True      # the link is the family's canonical one (PIRLS is convex)
+    by_cumulant: bool = False   # update's deviance from the cumulant (pirls.deviance_offset)
 
 
 _lock = threading.Lock()
@@ -214,7 +241,8 @@ def family_kernels(family: Any) -> FamilyKernels:
                 **{name: getattr(module, name).address for name in ARRAY_KERNELS},
                 module=module, observed_weights=observed.address if observed else 0,
                 laplace_observed=laplace_observed, newton=newton,
-                canonical=family.link.name == getattr(cls, "canonical_link", None))
+                canonical=family.link.name == getattr(cls, "canonical_link", None),
+                by_cumulant=_update_by_cumulant(family, scalars))
         return _loaded[flags]
 
 
@@ -243,7 +271,9 @@ def uses_cumulant(family: Any) -> bool:
 
 def _key(family: Any, scalars: dict[str, Any]) -> str:
     """Hash of everything the generated module's machine code depends on."""
-    digest = hashlib.sha256((_TEMPLATE + _OBSERVED_TEMPLATE).encode())
+    digest = hashlib.sha256("".join((_TEMPLATE, _OBSERVED_TEMPLATE, _LOGLIK_BY_CUMULANT,
+                                     _LOGLIK_BY_DEVIANCE, _UPDATE_BY_CUMULANT,
+                                     _UPDATE_BY_DEV_RESID)).encode())
     digest.update(f"{numba.__version__}|{family.name}|{family.link.name}|"
                   f"{getattr(type(family), 'score_residual', None)}".encode())
     seen: set = set()
@@ -289,19 +319,30 @@ def _importable(func: Any) -> bool:
             and getattr(module, func.__qualname__, None) is not None)
 
 
-def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> str:
+def _by_score(family: Any, scalars: dict[str, Any]) -> bool:
+    """Whether PIRLS's working residual comes from the family's score kernel."""
     # Fisher scoring needs w * r = d log p / d eta.  (y - mu) / mu_eta is that when
     # d log p / d mu = wt (y - mu) / variance (exponential-dispersion families); a family
     # with a score kernel (Beta, say) gets the score itself.
     by_score = getattr(type(family), "score_residual", None)
-    if by_score is None:
-        by_score = "dlogpdf_dmu" in scalars
+    return "dlogpdf_dmu" in scalars if by_score is None else bool(by_score)
+
+
+def _update_by_cumulant(family: Any, scalars: dict[str, Any]) -> bool:
+    return "cumulant" in scalars and not _by_score(family, scalars)
+
+
+def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> str:
+    by_score = _by_score(family, scalars)
     residual = ("dlogpdf_dmu(y[i], m, wt[i], phi) * v / (wt[i] * me)"
                 if by_score else "(y[i] - m) / me")
-    loglik_eta = _LOGLIK_BY_CUMULANT if "cumulant" in scalars else _LOGLIK_BY_DEVIANCE
+    by_cumulant = "cumulant" in scalars
+    loglik_eta = _LOGLIK_BY_CUMULANT if by_cumulant else _LOGLIK_BY_DEVIANCE
+    update_body = (_UPDATE_BY_CUMULANT if _update_by_cumulant(family, scalars)
+                   else _UPDATE_BY_DEV_RESID.format(residual=residual))
     text = _TEMPLATE + (_OBSERVED_TEMPLATE if "mu_eta2" in scalars else "")
     return text.format(family=family.name, link=family.link.name, imports=imports,
-                       cache=cache, residual=residual, loglik_eta=loglik_eta)
+                       cache=cache, loglik_eta=loglik_eta, update_body=update_body)
 
 
 def _load_module(family: Any, scalars: dict[str, Any], key: str) -> ModuleType:

@@ -9,7 +9,8 @@ one a linear mixed model uses, with the working response as its ``Y``
 column(s).
 
 The iterations stop when the Newton increment is below :data:`STEP_TOL`
-before it is taken, so the factor left in the workspace belongs to the
+(or below :data:`FLOOR_TOL` and no smaller than the last: round-off) before
+it is taken, so the factor left in the workspace belongs to the
 weights at the returned mode: ``log|L|^2`` and the conditional variances are
 consistent with ``u``.  When there is no finite mode (complete separation
 drives ``beta`` to infinity), the deviance settles while the increments do
@@ -40,6 +41,11 @@ from .pirls_kernel import (
 from .predictor import Predictor
 
 STEP_TOL = 1e-12     # on max|increment| / (1 + max|value|)
+# Below FLOOR_TOL a step no smaller than the one before is round-off, not convergence still
+# to come (Newton's and Fisher's steps shrink monotonically near the mode): converged.  With
+# beta in PIRLS (nAGQ=0 stage) the floor can lie above STEP_TOL: patents_pois_olre's steps
+# settle at 2-7e-12 and runs went on to SLOW_ITER (25 iterations where 5 do).
+FLOOR_TOL = 1e-10
 MAX_ITER = 60
 MAX_HALVINGS = 40
 SLOW_ITER = 25       # after this many iterations, also stop when the deviance settles:
@@ -121,6 +127,7 @@ class Pirls:
         self._base_beta: np.ndarray | None = None   # the beta that self.base belongs to
         self.u = np.zeros(predictor.reterms.q)
         self.beta = np.zeros(p)
+        self.dev_offset = deviance_offset(kernels, y, weights)
         self.compiled = predictor.backend == "blocked"
         if self.compiled:
             f = self.factor
@@ -134,7 +141,7 @@ class Pirls:
                                  int(kernels.laplace_observed), int(kernels.newton),
                                  int(kernels.canonical))
             self._limits = (STEP_TOL, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
-                            DEV_TOL)
+                            DEV_TOL, self.dev_offset, FLOOR_TOL)
             self._start = _start_state(predictor)
 
     def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0,
@@ -186,11 +193,13 @@ class Pirls:
         u, b = self.u.copy(), self.beta.copy()
         pdev = self._evaluate(theta, u, b, phi)
         halvings = 0
+        step = np.inf
         for iteration in range(1, MAX_ITER + 1):
             u_new, b_new = self._newton(theta, phi)
+            last_step = step
             step = max(_rel_change(u_new, u), _rel_change(b_new, b) if self.beta_in_pirls
                        else 0.0)
-            if step < STEP_TOL:
+            if step < STEP_TOL or (step < FLOOR_TOL and step >= last_step):
                 self.u, self.beta = u, b
                 return self._outcome(theta, u, b, pdev, phi, iteration, halvings, complete)
             t = 1.0
@@ -249,7 +258,7 @@ class Pirls:
         self.predictor.linear_predictor(theta, u, self.base, self.zb, self.eta)
         total = call_update(self.kernels.update, self.eta, self.y, self.wt, phi, self.mu,
                             self.w, self.r, self.dev)
-        return total + float(u @ u)
+        return total + self.dev_offset + float(u @ u)
 
     def _newton(self, theta: np.ndarray, phi: float) -> tuple[np.ndarray, np.ndarray]:
         """Solve the penalized weighted least-squares system at the current weights."""
@@ -296,6 +305,24 @@ class Pirls:
         return PirlsOutcome(u=u.copy(), beta=beta.copy(), pdev=pdev,
                             ldL2=float(self.factor.logdet_re), loglik_y=float(loglik),
                             iterations=iterations, halvings=halvings)
+
+
+def deviance_offset(kernels: FamilyKernels, y: np.ndarray, wt: np.ndarray) -> float:
+    """``sum(dev_resid)`` minus the update kernel's deviance, at any linear predictor.
+
+    With the family's cumulant the update kernel takes the deviance as
+    ``2 wt (b(eta) - y eta)``, free of ``dev_resid``'s logarithm (and, for
+    Poisson, vectorized); that differs from ``sum(dev_resid)`` by a term of the
+    data alone, computed here once at ``eta = 0``, so that PIRLS's penalized
+    deviance, its tolerances and the optimizer's objective are the same as
+    with ``dev_resid``.  0 for families without a cumulant.
+    """
+    if not kernels.by_cumulant:
+        return 0.0
+    n = y.shape[0]
+    eta, mu, w, r, dev = (np.zeros(n) for _ in range(5))
+    kernel_sum = call_update(kernels.update, eta, y, wt, 1.0, mu, w, r, dev)
+    return call_yms(kernels.devres_vec, y, mu, wt, 1.0, dev) - kernel_sum
 
 
 def _start_state(predictor: Predictor) -> tuple:

@@ -49,7 +49,8 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
                beta, zargs, cargs, cwork, fargs, sargs, work, info, start):
     """Iterate to the conditional mode; returns a status code (see module constants).
 
-    ``limits`` = (step_tol, max_iter, max_halvings, slow_iter, dev_tol);
+    ``limits`` = (step_tol, max_iter, max_halvings, slow_iter, dev_tol, dev_offset,
+    floor_tol);
     ``kernels`` = (update, logpdf_vec, observed_weights addresses, Laplace at the
     observed information, Newton steps, canonical link: 0 or 1); ``zargs``,
     ``cargs``, ``fargs``, ``sargs`` = the linear predictor's, cross-product's,
@@ -111,12 +112,12 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
              cargs, cwork, fargs, sargs, work, info, s0, capture):
     """PIRLS iterations from ``u`` (and ``beta``); returns (status, pdev, iterations,
     halvings, last step).  With ``capture``, the score at a converged mode goes to ``s0``."""
-    step_tol, max_iter, max_halvings, slow_iter, dev_tol = limits
+    step_tol, max_iter, max_halvings, slow_iter, dev_tol, _, floor_tol = limits
     eta, mu, w, r, _dev, zb, _base, _lp = work
     m = Y.shape[1]
     nsolve = m - 1
     pdev = _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zargs,
-                     work)
+                     work, limits[5])
     newton = kernels[4] != 0
     wbuf = np.empty(w.shape[0] if newton else 0)
     u_new = np.empty_like(u)
@@ -135,10 +136,11 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
                        sargs, u_new, b_new, info):
             status = NOT_POSITIVE_DEFINITE
             break
+        last_step = step
         step = _rel_change(u_new, u)
         if beta_in_pirls:
             step = max(step, _rel_change(b_new, beta))
-        if step < step_tol:
+        if step < step_tol or (step < floor_tol and step >= last_step):
             status = CONVERGED
             if capture:
                 for i in range(w.shape[0]):
@@ -154,7 +156,7 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
                 for i in range(beta.shape[0]):
                     b_try[i] = beta[i] + t * (b_new[i] - beta[i])
             pdev_t = _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u_try,
-                               b_try, zargs, work)
+                               b_try, zargs, work, limits[5])
             if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
                 accepted = True
                 break
@@ -308,13 +310,15 @@ def _fixed_part(X, beta, offset, base):
 
 
 @njit(cache=True, nogil=True)
-def _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zargs, work):
-    """Linear predictor, working quantities and penalized deviance at (u, beta)."""
+def _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zargs, work,
+              dev_offset):
+    """Linear predictor, working quantities and penalized deviance at (u, beta);
+    ``dev_offset`` completes the update kernel's deviance (:attr:`.pirls.Pirls.dev_offset`)."""
     eta, mu, w, r, dev, zb, base, _lp = work
     if beta_in_pirls:
         _fixed_part(X, beta, offset, base)
     _linear_predictor(*zargs, theta, u, base, zb, eta)
-    total = call_update(kernels[0], eta, y, wt, phi, mu, w, r, dev)
+    total = call_update(kernels[0], eta, y, wt, phi, mu, w, r, dev) + dev_offset
     for i in range(u.shape[0]):
         total += u[i] * u[i]
     return total
