@@ -9,6 +9,7 @@ from test_linalg import dense_Z_Lambda
 
 import glmmcore
 from glmmcore.glmm import GlmmDeviance
+from glmmcore.pirls import SLOW_ITER
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +197,40 @@ def test_prediction_is_newtons_step_from_the_last_mode(crossed):
     u = u0.copy()
     assert predict_modes(theta1, beta1, pred.X, ws._zargs, ws._sargs, ws._start, u, False)
     np.testing.assert_allclose(u, expected, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("family, link", [("binomial", "logit"), ("binomial", "probit"),
+                                          ("poisson", "log"), ("poisson", "sqrt")])
+def test_penalized_deviance_is_the_sum_of_deviance_residuals(family, link):
+    """With the cumulant the update kernel's deviance differs from dev_resid's by a term of
+    the data alone (``deviance_offset``); with it the penalized deviance is theirs."""
+    sim = glmmcore.simulate("patents", n_patents=600, seed=4)
+    response = "ncit" if family == "poisson" else "opposition"
+    fit = glmmcore.fit(f"{response} ~ biopharm + (1 | year)", sim.data, family=family,
+                       link=link)
+    dev = GlmmDeviance(fit.predictor, fit.response, 1)
+    for scale in (0.5, 1.0, 2.0):
+        _, out = dev.evaluate(np.concatenate([fit.theta * scale, fit.beta]), 2)
+        mu = dev.pirls1.mu
+        dev_resid = fit.response.family.dev_resid_array(fit.response.y, mu,
+                                                        fit.response.weights, 1.0)
+        assert out.pdev == pytest.approx(np.sum(dev_resid) + out.u @ out.u, rel=1e-12)
+    assert (dev.pirls1.dev_offset != 0.0) == (link in ("logit", "log"))
+
+
+def test_round_off_floor_ends_the_iterations(datasets):
+    """patents_pois_olre's nAGQ=0 stage: Newton steps settle at 2-7e-12, above STEP_TOL;
+    PIRLS ends there, at the mode, instead of running on to SLOW_ITER (it took 25
+    iterations at theta = (1, 0.9) before FLOOR_TOL, 7 with it)."""
+    fit = glmmcore.fit("ncit ~ opposition + biopharm + (1 | yearf) + (1 | subject)",
+                       datasets["patents"], family="poisson", nAGQ=0)
+    dev = GlmmDeviance(fit.predictor, fit.response, 0)
+    iterations = []
+    for theta in ([1.0, 1.0], [1.0, 0.9], [1.0, 1.1], [1.05, 0.44]):
+        _, out = dev.evaluate(np.array(theta), 1)
+        iterations.append(out.iterations)
+        assert not out.stopped_on_deviance
+        _, again = dev.evaluate(np.array(theta), 1)     # from the mode: at most two
+        assert again.iterations <= 2                    # round-off steps, no move
+        np.testing.assert_allclose(again.u, out.u, rtol=1e-9, atol=1e-10)
+    assert max(iterations) < SLOW_ITER // 2
