@@ -37,25 +37,11 @@ from numba.extending import intrinsic
 
 _TEMPLATE = '''"""Array kernels of {family!r} with link {link!r}, made by glmmcore.kernels."""
 {imports}
-from numba import carray, cfunc, njit, types
+from numba import carray, cfunc, types
+
+from glmmcore.kernels import run_sum
 
 _P = types.CPointer(types.float64)
-
-
-@njit(inline="always")
-def _sum(x, n):
-    s0 = s1 = s2 = s3 = 0.0
-    i = 0
-    while i + 4 <= n:
-        s0 += x[i]
-        s1 += x[i + 1]
-        s2 += x[i + 2]
-        s3 += x[i + 3]
-        i += 4
-    while i < n:
-        s0 += x[i]
-        i += 1
-    return (s0 + s1) + (s2 + s3)
 
 
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P),
@@ -67,7 +53,7 @@ def update(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p):
         m = linkinv(eta[i])
         mu[i] = m
 {update_body}
-    return _sum(dev, n)
+    return run_sum(dev, 0, n)
 
 
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
@@ -148,6 +134,24 @@ def observed_weights(n, eta_p, y_p, wt_p, phi, mu_p, w_p):
                  + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(eta[i], m))
     return 0.0
 '''
+
+@njit(cache=True, nogil=True, inline="always")
+def run_sum(x, lo, hi):
+    """``sum(x[lo:hi])`` in four running sums: one is a chain of dependent additions,
+    four keep the adder busy (and a loop without a sum can vectorize)."""
+    s0 = s1 = s2 = s3 = 0.0
+    i = lo
+    while i + 4 <= hi:
+        s0 += x[i]
+        s1 += x[i + 1]
+        s2 += x[i + 2]
+        s3 += x[i + 3]
+        i += 4
+    while i < hi:
+        s0 += x[i]
+        i += 1
+    return (s0 + s1) + (s2 + s3)
+
 
 SCALAR_KERNELS = ("linkfun", "linkinv", "mu_eta", "variance", "dev_resid", "logpdf")
 OBSERVED_KERNELS = ("mu_eta2", "dlogpdf_dmu", "d2logpdf_dmu2")
@@ -273,7 +277,8 @@ def _key(family: Any, scalars: dict[str, Any]) -> str:
     """Hash of everything the generated module's machine code depends on."""
     digest = hashlib.sha256("".join((_TEMPLATE, _OBSERVED_TEMPLATE, _LOGLIK_BY_CUMULANT,
                                      _LOGLIK_BY_DEVIANCE, _UPDATE_BY_CUMULANT,
-                                     _UPDATE_BY_DEV_RESID)).encode())
+                                     _UPDATE_BY_DEV_RESID,
+                                     inspect.getsource(run_sum.py_func))).encode())
     digest.update(f"{numba.__version__}|{family.name}|{family.link.name}|"
                   f"{getattr(type(family), 'score_residual', None)}".encode())
     seen: set = set()

@@ -31,7 +31,7 @@ import numpy as np
 from numba import njit
 
 from .errors import ModelSpecError
-from .kernels import FamilyKernels, call_yms
+from .kernels import FamilyKernels, call_yms, run_sum
 from .pirls import Pirls
 
 MAX_DIM = 3
@@ -148,7 +148,7 @@ def _agq_deviance(loglik_fn, level_ptr, X1, T1, U, L11, eta_fixed, y, wt, phi, n
                 eta[i] = s
         call_yms(loglik_fn, y, eta, wt, phi, out)
         for j in range(nlev):
-            S[j, k] = _run_sum(out, level_ptr[j], level_ptr[j + 1])
+            S[j, k] = run_sum(out, level_ptr[j], level_ptr[j + 1])
     total = 0.0
     for j in range(nlev):
         best = -np.inf
@@ -196,21 +196,3 @@ def _node_shifts(T1, U, L11, nodes):
                     s += T1[a, c] * ujk[c]
                 shift[j, k, a] = s
     return shift, penalty, logdet
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _run_sum(x, lo, hi):
-    """``sum(x[lo:hi])`` in four running sums: a single one is a chain of dependent
-    additions, four keep the adder busy."""
-    s0 = s1 = s2 = s3 = 0.0
-    i = lo
-    while i + 4 <= hi:
-        s0 += x[i]
-        s1 += x[i + 1]
-        s2 += x[i + 2]
-        s3 += x[i + 3]
-        i += 4
-    while i < hi:
-        s0 += x[i]
-        i += 1
-    return (s0 + s1) + (s2 + s3)
