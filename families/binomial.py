@@ -53,12 +53,6 @@ def binomial_logpdf(y: float, mu: float, wt: float, phi: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def binomial_cumulant(eta: float) -> float:
-    """``log(1 + exp(eta))`` without overflow."""
-    return max(eta, 0.0) + math.log1p(math.exp(-abs(eta)))
-
-
-@njit(cache=True, inline="always")
 def binomial_dlogpdf_dmu(y: float, mu: float, wt: float, phi: float) -> float:
     return wt * (y / mu - (1.0 - y) / (1.0 - mu))
 
@@ -81,7 +75,8 @@ class Binomial(Family):
     variance = binomial_variance
     dev_resid = binomial_dev_resid
     logpdf = binomial_logpdf
-    cumulant = binomial_cumulant
+    # no cumulant: log(1 + exp(eta)) costs a log1p where dev_resid costs a log, and PIRLS's
+    # update was 5-8% slower with it (speed_laplace, speed_slopes), quadrature 13% faster
     mean_bounds = (0.0, 1.0)
     zero_responses_matter = True
 
