@@ -15,7 +15,8 @@ and ``docs/family-plugins.md`` for the whole contract):
 - optional ``cumulant(eta)``: ``b(eta)`` of the canonical link, for a family
   without an extra parameter, where ``logpdf = wt (y eta - b(eta)) + c(y, wt)``
   (adaptive quadrature then evaluates one kernel per node and observation
-  instead of ``linkinv`` and ``dev_resid``);
+  instead of ``linkinv`` and ``dev_resid``, and PIRLS's update takes its
+  deviance from it);
 - optional ``dlogpdf_dmu`` (the score: PIRLS then uses it for the working
   residual, needed when ``d log p / d mu`` is not ``wt (y - mu) / variance``)
   and ``d2logpdf_dmu2`` (with ``laplace = "observed"``: the exact Laplace

@@ -82,12 +82,12 @@ class Quadrature:
         self.pirls = pirls
         self.nodes, self.logw = gauss_hermite(nagq, block.p)
         codes = block.factor.codes
-        self.order = np.argsort(codes, kind="stable")
-        self.level_ptr = np.searchsorted(codes[self.order], np.arange(block.nlevels + 1))
-        self.X1 = np.ascontiguousarray(block.X[self.order])
-        self.X = np.ascontiguousarray(pirls.predictor.X[self.order])
-        self.offset = pirls.offset[self.order]
-        self.y, self.wt = pirls.y[self.order], pirls.wt[self.order]
+        order = np.argsort(codes, kind="stable")
+        self.level_ptr = np.searchsorted(codes[order], np.arange(block.nlevels + 1))
+        self.X1 = np.ascontiguousarray(block.X[order])
+        self.X = np.ascontiguousarray(pirls.predictor.X[order])
+        self.offset = pirls.offset[order]
+        self.y, self.wt = pirls.y[order], pirls.wt[order]
         self.buffers = [np.empty(pirls.predictor.n) for _ in range(3)]
         self._shift: tuple[float, float] | None = None   # (phi, the objective's data term)
 

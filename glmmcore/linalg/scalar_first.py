@@ -22,7 +22,7 @@ from numba import njit
 
 from .crossprod import all_scalar
 from .dense import FAST
-from .schur import ROW_BLOCK
+from .schur import ROW_BLOCK, subtract_y_sums
 
 # the running product of the diagonal's squares (each >= 1) is logged and restarted
 # above this; a single factor above SINGLE_LOG is logged on its own (no overflow)
@@ -82,9 +82,5 @@ def factor_first_scalars(tbuf, toff, r1_term, r1v, A11, A1Y, flat_row, flat_ptr,
         for t in range(m):
             for u in range(t + 1):
                 G[t, u] += ly[t] * ly[u]
-    for t in range(m):
-        for r in range(q_r):
-            D[q_r + t, r] -= acc[r, t]
-        for u in range(t + 1):
-            D[q_r + t, q_r + u] -= G[t, u]
+    subtract_y_sums(acc, G, D)
     return logdet + np.log(product)

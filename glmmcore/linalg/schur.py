@@ -139,8 +139,16 @@ def _update_y_rows(flat_row, flat_ptr, L21v, LY1, D):
                 a = LY1[j, t_y, c]
                 for u in range(m):
                     G[t_y, u] += a * LY1[j, u, c]
-    for t_y in range(m):
+    subtract_y_sums(acc, G, D)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def subtract_y_sums(acc, G, D):
+    """Subtract the levels' summed products from D's ``Y`` rows: ``acc`` (``q_r x m``)
+    from their rest columns, the lower triangle of ``G`` (``m x m``) from their ``Y`` block."""
+    q_r, m = acc.shape
+    for t in range(m):
         for r in range(q_r):
-            D[q_r + t_y, r] -= acc[r, t_y]
-        for u in range(t_y + 1):
-            D[q_r + t_y, q_r + u] -= G[t_y, u]
+            D[q_r + t, r] -= acc[r, t]
+        for u in range(t + 1):
+            D[q_r + t, q_r + u] -= G[t, u]
