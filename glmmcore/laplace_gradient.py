@@ -122,7 +122,7 @@ class LaplaceGradient:
         predictor, s, work = self.pirls.predictor, self.pirls.predictor.layout, self._buffers()
         S11, S21v, S22v = observation_inverse(self.pirls.factor)
         Tall = _padded_T(predictor.reterms.T_matrices(theta), int(self.widths.max()))
-        _leverages(s.codes1, s.X1, s.rest_codes, s.Xr, s.rest_p, s.rest_xoff, s.obs_r1,
+        _leverages(s.codes1, s.X1, s.Xr, s.rest_p, s.rest_xoff, s.obs_r1,
                    s.r1_voff, s.obs_rr, s.rr_voff, S11, S21v, S22v, Tall, work.G, work.h)
         return work.G, work.h
 
@@ -158,7 +158,7 @@ def _padded_T(Ts: list[np.ndarray], width: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _leverages(codes1, X1, rest_codes, Xr, rest_p, rest_xoff, obs_r1, r1_voff, obs_rr, rr_voff,
+def _leverages(codes1, X1, Xr, rest_p, rest_xoff, obs_r1, r1_voff, obs_rr, rr_voff,
                S11, S21v, S22v, Tall, G, h):
     """``G[i] = M^{-1} Lambda' z_i`` on observation ``i``'s random effects, and
     ``h_i = z_i' Lambda M^{-1} Lambda' z_i``.

@@ -146,7 +146,7 @@ def test_one_pass_scalar_factor_is_the_four_pass_one(frame):
     schur_init(fac.tbuf, s.toff, s.rest_p, s.row_term, s.row_start, s.rr_row, s.rr_col,
                s.rr_rterm, s.rr_cterm, s.rr_voff, fac.rrv, fac.ArY, fac.AYY, fac.D)
     schur_update(s.flat_row, s.flat_ptr, fac.L21v, fac.LY1, fac.D)
-    assert chol_lower(DPOTRF, fac.D, fac.first)
+    assert chol_lower(DPOTRF, fac.D, fac.first, fac.first_min)
     for a, b in zip(fused, (fac.L11, fac.L21v, fac.LY1, np.tril(fac.D))):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     logdet = 2 * np.sum(np.log(fac.L11)) + 2 * np.sum(np.log(np.diag(fac.D)[:s.q_r]))
@@ -225,11 +225,11 @@ def test_small_cholesky_matches_lapack_on_envelopes(structure):
     assert envelope_max_work(n) == pytest.approx(0.3 * 0.4 ** 0.66)
     assert uses_lapack(first) == (structure == "dense")
     L = A.copy()
-    assert chol_lower(DPOTRF, L, first)
+    assert chol_lower(DPOTRF, L, first, np.zeros(n, dtype=np.int64))
     np.testing.assert_allclose(np.tril(L), np.linalg.cholesky(A), rtol=1e-12, atol=1e-12)
     for i in range(n):              # the factor keeps the envelope, with exact zeros before it
         assert not np.any(L[i, :first[i]]) and (first[i] == i or L[i, first[i]] != 0.0)
-    assert not chol_lower(DPOTRF, -A.copy(), first)
+    assert not chol_lower(DPOTRF, -A.copy(), first, np.zeros(n, dtype=np.int64))
 
 
 def test_rest_levels_ordered_into_the_waves():

@@ -38,7 +38,7 @@ from .dense import (
     solve_lower_t_envelope,
 )
 from .inverse import blocked_inverse_blocks, coupled_rows
-from .ordering import rest_level_ranks
+from .ordering import rest_positions
 from .scalar_first import factor_first_scalars, one_pass_applies
 from .schur import schur_init, schur_update
 
@@ -55,7 +55,7 @@ class BlockedStructure:
 
     codes1: np.ndarray       # (n,) level of the first block
     X1: np.ndarray           # (n, p1) columns of the first block
-    rest_codes: np.ndarray   # (n, nr) levels of the other blocks
+    rest_rows: np.ndarray    # (n, nr) first row in D of each observation's level per block
     Xr: np.ndarray           # (n, sum p) columns of the other blocks
     rest_p: np.ndarray       # (nr,) columns per block
     rest_xoff: np.ndarray    # (nr,) first column of each block in Xr
@@ -78,6 +78,7 @@ class BlockedStructure:
     flat_row: np.ndarray     # rest row of each coupled (level, row) pair, level-major
     flat_ptr: np.ndarray     # (l1+1,) each first-block level's pairs in flat_row
     rest_perm: np.ndarray    # (q_r,) rest random effect (terms' level order) of each row
+    d_first: np.ndarray      # (q_r,) first column of each row of D that can be nonzero
 
     @property
     def n(self) -> int:
@@ -109,7 +110,7 @@ def build_structure(blocks: list) -> BlockedStructure:
     """Lay out the blocked system for random-effects blocks (largest first)."""
     first, rest = blocks[0], blocks[1:]
     n = first.X.shape[0]
-    l1, p1 = first.nlevels, first.p
+    l1 = first.nlevels
     rest_p = np.array([b.p for b in rest], dtype=np.int64)
     rest_q = np.array([b.q for b in rest], dtype=np.int64)
     rest_off = np.concatenate([[0], np.cumsum(rest_q)[:-1]]).astype(np.int64) if rest else \
@@ -118,24 +119,19 @@ def build_structure(blocks: list) -> BlockedStructure:
     rest_codes = (np.column_stack([b.factor.codes for b in rest]).astype(np.int64) if rest
                   else np.zeros((n, 0), dtype=np.int64))
     codes1 = np.ascontiguousarray(first.factor.codes, dtype=np.int64)
-    rest_codes, rest_perm = _order_rest(codes1, rest_codes, rest, rest_off, q_r)
+    rows = _rest_rows(codes1, rest_codes, rest, rest_off, q_r)
+    rest_rows, row_term, row_start, rest_perm = rows
     Xr = np.ascontiguousarray(np.column_stack([b.X for b in rest])) if rest else np.zeros((n, 0))
     rest_xoff = np.concatenate([[0], np.cumsum(rest_p)[:-1]]).astype(np.int64) if rest else \
         np.zeros(0, dtype=np.int64)
-    row_term = np.repeat(np.arange(len(rest), dtype=np.int64), rest_q)
-    within = np.arange(q_r, dtype=np.int64) - rest_off[row_term] if rest else \
-        np.zeros(0, dtype=np.int64)
-    row_start = (rest_off[row_term] + (within // rest_p[row_term]) * rest_p[row_term]
-                 if rest else within)
     if rest:
-        rows = rest_off[None, :] + rest_codes * rest_p[None, :]
-        key = codes1[:, None] * max(q_r, 1) + rows
+        key = codes1[:, None] * max(q_r, 1) + rest_rows
         uniq, inverse = np.unique(key.ravel(), return_inverse=True)
         blk_level = uniq // q_r
         r1_row = (uniq % q_r).astype(np.int64)
         r1_term = row_term[r1_row]
         r1_ptr = np.searchsorted(blk_level, np.arange(l1 + 1)).astype(np.int64)
-        sizes = rest_p[r1_term] * p1
+        sizes = rest_p[r1_term] * first.p
         r1_voff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
         obs_r1 = inverse.reshape(n, len(rest)).astype(np.int64)
     else:
@@ -144,39 +140,68 @@ def build_structure(blocks: list) -> BlockedStructure:
         r1_voff = np.zeros(1, dtype=np.int64)
         obs_r1 = np.zeros((n, 0), dtype=np.int64)
     flat = _flat_pairs(r1_ptr, r1_row, rest_p[r1_term] if rest else r1_row)
-    rr = _rest_pairs(rest_off, rest_codes, rest_p, row_term, q_r)
+    rr = _rest_pairs(rest_rows, rest_p, row_term, q_r)
     tparts = [b.theta_index.ravel() for b in blocks]
     toff = np.concatenate([[0], np.cumsum([t.size for t in tparts])]).astype(np.int64)
     return BlockedStructure(
-        codes1=codes1, X1=np.ascontiguousarray(first.X), rest_codes=np.ascontiguousarray(
-            rest_codes, dtype=np.int64), Xr=Xr, rest_p=rest_p, rest_xoff=rest_xoff,
-        rest_off=rest_off, row_term=row_term, row_start=row_start.astype(np.int64),
-        r1_ptr=r1_ptr, r1_row=r1_row, r1_term=r1_term, r1_voff=r1_voff, obs_r1=obs_r1,
-        rr_row=rr[0], rr_col=rr[1], rr_rterm=rr[2], rr_cterm=rr[3], rr_voff=rr[4],
-        obs_rr=rr[5], tidx=np.concatenate(tparts).astype(np.int64), toff=toff,
-        flat_row=flat[0], flat_ptr=flat[1], rest_perm=rest_perm)
+        codes1=codes1, X1=np.ascontiguousarray(first.X), rest_rows=rest_rows, Xr=Xr,
+        rest_p=rest_p, rest_xoff=rest_xoff, rest_off=rest_off, row_term=row_term,
+        row_start=row_start, r1_ptr=r1_ptr, r1_row=r1_row, r1_term=r1_term, r1_voff=r1_voff,
+        obs_r1=obs_r1, rr_row=rr[0], rr_col=rr[1], rr_rterm=rr[2], rr_cterm=rr[3],
+        rr_voff=rr[4], obs_rr=rr[5], tidx=np.concatenate(tparts).astype(np.int64), toff=toff,
+        flat_row=flat[0], flat_ptr=flat[1], rest_perm=rest_perm,
+        d_first=_structural_envelope(row_start, rr, flat))
 
 
-def _order_rest(codes1, rest_codes, rest, rest_off, q_r):
-    """Rest levels renumbered for a small envelope of D (:mod:`.ordering`).
+def _rest_rows(codes1, rest_codes, rest, rest_off, q_r):
+    """Where each rest level's rows lie in ``D`` (:mod:`.ordering`).
 
-    Returns the new codes and, for each row of D, the random effect (among the
-    rest ones, in the terms' own level order) it holds.
+    A level's ``p`` rows are consecutive; the levels follow the ordering's
+    positions, or the blocks in turn with each block's levels in order.
+    Returns ``(rest_rows, row_term, row_start, rest_perm)``: the first row of
+    each observation's level per block (``n x nr``); per row of ``D`` its
+    block, its level's first row and the random effect (terms' order) it holds.
     """
-    identity = np.arange(q_r, dtype=np.int64)
-    if q_r < ORDER_MIN_REST:
-        return rest_codes, identity
     levels = np.array([b.nlevels for b in rest], dtype=np.int64)
-    ranks = rest_level_ranks(codes1, rest_codes, levels)
-    if ranks is None:
-        return rest_codes, identity
-    new_codes = np.column_stack([ranks[k][rest_codes[:, k]] for k in range(len(rest))])
-    perm = np.empty(q_r, dtype=np.int64)
-    for k, b in enumerate(rest):
-        old_level = np.argsort(ranks[k])        # level held by each new position
-        rows = (old_level[:, None] * b.p + np.arange(b.p)[None, :]).ravel()
-        perm[rest_off[k]:rest_off[k] + b.q] = rest_off[k] + rows
-    return np.ascontiguousarray(new_codes, dtype=np.int64), perm
+    node_off = np.concatenate([[0], np.cumsum(levels)]).astype(np.int64)
+    position = (rest_positions(codes1, rest_codes, levels) if q_r >= ORDER_MIN_REST
+                else None)
+    node_block = np.repeat(np.arange(len(rest), dtype=np.int64), levels)
+    node_level = np.arange(int(node_off[-1]), dtype=np.int64) - node_off[node_block]
+    at = np.arange(node_block.size) if position is None else np.argsort(position)
+    rest_p = np.array([b.p for b in rest], dtype=np.int64)
+    widths = rest_p[node_block[at]]
+    node_row = np.empty(node_block.size, dtype=np.int64)
+    node_row[at] = np.cumsum(widths) - widths
+    row_term = np.repeat(node_block[at], widths)
+    row_start = np.repeat(node_row[at], widths)
+    within = np.arange(q_r, dtype=np.int64) - row_start
+    rest_perm = (rest_off[row_term] + np.repeat(node_level[at], widths) * rest_p[row_term]
+                 + within)
+    rest_rows = np.ascontiguousarray(node_row[rest_codes + node_off[None, :-1]],
+                                     dtype=np.int64)
+    return rest_rows, row_term, row_start.astype(np.int64), rest_perm.astype(np.int64)
+
+
+def _structural_envelope(row_start, rr, flat):
+    """First column of each rest row of ``D`` that can be nonzero at any theta.
+
+    A row's entries left of its own level's block come from a rest level it
+    co-occurs with (:func:`_rest_pairs`) or shares a first-block level with
+    (:func:`_flat_pairs`); elsewhere :func:`.schur.schur_init` writes exact
+    zeros.  The scan for the numerical envelope starts here
+    (:func:`.dense.chol_lower`).
+    """
+    first = row_start.copy()     # own level's block; its rows share their couplings
+    rr_row, rr_col = rr[0], rr[1]
+    lo = np.minimum(rr_row, rr_col)
+    np.minimum.at(first, rr_row, lo)
+    np.minimum.at(first, rr_col, lo)
+    flat_row, flat_ptr = flat
+    counts = np.diff(flat_ptr)
+    coupled = counts > 0
+    np.minimum.at(first, flat_row, np.repeat(flat_row[flat_ptr[:-1][coupled]], counts[coupled]))
+    return first[row_start]
 
 
 def _flat_pairs(r1_ptr, r1_row, sizes):
@@ -192,15 +217,20 @@ def _flat_pairs(r1_ptr, r1_row, sizes):
     return flat_row, per_block[r1_ptr]
 
 
-def _rest_pairs(rest_off, rest_codes, rest_p, row_term, q_r):
-    """Co-occurring pairs of rest levels (lower triangle) and each observation's pairs."""
-    n, nr = rest_codes.shape
+def _rest_pairs(rest_rows, rest_p, row_term, q_r):
+    """Co-occurring pairs of rest levels and each observation's pairs.
+
+    Pair ``(k, k2)``, ``k2 <= k``, holds block ``k``'s level as its row and
+    ``k2``'s as its column, whichever comes first in ``D``
+    (:func:`.schur.schur_init` writes it into the lower triangle).
+    """
+    n, nr = rest_rows.shape
     combos = [(k, k2) for k in range(nr) for k2 in range(k + 1)]
     if not combos:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty, np.zeros(1, dtype=np.int64), np.zeros((n, 0),
                                                                                  dtype=np.int64)
-    starts = rest_off[None, :] + rest_codes * rest_p[None, :]
+    starts = rest_rows
     keys = np.stack([starts[:, k] * q_r + starts[:, k2] for k, k2 in combos], axis=1)
     uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
     row, col = (uniq // q_r).astype(np.int64), (uniq % q_r).astype(np.int64)
@@ -232,6 +262,7 @@ class BlockedFactor:
         self.LY1 = np.zeros((l1, m, p1))
         self.D = np.zeros((q_r + m, q_r + m))
         self.first = np.zeros(q_r + m, dtype=np.int64)   # D's envelope
+        self.first_min = np.concatenate([s.d_first, np.zeros(m, dtype=np.int64)])
         self.tbuf = np.zeros(s.tidx.shape[0])
         self.logdet_re = np.nan
         self._factor_args = self.factor_args()
@@ -255,7 +286,7 @@ class BlockedFactor:
         return (s.tidx, s.toff, s.rest_p, s.row_term, s.row_start, s.r1_ptr, s.r1_row,
                 s.r1_term, s.r1_voff, s.rr_row, s.rr_col, s.rr_rterm, s.rr_cterm, s.rr_voff,
                 s.flat_row, s.flat_ptr, *self.crossprod_work(), self.L11,
-                self.L21v, self.LY1, self.D, self.first, self.tbuf, DPOTRF)
+                self.L21v, self.LY1, self.D, self.first, self.first_min, self.tbuf, DPOTRF)
 
     def crossprod_work(self) -> tuple:
         """The cross-product arrays :func:`_crossprod` fills (A11, r1v, rrv, A1Y, ArY, AYY)."""
@@ -264,8 +295,8 @@ class BlockedFactor:
     def crossprod_args(self) -> tuple:
         """Everything :func:`_crossprod` takes besides w and Y, in its order."""
         s = self.s
-        return (s.codes1, s.X1, s.rest_codes, s.Xr, s.rest_p, s.rest_xoff, s.rest_off,
-                s.obs_r1, s.r1_voff, s.obs_rr, s.rr_voff)
+        return (s.codes1, s.X1, s.rest_rows, s.Xr, s.rest_p, s.rest_xoff, s.obs_r1, s.r1_voff,
+                s.obs_rr, s.rr_voff)
 
     def solve_args(self) -> tuple:
         """Everything :func:`_solve` takes besides nsolve, u and x."""
@@ -341,7 +372,7 @@ class BlockedFactor:
 @njit(cache=True, nogil=True)
 def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_term, r1_voff,
             rr_row, rr_col, rr_rterm, rr_cterm, rr_voff, flat_row, flat_ptr, A11, r1v, rrv, A1Y,
-            ArY, AYY, L11, L21v, LY1, D, first, tbuf, potrf):
+            ArY, AYY, L11, L21v, LY1, D, first, first_min, tbuf, potrf):
     """Factor the blocked system at theta; returns (positive definite, log|L|^2)."""
     for e in range(tidx.shape[0]):
         tbuf[e] = theta[tidx[e]] if tidx[e] >= 0 else 0.0
@@ -362,7 +393,7 @@ def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_t
                 logdet += 2.0 * np.log(L11[j, a, a])
         _coupling(T1, tbuf, toff, rest_p, r1_ptr, r1_term, r1_voff, r1v, A1Y, L11, L21v, LY1)
         schur_update(flat_row, flat_ptr, L21v, LY1, D)
-    if not chol_lower(potrf, D, first):
+    if not chol_lower(potrf, D, first, first_min):
         return False, np.inf
     for i in range(q_r):
         logdet += 2.0 * np.log(D[i, i])

@@ -43,13 +43,19 @@ def envelope(A: np.ndarray, first: np.ndarray, limit: float = np.inf) -> float:
     matrix, even with a few dense rows below it, factors in a fraction of the
     time.
     """
-    n = A.shape[0]
-    for i in range(n):
-        k = 0
+    scan_envelope(A, np.zeros(A.shape[0], dtype=np.int64), first)
+    return envelope_work(first, limit)
+
+
+@njit(cache=True, nogil=True)
+def scan_envelope(A: np.ndarray, first_min: np.ndarray, first: np.ndarray) -> None:
+    """:func:`envelope`'s columns, scanning each row ``i`` from ``first_min[i]``, a column
+    before which the row is known to be zero (the structure's, where there is one)."""
+    for i in range(A.shape[0]):
+        k = first_min[i]
         while k < i and A[i, k] == 0.0:
             k += 1
         first[i] = k
-    return envelope_work(first, limit)
 
 
 @njit(cache=True, nogil=True)
@@ -111,13 +117,15 @@ def uses_lapack(first: np.ndarray) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def chol_lower(potrf: int, A: np.ndarray, first: np.ndarray) -> bool:
+def chol_lower(potrf: int, A: np.ndarray, first: np.ndarray, first_min: np.ndarray) -> bool:
     """Cholesky factor in the lower triangle of ``A``, in place, by LAPACK or in the envelope.
 
-    Leaves ``A``'s envelope in ``first`` either way (the factor has the same
-    one, with exact zeros before it), for :func:`solve_lower_t_envelope`.
+    ``first_min`` bounds the envelope from the left (:func:`scan_envelope`;
+    zeros when nothing is known).  Leaves ``A``'s envelope in ``first`` either
+    way (the factor has the same one, with exact zeros before it), for
+    :func:`solve_lower_t_envelope`.
     """
-    envelope(A, first, 0.0)     # the envelope only: uses_lapack counts its work
+    scan_envelope(A, first_min, first)
     if uses_lapack(first):
         return chol_lower_lapack(potrf, A)
     return chol_envelope(A, first)

@@ -1,16 +1,18 @@
-"""Order the levels of the rest blocks so that their Schur complement has a small envelope.
+"""Order the rest levels so that their Schur complement has a small envelope.
 
 In the blocked factorization the rows of the non-first blocks form one dense
 matrix ``D``, but its nonzeros are only where two levels co-occur in an
 observation or share a level of the first block.  Crossed designs run in
 sessions or waves (speed dating: each participant meets the partners of one
-wave) make ``D`` block diagonal up to a permutation of the levels; the
-factorization then works within the envelope of ``D`` at a fraction of a dense
-one's cost (:func:`glmmcore.linalg.dense.chol_lower`).  Data often number the
-levels wave by wave already; when the levels' own order leaves ``D`` without a
-small envelope, the reverse Cuthill-McKee ordering of the levels' graph is
-tried, and kept if it finds one.  Each block keeps its rows together, its
-levels taken in the order the ordering visits them.
+wave) make ``D`` block diagonal up to a permutation of the levels, and nested
+ones (``socio_m4``: receivers within groups) banded once each group's row
+follows its receivers'; the factorization then works within the envelope of
+``D`` at a fraction of a dense one's cost
+(:func:`glmmcore.linalg.dense.chol_lower`).  The levels of all rest blocks are
+ordered together by reverse Cuthill-McKee on the graph of levels that share an
+observation or a first-block level (:func:`reverse_cuthill_mckee`), so rows of
+different blocks may interleave; the order is kept when its envelope is
+clearly smaller than the one of the blocks in turn, each in its levels' order.
 """
 
 from __future__ import annotations
@@ -18,12 +20,18 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .dense import ENVELOPE_MAX_WORK
+ORDER_MIN_WORK = 0.01    # an envelope below this relative work is not worth reordering
+ORDER_MIN_GAIN = 0.8     # an ordering is kept if its envelope work is below this fraction
+# levels coupled to more than max(16, 10 sqrt(levels)) others (a term with a few levels
+# crossing everything) go last, as a border: ordered with the rest they would widen
+# every row after them
+BORDER_MIN_DEGREE = 16
+BORDER_DEGREE_SCALE = 10.0
 
 
-def rest_level_ranks(codes1: np.ndarray, rest_codes: np.ndarray,
-                     rest_levels: np.ndarray) -> list[np.ndarray] | None:
-    """New position of each level of every rest block, or None to keep the levels' order.
+def rest_positions(codes1: np.ndarray, rest_codes: np.ndarray,
+                   rest_levels: np.ndarray) -> np.ndarray | None:
+    """Position of every rest level in ``D``, or None to keep the blocks in turn.
 
     Parameters
     ----------
@@ -36,10 +44,12 @@ def rest_level_ranks(codes1: np.ndarray, rest_codes: np.ndarray,
 
     Returns
     -------
-    list of ndarray or None
-        For rest block ``k``, ``ranks[k][level]`` is the level's new index;
-        None when the levels' own order has a small envelope already or no
-        ordering found one.
+    ndarray or None
+        ``position[node_off[k] + level]`` is the place of block ``k``'s level
+        among all rest levels (``node_off`` the blocks' cumulative level
+        counts); None when the blocks in turn, each in its levels' order, have
+        a small envelope already or the ordering does not find a clearly
+        smaller one.
     """
     n, nr = rest_codes.shape
     if nr == 0 or n == 0:
@@ -50,28 +60,135 @@ def rest_level_ranks(codes1: np.ndarray, rest_codes: np.ndarray,
     level_ptr = np.concatenate([[0], np.cumsum(np.bincount(codes1))]).astype(np.int64)
     sorted_nodes = np.ascontiguousarray(nodes[by_level])
     nnodes = int(node_off[-1])
-    if envelope_work(sorted_nodes, level_ptr, nodes, np.arange(nnodes)) <= ENVELOPE_MAX_WORK:
+    natural = envelope_work(sorted_nodes, level_ptr, nodes, np.arange(nnodes))
+    if natural <= ORDER_MIN_WORK:
         return None
-    # here, not at the top: scipy.sparse adds 0.3 s to every ``import glmmcore``
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import reverse_cuthill_mckee
-
     indptr, indices = coupling_pattern(sorted_nodes, level_ptr, nodes, nnodes)
-    graph = sp.csr_matrix((np.ones(indices.size, dtype=np.int8), indices, indptr),
-                          shape=(nnodes, nnodes))
-    order = reverse_cuthill_mckee(graph, symmetric_mode=True)
-    visit = np.empty(nnodes, dtype=np.int64)
-    visit[order] = np.arange(nnodes)
-    ranks, position = [], np.empty(nnodes, dtype=np.int64)
-    for k in range(nr):       # each block's levels in visiting order, the blocks contiguous
+    degree = np.diff(indptr)
+    border = degree > max(BORDER_MIN_DEGREE, BORDER_DEGREE_SCALE * np.sqrt(nnodes))
+    order = reverse_cuthill_mckee(indptr, indices, border)
+    interleaved = np.empty(nnodes, dtype=np.int64)
+    interleaved[order] = np.arange(nnodes)
+    # the same order with each block's levels kept together, blocks in turn
+    by_block = np.empty(nnodes, dtype=np.int64)
+    for k in range(nr):
         lo, hi = node_off[k], node_off[k + 1]
-        rank = np.empty(hi - lo, dtype=np.int64)
-        rank[np.argsort(visit[lo:hi], kind="stable")] = np.arange(hi - lo)
-        ranks.append(rank)
-        position[lo:hi] = lo + rank
-    if envelope_work(sorted_nodes, level_ptr, nodes, position) > ENVELOPE_MAX_WORK:
-        return None
-    return ranks
+        by_block[lo + np.argsort(interleaved[lo:hi], kind="stable")] = np.arange(lo, hi)
+    best, best_work = None, ORDER_MIN_GAIN * natural
+    for position in (interleaved, by_block):
+        work = envelope_work(sorted_nodes, level_ptr, nodes, position)
+        if work < best_work:
+            best, best_work = position, work
+    return best
+
+
+@njit(cache=True, nogil=True)
+def reverse_cuthill_mckee(indptr, indices, border):
+    """Reverse Cuthill-McKee order of a symmetric graph (CSR, self loops allowed).
+
+    Each connected component is taken from a pseudo-peripheral node (George and
+    Liu's search, from the component's node of least degree), breadth first,
+    the new neighbours of each node in increasing degree (ties by index); that
+    order is reversed and the ``border`` nodes, left out of the searches,
+    follow in index order.  Returns the node at each position.
+    """
+    n = indptr.shape[0] - 1
+    degree = np.empty(n, dtype=np.int64)
+    for v in range(n):
+        degree[v] = indptr[v + 1] - indptr[v]
+    order = np.empty(n, dtype=np.int64)
+    placed = border.copy()
+    mark = np.zeros(n, dtype=np.int64)        # the breadth-first searches' stamps
+    queue = np.empty(n, dtype=np.int64)
+    stamp, done = 0, 0
+    for seed in np.argsort(degree, kind="mergesort"):
+        if placed[seed]:
+            continue
+        root, stamp = _peripheral_node(seed, indptr, indices, degree, placed, mark, queue,
+                                       stamp)
+        done = _cuthill_mckee_from(root, indptr, indices, degree, placed, order, done)
+    order[:done] = order[:done][::-1].copy()
+    for v in range(n):
+        if border[v]:
+            order[done] = v
+            done += 1
+    return order
+
+
+@njit(cache=True, nogil=True)
+def _level_search(root, indptr, indices, placed, mark, queue, stamp):
+    """Breadth-first search from ``root`` among unplaced nodes, marking them ``stamp``.
+
+    Leaves the nodes reached in ``queue``, level by level; returns their number,
+    where the last level starts, and the number of levels.
+    """
+    queue[0] = root
+    mark[root] = stamp
+    head, tail, last, depth = 0, 1, 0, 0
+    while head < tail:
+        last, level_end = head, tail
+        depth += 1
+        while head < level_end:
+            v = queue[head]
+            head += 1
+            for t in range(indptr[v], indptr[v + 1]):
+                w = indices[t]
+                if not placed[w] and mark[w] != stamp:
+                    mark[w] = stamp
+                    queue[tail] = w
+                    tail += 1
+    return tail, last, depth
+
+
+@njit(cache=True, nogil=True)
+def _peripheral_node(seed, indptr, indices, degree, placed, mark, queue, stamp):
+    """A pseudo-peripheral node of ``seed``'s component, and the last stamp used.
+
+    From ``seed``, move to the least-degree node of the farthest level while
+    that makes the level structure deeper.
+    """
+    root = seed
+    stamp += 1
+    tail, last, depth = _level_search(root, indptr, indices, placed, mark, queue, stamp)
+    while True:
+        best = queue[last]
+        for x in range(last + 1, tail):
+            v = queue[x]
+            if degree[v] < degree[best] or (degree[v] == degree[best] and v < best):
+                best = v
+        stamp += 1
+        tail, last, deeper = _level_search(best, indptr, indices, placed, mark, queue, stamp)
+        if deeper <= depth:
+            return root, stamp
+        root, depth = best, deeper
+
+
+@njit(cache=True, nogil=True)
+def _cuthill_mckee_from(root, indptr, indices, degree, placed, order, done):
+    """Append ``root``'s component to ``order`` in Cuthill-McKee order from ``done``;
+    returns the new count."""
+    order[done] = root
+    placed[root] = True
+    head, tail = done, done + 1
+    while head < tail:
+        v = order[head]
+        head += 1
+        begin = tail
+        for t in range(indptr[v], indptr[v + 1]):
+            w = indices[t]
+            if not placed[w]:
+                placed[w] = True
+                order[tail] = w
+                tail += 1
+        for x in range(begin + 1, tail):      # insertion sort by (degree, index)
+            w = order[x]
+            y = x - 1
+            while y >= begin and (degree[order[y]] > degree[w] or
+                                  (degree[order[y]] == degree[w] and order[y] > w)):
+                order[y + 1] = order[y]
+                y -= 1
+            order[y + 1] = w
+    return tail
 
 
 @njit(cache=True, nogil=True)

@@ -41,7 +41,9 @@ def schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm
         r0, c0, vo = rr_row[e], rr_col[e], rr_voff[e]
         for a in range(pr):
             for b in range(pc):
-                if r0 + a < c0 + b:
+                # a level's own block: its lower triangle; rows of two levels: wherever the
+                # ordering put them, into the lower triangle
+                if r0 == c0 and a < b:
                     continue
                 s = 0.0
                 for x in range(pr):
@@ -49,7 +51,10 @@ def schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm
                     if txa != 0.0:
                         for y in range(pc):
                             s += txa * rrv[vo + x * pc + y] * tbuf[tc + y * pc + b]
-                D[r0 + a, c0 + b] += s
+                if r0 + a >= c0 + b:
+                    D[r0 + a, c0 + b] += s
+                else:
+                    D[c0 + b, r0 + a] += s
     for c in range(q_r):               # T_k[e, cc] of column c's block is tbuf[t0 + e * pk]
         pk = rest_p[row_term[c]]
         s0 = row_start[c]
