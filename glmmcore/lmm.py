@@ -12,11 +12,13 @@ et al. 2015, eq. 34 and 41)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from .condvar import scaled_condvar
 from .errors import DataError, ModelSpecError, show
@@ -109,6 +111,7 @@ class LmmDeviance:
         self.factor.crossprod(np.ascontiguousarray(weights, dtype=float), Y)
         self.nevals = 0
         self._last: tuple[np.ndarray, float, np.ndarray] | None = None
+        self.gradient_args: tuple | None = None     # lmm_gradient.gradient_args
 
     def __call__(self, theta: np.ndarray) -> float:
         """Deviance (REML criterion if ``reml``) at ``theta``."""
@@ -129,13 +132,13 @@ class LmmDeviance:
         The last result is kept: the optimizer's final point is asked for
         again by the checks.
         """
-        if self._last is not None and np.array_equal(self._last[0], theta):
+        if self._last is not None and self._last[0].tobytes() == theta.tobytes():
             return self._last[1], self._last[2].copy()
         value = self(theta)
-        if not np.isfinite(value):
+        if not math.isfinite(value):
             return value, np.zeros_like(theta)
         grad, missing = profiled_gradient(self, theta)
-        if np.any(missing):
+        if missing.any():
             raised = np.where(self.predictor.reterms.is_diagonal() & missing,
                               np.maximum(theta, FD_STEP), theta)
             self(raised)
@@ -145,13 +148,8 @@ class LmmDeviance:
 
     def criterion(self, reml: bool) -> float:
         """Deviance of the current factorization, ML or REML."""
-        n, p = self.n, self.p
-        pwrss = float(self.factor.y_diag(p)) ** 2
-        if reml:
-            nmp = n - p
-            return (self.factor.logdet_re - self.ldW + self.ld_rx2()
-                    + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp)))
-        return self.factor.logdet_re - self.ldW + n * (1.0 + LOG_2PI + np.log(pwrss / n))
+        return _criterion(self.factor.y_lower, self.factor.logdet_re - self.ldW, self.n, self.p,
+                          reml)
 
     def ld_rx2(self) -> float:
         """``log|R_X|^2`` of the current factorization."""
@@ -169,6 +167,20 @@ class LmmDeviance:
                            RX_lower=np.array(self.factor.y_lower[:self.p, :self.p]),
                            pwrss=float(pwrss), ldL2=float(self.factor.logdet_re),
                            ldRX2=self.ld_rx2())
+
+
+@njit(cache=True, nogil=True)
+def _criterion(y_lower, logdet, n, p, reml):
+    """The module doc's deviance from the factor's ``Y`` rows (``R_X'``, then the response's
+    row); ``logdet`` is ``log|L|^2 - sum(log w)``."""
+    pwrss = y_lower[p, p] ** 2
+    if not reml:
+        return logdet + n * (1.0 + LOG_2PI + np.log(pwrss / n))
+    ld_rx2 = 0.0
+    for i in range(p):
+        ld_rx2 += 2.0 * np.log(y_lower[i, i])
+    nmp = n - p
+    return logdet + ld_rx2 + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp))
 
 
 def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,

@@ -79,18 +79,29 @@ def profiled_gradient(dev: Any, theta: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _blocked_gradient(dev: Any, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`profiled_gradient` on the blocked factorization, in one compiled call."""
     factor, p = dev.factor, dev.p
-    s = factor.s
-    nx = p if dev.reml else 0
     dof = dev.n - p if dev.reml else dev.n
     grad = np.zeros(theta.shape[0])
     missing = np.zeros(theta.shape[0], dtype=bool)
-    nlevels = np.array([b.nlevels for b in dev.predictor.reterms.blocks], dtype=np.int64)
-    summed_args = factor.diag_blocks_args(nx, summed=True)
-    if not _blocked_gradient_kernel(theta, p, dof / factor.y_diag(p) ** 2, s.tidx, s.toff,
-                                    nlevels, factor.solve_args(), summed_args, summed_args[-2],
-                                    summed_args[-1], np.empty(s.q), np.empty(p), grad, missing):
+    if not _blocked_gradient_kernel(theta, p, dof / factor.y_diag(p) ** 2, *gradient_args(dev),
+                                    grad, missing):
         raise FloatingPointError("dpotri failed: the factor is singular")
     return grad, missing
+
+
+def gradient_args(dev: Any) -> tuple:
+    """The arguments of :func:`_blocked_gradient_kernel` that do not change with theta.
+
+    Made once per deviance and kept on it (``dev.gradient_args``): the
+    workspace is the deviance's own, used by one call at a time.
+    """
+    if getattr(dev, "gradient_args", None) is None:
+        factor = dev.factor
+        s = factor.s
+        summed_args = factor.diag_blocks_args(dev.p if dev.reml else 0, summed=True)
+        nlevels = np.array([b.nlevels for b in dev.predictor.reterms.blocks], dtype=np.int64)
+        dev.gradient_args = (s.tidx, s.toff, nlevels, factor.solve_args(), summed_args,
+                             summed_args[-2], summed_args[-1], np.empty(s.q), np.empty(dev.p))
+    return dev.gradient_args
 
 
 @njit(cache=True, nogil=True)
