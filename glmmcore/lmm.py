@@ -111,14 +111,25 @@ class LmmDeviance:
         self.factor.crossprod(np.ascontiguousarray(weights, dtype=float), Y)
         self.nevals = 0
         self._last: tuple[np.ndarray, float, np.ndarray] | None = None
+        self._factored_at: tuple[bytes, float] | None = None   # theta of the factor, value
         self.gradient_args: tuple | None = None     # lmm_gradient.gradient_args
 
     def __call__(self, theta: np.ndarray) -> float:
-        """Deviance (REML criterion if ``reml``) at ``theta``."""
+        """Deviance (REML criterion if ``reml``) at ``theta``.
+
+        A call at the theta of the last factorization reuses it: the optimizer
+        starts where the last start candidate was evaluated, when it won.
+        """
+        key = np.asarray(theta, dtype=float).tobytes()
+        if self._factored_at is not None and self._factored_at[0] == key:
+            return self._factored_at[1]       # the optimizer's start, just chosen by value
         self.nevals += 1
+        self._factored_at = None
         if not self.factor.factor(theta):
             return np.inf
-        return self.criterion(self.reml)
+        value = self.criterion(self.reml)
+        self._factored_at = (key, value)
+        return value
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
         """Deviance and its gradient at ``theta`` (:mod:`glmmcore.lmm_gradient`).
@@ -155,9 +166,15 @@ class LmmDeviance:
         """``log|R_X|^2`` of the current factorization."""
         return 2.0 * float(np.sum(np.log(np.diagonal(self.factor.y_lower)[:self.p])))
 
+    def refactor(self, theta: np.ndarray) -> bool:
+        """Factor at ``theta`` outside an evaluation (not counted); False if not positive
+        definite."""
+        self._factored_at = None
+        return self.factor.factor(theta)
+
     def solution(self, theta: np.ndarray) -> LmmSolution:
         """beta, u, sigma and the factor pieces at ``theta``."""
-        if not self.factor.factor(theta):
+        if not self.refactor(theta):
             raise FloatingPointError("the penalized system is not positive definite at theta")
         u, beta = self.factor.solve(self.p)
         beta += self.beta_ls
@@ -297,7 +314,7 @@ def lmm_result(dev: LmmDeviance, response: Any, theta: np.ndarray, conv: Any,
     vcov = sol.sigma ** 2 * (RXinv.T @ RXinv)
 
     def condvar_blocks() -> list[np.ndarray]:
-        dev.factor.factor(theta)
+        dev.refactor(theta)
         return scaled_condvar(predictor, dev.factor, theta, sol.sigma ** 2)
 
     return MixedModelResult(

@@ -11,6 +11,8 @@ from glmmcore.errors import ModelSpecError
 from glmmcore.lmm import LmmDeviance, uses_gradient
 from glmmcore.lmm_gradient import profiled_gradient
 
+FORMULA_MIXED = FORMULAS["mixed"]
+
 
 def deviance(frame, formula, backend, reml, weighted=True):
     pred = parts(frame, backend, formula)
@@ -185,3 +187,19 @@ def test_lbfgsb_is_as_good_as_bobyqa_on_simulated_designs(design, formula, seed)
                 for opt in ("lbfgsb", "bobyqa"))
         assert a.converged, a.convergence.reason
         assert a.loglik >= b.loglik - 1e-9 * abs(b.loglik)
+
+
+def test_a_call_at_the_last_factored_theta_reuses_the_factor():
+    """The optimizer's start was just evaluated when it won: no second factorization, the
+    same value and a gradient from that factor; any other factorization in between
+    (``refactor``) makes the call factor again."""
+    dev = deviance(simulate_frame("small"), FORMULA_MIXED, "blocked", True)
+    theta = THETA[:dev.predictor.reterms.ntheta]
+    value = dev(theta)
+    assert dev.nevals == 1
+    again, grad = dev.value_and_gradient(theta.copy())
+    assert dev.nevals == 1 and again == value
+    fresh = deviance(simulate_frame("small"), FORMULA_MIXED, "blocked", True)
+    np.testing.assert_array_equal(grad, fresh.value_and_gradient(theta)[1])
+    assert dev.refactor(theta + 0.1)
+    assert dev(theta) == value and dev.nevals == 2
