@@ -129,8 +129,8 @@ def fit(formula: str, data: Any, *, family: Any = "gaussian", link: str | None =
     fam = get_family(family, link)
     frame = model_frame(parsed, data, weights=weights, offset=offset)
     response = build_response(parsed, frame, fam)
-    fixed = fixed_design(parsed.fixed, frame.data, parsed.text)
-    reterms = build_reterms(parsed, frame.data)
+    fixed = fixed_design(parsed.fixed, frame.table, parsed.text)
+    reterms = build_reterms(parsed, frame.table)
     predictor = build_predictor(fixed, reterms, ctrl.backend)
     result = _fit_response(predictor, response, bool(REML), int(nAGQ), ctrl, frame.n_dropped,
                            parsed.text)

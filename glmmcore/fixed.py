@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, FormulaError, RankDeficiencyWarning
+from .frame import ColumnTable, as_pandas
 from .model_matrix import SimpleSpec, simple_model_matrix
 
 INTERCEPT = "(Intercept)"
@@ -59,7 +60,7 @@ class FixedDesign:
         return np.ascontiguousarray(X if self.keep is None else X[:, self.keep])
 
 
-def fixed_design(rhs: str, data: pd.DataFrame, formula: str) -> FixedDesign:
+def fixed_design(rhs: str, data: pd.DataFrame | ColumnTable, formula: str) -> FixedDesign:
     """Build X for the right-hand side ``rhs`` of the fixed effects.
 
     Raises
@@ -80,7 +81,7 @@ def fixed_design(rhs: str, data: pd.DataFrame, formula: str) -> FixedDesign:
                        keep=keep if dropped else None)
 
 
-def model_matrix(expr: str, data: pd.DataFrame,
+def model_matrix(expr: str, data: pd.DataFrame | ColumnTable,
                  formula: str) -> tuple[np.ndarray, list[str], Any]:
     """Model matrix, column names (lme4's ``(Intercept)``) and the spec to rebuild it.
 
@@ -96,12 +97,13 @@ def model_matrix(expr: str, data: pd.DataFrame,
     return np.ascontiguousarray(X), [rename_intercept(n) for n in names], spec
 
 
-def evaluate_model_matrix(expr: str, data: pd.DataFrame, formula: str) -> pd.DataFrame:
+def evaluate_model_matrix(expr: str, data: pd.DataFrame | ColumnTable,
+                          formula: str) -> pd.DataFrame:
     """Evaluate a right-hand side with formulaic, translating its errors."""
     from formulaic import model_matrix as formulaic_model_matrix  # lazy: costly import
     from formulaic.errors import FormulaicError
     try:
-        return formulaic_model_matrix(expr, data, na_action="ignore")
+        return formulaic_model_matrix(expr, as_pandas(data), na_action="ignore")
     except FormulaicError as exc:
         reason = str(exc).splitlines()[0]
         raise FormulaError(f"cannot evaluate '{expr}' on the data: {reason}", formula) from None

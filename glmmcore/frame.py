@@ -20,14 +20,65 @@ from .formula import ParsedFormula
 from .model_matrix import column_values, simple_variables
 
 
+class ColumnTable:
+    """Columns of equal length by name, as arrays: what the design builders read.
+
+    Reading a column is a dictionary lookup, where a DataFrame's costs 15-25
+    us (pandas 3), and no DataFrame is built unless formulaic evaluates an
+    expression or a caller asks for one (:attr:`frame`).
+
+    Parameters
+    ----------
+    values
+        Numpy or pandas extension arrays by column name.
+    nrows
+        Their length.
+    """
+
+    def __init__(self, values: dict[str, np.ndarray | ExtensionArray], nrows: int) -> None:
+        self.values = values
+        self.nrows = nrows
+        self._frame: pd.DataFrame | None = None
+
+    @property
+    def columns(self) -> Any:
+        """The column names (a view of the keys)."""
+        return self.values.keys()
+
+    def __getitem__(self, name: str) -> np.ndarray | ExtensionArray:
+        return self.values[name]
+
+    def __len__(self) -> int:
+        return self.nrows
+
+    def series(self, name: str) -> pd.Series:
+        """One column as a Series (index ``0..nrows-1``), object columns kept object."""
+        values = self.values[name]
+        if isinstance(values, np.ndarray) and values.dtype == object:
+            return pd.Series(values, dtype=object, copy=False, name=name)
+        return pd.Series(values, copy=False, name=name)
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """The columns as a DataFrame with a fresh ``RangeIndex`` (built once)."""
+        if self._frame is None:
+            self._frame = _as_frame(self.values, self.nrows)
+        return self._frame
+
+
+def as_pandas(data: pd.DataFrame | ColumnTable) -> pd.DataFrame:
+    """``data`` as a DataFrame (a :class:`ColumnTable`'s is built on first use)."""
+    return data.frame if isinstance(data, ColumnTable) else data
+
+
 @dataclass
 class ModelFrame:
     """Rows kept for fitting and what was dropped.
 
     Attributes
     ----------
-    data
-        The used columns of the complete rows, with a fresh ``RangeIndex``.
+    table
+        The used columns of the complete rows (:class:`ColumnTable`).
     row_labels
         Index labels of the kept rows in the data as given.
     n_dropped
@@ -37,16 +88,21 @@ class ModelFrame:
         aligned with ``data``.
     """
 
-    data: pd.DataFrame
+    table: ColumnTable
     row_labels: pd.Index
     n_dropped: int
     weights: np.ndarray | None
     offset: np.ndarray | None
 
     @property
+    def data(self) -> pd.DataFrame:
+        """The used columns of the complete rows as a DataFrame, with a fresh ``RangeIndex``."""
+        return self.table.frame
+
+    @property
     def nobs(self) -> int:
         """Number of rows kept."""
-        return len(self.data)
+        return self.table.nrows
 
 
 def as_dataframe(data: Any) -> pd.DataFrame:
@@ -136,7 +192,7 @@ def model_frame(parsed: ParsedFormula, data: Any, *, weights: Any = None,
     labels = frame.index if everything else frame.index[keep]
     kept = {name: _take(values, keep, everything) for name, values in columns.items()}
     _check_finite(kept, labels)
-    return ModelFrame(data=_as_frame(kept, n_kept), row_labels=labels,
+    return ModelFrame(table=ColumnTable(kept, n_kept), row_labels=labels,
                       n_dropped=len(frame) - n_kept,
                       weights=None if w is None else w[keep],
                       offset=None if off is None else off[keep])

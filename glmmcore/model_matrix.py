@@ -14,11 +14,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from pandas.api.extensions import ExtensionArray
 from pandas.arrays import ArrowExtensionArray, NumpyExtensionArray
+
+if TYPE_CHECKING:
+    from .frame import ColumnTable
 
 _TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_.]*)|([01])|([+\-*:]))")
 
@@ -68,8 +72,8 @@ class SimpleSpec:
         return np.ascontiguousarray(X, dtype=float), names
 
 
-def simple_model_matrix(rhs: str,
-                        data: pd.DataFrame) -> tuple[SimpleSpec, np.ndarray, list[str]] | None:
+def simple_model_matrix(rhs: str, data: pd.DataFrame | ColumnTable
+                        ) -> tuple[SimpleSpec, np.ndarray, list[str]] | None:
     """Spec, model matrix and column names of a simple right-hand side, or None.
 
     Reads each column and codes each categorical variable once;
@@ -96,7 +100,7 @@ def simple_model_matrix(rhs: str,
     return spec, X, names
 
 
-def _simple(rhs: str, data: pd.DataFrame):
+def _simple(rhs: str, data: pd.DataFrame | ColumnTable):
     """(spec, values of each variable, level codes of the categorical ones), or None."""
     parsed = parse_simple(rhs)
     if parsed is None:
@@ -127,7 +131,7 @@ def _simple(rhs: str, data: pd.DataFrame):
     return SimpleSpec(intercept=intercept, terms=terms, levels=levels), columns, codes
 
 
-def column_values(series: pd.Series) -> np.ndarray | ExtensionArray:
+def column_values(series: pd.Series | np.ndarray | ExtensionArray) -> np.ndarray | ExtensionArray:
     """The values of a column: a numpy array, or the extension array pandas keeps.
 
     Arrays are much cheaper to work on than Series (no index, no dispatch).
@@ -135,13 +139,15 @@ def column_values(series: pd.Series) -> np.ndarray | ExtensionArray:
     Parameters
     ----------
     series
-        A column.
+        A column (an array is returned as it is).
 
     Returns
     -------
     numpy.ndarray or ExtensionArray
         Not a copy.
     """
+    if isinstance(series, (np.ndarray, ExtensionArray)):    # a model frame's column
+        return series
     values = series.array
     # exactly the numpy wrapper: its subclasses (python-backed strings) keep their dtype
     return values.to_numpy() if type(values) is NumpyExtensionArray else values

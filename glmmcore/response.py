@@ -17,7 +17,7 @@ import pandas as pd
 from .errors import DataError, FormulaError
 from .fixed import evaluate_model_matrix
 from .formula import ParsedFormula
-from .frame import ModelFrame
+from .frame import ColumnTable, ModelFrame
 
 
 @dataclass
@@ -49,10 +49,10 @@ class Response:
     info: dict = field(default_factory=dict)
 
 
-def evaluate_expression(expr: str, data: pd.DataFrame, formula: str) -> pd.Series:
+def evaluate_expression(expr: str, data: pd.DataFrame | ColumnTable, formula: str) -> pd.Series:
     """Values of one expression: a column as it is, or a formulaic expression."""
     if expr in data.columns:
-        return data[expr]
+        return data.series(expr) if isinstance(data, ColumnTable) else data[expr]
     mm = evaluate_model_matrix(f"0 + {expr}", data, formula)
     if mm.shape[1] != 1:
         raise FormulaError(f"'{expr}' gives {mm.shape[1]} columns; a single numeric "
@@ -62,7 +62,7 @@ def evaluate_expression(expr: str, data: pd.DataFrame, formula: str) -> pd.Serie
 
 def build_response(parsed: ParsedFormula, frame: ModelFrame, family: Any) -> Response:
     """Read, check and convert the response for ``family``."""
-    data = frame.data
+    data = frame.table
     values = [evaluate_expression(e, data, parsed.text) for e in parsed.response]
     offset = np.zeros(frame.nobs)
     for expr in parsed.offsets:

@@ -23,6 +23,7 @@ import pandas as pd
 from .errors import ModelSpecError
 from .fixed import model_matrix
 from .formula import ParsedFormula, RandomTerm
+from .frame import ColumnTable
 from .model_matrix import column_values, factorize
 
 
@@ -167,7 +168,7 @@ class _SplitTerm:
     colnames: list[str]
 
 
-def build_reterms(parsed: ParsedFormula, data: pd.DataFrame) -> ReTerms:
+def build_reterms(parsed: ParsedFormula, data: pd.DataFrame | ColumnTable) -> ReTerms:
     """Build the random-effects terms of a parsed formula on model-frame data.
 
     Raises
@@ -248,12 +249,12 @@ def _assemble(split: list[_SplitTerm]) -> ReTerms:
     return ReTerms(blocks=blocks, terms=terms, theta_lower=np.array(lower))
 
 
-def grouping_factor(names: tuple[str, ...], data: pd.DataFrame) -> GroupingFactor:
+def grouping_factor(names: tuple[str, ...], data: pd.DataFrame | ColumnTable) -> GroupingFactor:
     """Integer codes of a grouping factor or of an interaction of several."""
     return _grouping_factor(names, data, {})
 
 
-def _grouping_factor(names: tuple[str, ...], data: pd.DataFrame,
+def _grouping_factor(names: tuple[str, ...], data: pd.DataFrame | ColumnTable,
                      variables: dict[str, tuple[np.ndarray, pd.Index]]) -> GroupingFactor:
     """:func:`grouping_factor`, reusing and filling ``variables`` (codes and levels by name)."""
     for name in names:

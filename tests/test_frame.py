@@ -17,7 +17,7 @@ from glmmcore.errors import DataError
 from glmmcore.fixed import independent_columns
 from glmmcore.formula import _top_level_positions, parse_formula
 from glmmcore.frame import formula_variables, model_frame
-from glmmcore.model_matrix import factorize, simple_model_matrix
+from glmmcore.model_matrix import column_values, factorize, simple_model_matrix
 from glmmcore.reterms import grouping_factor
 
 FORMULA = "y ~ x + s + c + i + f + o + p + b + (1 | g)"
@@ -81,6 +81,25 @@ def test_kept_rows_labels_and_count_match_pandas(index, holes):
     pd.testing.assert_index_equal(mf.row_labels, labels)
     assert mf.n_dropped == dropped == (9 if holes else 0)
     assert list(mf.data.dtypes) == list(frame[expected.columns].dtypes)   # object stays object
+
+
+@pytest.mark.parametrize("holes", [False, True])
+def test_column_table_reads_as_the_frame_does(holes):
+    """The design builders read the model frame's columns as arrays: each is the
+    DataFrame's column, a response read as a Series is the DataFrame's Series (object
+    stays object), and the fixed-effects matrix built from either is the same."""
+    frame = _with_holes(_data()) if holes else _data()
+    mf = model_frame(parse_formula(FORMULA), frame)
+    assert list(mf.table.columns) == list(mf.data.columns) and len(mf.table) == len(mf.data)
+    for name in mf.table.columns:
+        expected = mf.data[name]
+        assert type(mf.table[name]) is type(column_values(expected))
+        pd.testing.assert_series_equal(mf.table.series(name), expected)
+    rhs = parse_formula(FORMULA).fixed
+    spec, X, names = simple_model_matrix(rhs, mf.table)
+    spec_df, X_df, names_df = simple_model_matrix(rhs, mf.data)
+    np.testing.assert_array_equal(X, X_df)
+    assert names == names_df and spec == spec_df
 
 
 def test_model_data_do_not_share_memory_with_the_input():
