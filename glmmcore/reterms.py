@@ -15,10 +15,14 @@ number of levels, stably), so values compare one to one with lme4's.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 
 from .errors import ModelSpecError
 from .fixed import model_matrix
@@ -27,28 +31,35 @@ from .frame import ColumnTable
 from .model_matrix import column_values, factorize
 
 
-@dataclass
 class GroupingFactor:
     """A grouping factor: one integer code per observation.
 
-    Attributes
+    Parameters
     ----------
     name
         As lme4 prints it (``"student"``, ``"group:sender"``).
     codes
         Level index of each observation (int64).
-    levels
-        Level labels, in lme4's order (sorted; interactions lexicographic).
+    nlevels
+        Number of levels.
+    make_levels
+        Makes :attr:`levels` when first asked for: a fit reads them only for
+        its random effects' labels, and building them (an Index, interaction
+        labels joined level by level) cost 0.3 ms of a small model's set-up.
     """
 
-    name: str
-    codes: np.ndarray
-    levels: pd.Index
+    def __init__(self, name: str, codes: np.ndarray, nlevels: int,
+                 make_levels: Callable[[], pd.Index]) -> None:
+        self.name, self.codes, self.nlevels = name, codes, nlevels
+        self._make_levels = make_levels
 
-    @property
-    def nlevels(self) -> int:
-        """Number of levels."""
-        return len(self.levels)
+    @cached_property
+    def levels(self) -> pd.Index:
+        """Level labels, in lme4's order (sorted; interactions lexicographic)."""
+        return self._make_levels()
+
+    def __repr__(self) -> str:
+        return f"GroupingFactor({self.name!r}, {self.nlevels} levels)"
 
 
 @dataclass
@@ -177,7 +188,7 @@ def build_reterms(parsed: ParsedFormula, data: pd.DataFrame | ColumnTable) -> Re
         A grouping factor has a single level.
     """
     factors: dict[tuple[str, ...], GroupingFactor] = {}
-    variables: dict[str, tuple[np.ndarray, pd.Index]] = {}   # a variable in several factors
+    variables: dict[str, _Variable] = {}     # a variable in several factors
     split: list[_SplitTerm] = []
     for term in parsed.random:
         if term.group not in factors:
@@ -255,47 +266,68 @@ def grouping_factor(names: tuple[str, ...], data: pd.DataFrame | ColumnTable) ->
 
 
 def _grouping_factor(names: tuple[str, ...], data: pd.DataFrame | ColumnTable,
-                     variables: dict[str, tuple[np.ndarray, pd.Index]]) -> GroupingFactor:
+                     variables: dict[str, _Variable]) -> GroupingFactor:
     """:func:`grouping_factor`, reusing and filling ``variables`` (codes and levels by name)."""
     for name in names:
         if name not in variables:
             variables[name] = _factorize(data[name])
-    codes_list = [variables[name][0] for name in names]
-    levels_list = [variables[name][1] for name in names]
+    parts = [variables[name] for name in names]
     if len(names) == 1:
-        return GroupingFactor(names[0], codes_list[0], levels_list[0])
+        return GroupingFactor(names[0], parts[0].codes, parts[0].nlevels, parts[0].index)
     # fold the factors in one at a time: the key of (levels so far, next code) stays below
     # rows x levels, so it cannot overflow, and sorts as the rows of codes do
-    codes = codes_list[0]
-    labels = _labels(levels_list[0])
-    for more_codes, levels in zip(codes_list[1:], levels_list[1:]):
-        size = max(len(levels), 1)
-        uniq, codes = _sorted_codes(codes * size + more_codes)
-        labels = labels[uniq // size] + ":" + _labels(levels)[uniq % size]
-    return GroupingFactor(":".join(names), codes.astype(np.int64).ravel(),
-                          pd.Index(labels, dtype=object))
+    codes = parts[0].codes
+    steps = []
+    for part in parts[1:]:
+        size = max(part.nlevels, 1)
+        uniq, codes = _sorted_codes(codes * size + part.codes)
+        steps.append((uniq, size))
+
+    def labels() -> pd.Index:
+        joined = parts[0].labels()
+        for part, (uniq, size) in zip(parts[1:], steps):
+            joined = joined[uniq // size] + ":" + part.labels()[uniq % size]
+        return pd.Index(joined, dtype=object)
+
+    return GroupingFactor(":".join(names), codes.astype(np.int64).ravel(), len(steps[-1][0]),
+                          labels)
 
 
-def _labels(levels: pd.Index) -> np.ndarray:
-    if levels.dtype.kind in "iu":  # integers print the same either way; numpy's is vectorized
-        return levels.to_numpy().astype(str).astype(object)
-    return np.array([_label(v) for v in levels], dtype=object)
+class _Variable:
+    """A grouping variable's codes and sorted distinct values (missing coded -1)."""
+
+    def __init__(self, codes: np.ndarray, uniques: Any, dtype: Any) -> None:
+        self.codes, self.uniques, self.dtype = codes, uniques, dtype
+        self.nlevels = len(uniques)
+
+    def index(self) -> pd.Index:
+        """The levels as an Index of the column's dtype."""
+        if isinstance(self.uniques, pd.Index):
+            return self.uniques
+        # the dtype as given: pandas would infer 'str' for an object array of strings (and
+        # arrow strings come back as a list)
+        return pd.Index(self.uniques, dtype=self.dtype)
+
+    def labels(self) -> np.ndarray:
+        """The levels as strings (object array), as lme4 prints them in interactions."""
+        levels = self.index()
+        if levels.dtype.kind in "iu":  # integers print the same either way; numpy's is vectorized
+            return levels.to_numpy().astype(str).astype(object)
+        return np.array([_label(v) for v in levels], dtype=object)
 
 
-def _factorize(column: pd.Series) -> tuple[np.ndarray, pd.Index]:
+def _factorize(column: pd.Series | np.ndarray | ExtensionArray) -> _Variable:
     """Codes and sorted levels of one grouping variable (missing values coded -1)."""
     values = column_values(column)
     if isinstance(values, pd.Categorical):
         values = values.remove_unused_categories()
-        return values.codes.astype(np.int64), pd.Index(values.categories)
+        return _Variable(values.codes.astype(np.int64), pd.Index(values.categories), None)
     if isinstance(values, np.ndarray) and values.dtype.kind in "iub":
         # integers cannot be missing; no hashing needed
         uniques, codes = _sorted_codes(values)
-        return codes.astype(np.int64), pd.Index(uniques)
+        return _Variable(codes.astype(np.int64), uniques, uniques.dtype)
     codes, uniques = factorize(values, sort=True)
-    # the dtype as given: pandas would infer 'str' for an object array of strings (and
-    # arrow strings come back as a list)
-    return codes.astype(np.int64), pd.Index(uniques, dtype=getattr(uniques, "dtype", values.dtype))
+    return _Variable(codes.astype(np.int64), uniques, getattr(uniques, "dtype", values.dtype))
 
 
 def _sorted_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

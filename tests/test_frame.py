@@ -261,3 +261,22 @@ def _naive_top_level(text: str, chars: str) -> list[int]:
 @given(st.text(alphabet="ab ~|+-,()[]{}'\"`", max_size=30), st.sampled_from(["~", "|", "+-", ","]))
 def test_formula_scanner_finds_the_top_level_characters(text, chars):
     assert list(_top_level_positions(text, chars)) == _naive_top_level(text, chars)
+
+
+@pytest.mark.parametrize("third", [False, True])
+def test_interaction_codes_and_labels_match_a_plain_reference(third):
+    """``(1 | a:b)`` (and ``a:b:c``): levels are the combinations present, in the order of
+    the components' sorted levels, labelled ``a:b``; built when first read."""
+    rng = np.random.default_rng(4)
+    n = 60
+    data = pd.DataFrame({"a": rng.integers(0, 4, n), "b": rng.choice(["y", "x", "z"], n),
+                         "c": rng.choice([2.0, 1.5], n)})
+    names = ("a", "b", "c") if third else ("a", "b")
+    factor = grouping_factor(names, data)
+    keys = list(zip(*(data[name] for name in names)))
+    combos = sorted(set(keys))
+    expected = [":".join(str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+                         for v in combo) for combo in combos]
+    assert factor.nlevels == len(combos) and factor.name == ":".join(names)
+    np.testing.assert_array_equal(factor.codes, [combos.index(k) for k in keys])
+    pd.testing.assert_index_equal(factor.levels, pd.Index(expected, dtype=object))
