@@ -107,6 +107,7 @@ class LmmDeviance:
         Y = np.empty((self.n, self.p + 1))
         Y[:, :self.p] = X
         Y[:, self.p] = y - offset - X @ self.beta_ls
+        self.ls_residuals = Y[:, self.p].copy()     # for the moment start (lmm_start)
         self.factor = predictor.new_factor(self.p + 1)
         self.factor.crossprod(np.ascontiguousarray(weights, dtype=float), Y)
         self.nevals = 0
@@ -287,8 +288,7 @@ def lmm_start(dev: LmmDeviance, response: Any, rule: str) -> np.ndarray:
     reterms = dev.predictor.reterms
     if rule == "lme4":
         return reterms.theta_start()
-    y = response.y - response.offset
-    guess = moment_theta(reterms, y - dev.predictor.X @ dev.beta_ls, response.weights)
+    guess = moment_theta(reterms, dev.ls_residuals, response.weights)
     return lower_start(dev, [reterms.theta_start(), guess])
 
 
