@@ -119,8 +119,8 @@ def build_structure(blocks: list) -> BlockedStructure:
     rest_codes = (np.column_stack([b.factor.codes for b in rest]).astype(np.int64) if rest
                   else np.zeros((n, 0), dtype=np.int64))
     codes1 = np.ascontiguousarray(first.factor.codes, dtype=np.int64)
-    rows = _rest_rows(codes1, rest_codes, rest, rest_off, q_r)
-    rest_rows, row_term, row_start, rest_perm = rows
+    rest_rows, row_term, row_start, rest_perm = _rest_rows(codes1, rest_codes, rest, rest_off,
+                                                           q_r)
     Xr = np.ascontiguousarray(np.column_stack([b.X for b in rest])) if rest else np.zeros((n, 0))
     rest_xoff = np.concatenate([[0], np.cumsum(rest_p)[:-1]]).astype(np.int64) if rest else \
         np.zeros(0, dtype=np.int64)
