@@ -83,7 +83,12 @@ def test_factor_matches_dense_algebra(frame, backend, formula):
     fac = pred.new_factor(Y.shape[1])
     fac.crossprod(w, Y)
     assert fac.factor(theta)
+    assert_factor_is_dense_algebra(pred, fac, theta, w, y)
 
+
+def assert_factor_is_dense_algebra(pred, fac, theta, w, y):
+    """``fac`` (made with ``[X y]`` and weights ``w``, factored at ``theta``) against dense
+    algebra: log|M|, the solve for (u, beta) and the diagonal blocks of M^{-1}."""
     Z, Lam = dense_Z_Lambda(pred, theta)
     ZL = Z @ Lam
     M = ZL.T @ (w[:, None] * ZL) + np.eye(ZL.shape[1])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_linalg import FORMULAS, THETA, dense_Z_Lambda, parts, simulate_frame
+from test_linalg import FORMULAS, THETA, assert_factor_is_dense_algebra, parts, simulate_frame
 
 from glmmcore.linalg.dense import envelope, envelope_work
 from glmmcore.linalg.ordering import reverse_cuthill_mckee
@@ -80,22 +80,7 @@ def test_nested_levels_interleave_and_factor_as_dense_algebra():
     fac = pred.new_factor(pred.p + 1)
     fac.crossprod(w, np.column_stack([pred.X, y]))
     assert fac.factor(theta)
-    Z, Lam = dense_Z_Lambda(pred, theta)
-    ZL = Z @ Lam
-    M = ZL.T @ (w[:, None] * ZL) + np.eye(ZL.shape[1])
-    assert fac.logdet_re == pytest.approx(np.linalg.slogdet(M)[1], rel=1e-12)
-    full = np.block([[M, ZL.T @ (w[:, None] * pred.X)],
-                     [pred.X.T @ (w[:, None] * ZL), pred.X.T @ (w[:, None] * pred.X)]])
-    sol = np.linalg.solve(full, np.concatenate([ZL.T @ (w * y), pred.X.T @ (w * y)]))
-    u, beta = fac.solve(pred.p)
-    np.testing.assert_allclose(beta, sol[-pred.p:], rtol=1e-10)
-    np.testing.assert_allclose(u, sol[:-pred.p], rtol=1e-9, atol=1e-12)
-    Minv, start = np.linalg.inv(M), 0
-    for block, V in zip(pred.reterms.blocks, fac.inverse_diag_blocks()):
-        for level in range(block.nlevels):
-            sl = slice(start + level * block.p, start + (level + 1) * block.p)
-            np.testing.assert_allclose(V[level], Minv[sl, sl], rtol=1e-9, atol=1e-14)
-        start += block.q
+    assert_factor_is_dense_algebra(pred, fac, theta, w, y)
     # the blocks in turn (rows in the terms' order) have a wider envelope
     q_r = s.q_r
     L = np.tril(fac.D[:q_r, :q_r])
