@@ -276,8 +276,10 @@ def _checked(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, co
     else:
         def derivatives(at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             return fd_derivatives(objective, at, lower)
-    x, conv = polished_and_checked(objective, x, None, lower, derivatives, diagonal,
-                                   dev.ntheta, messages, polish_first=False)
+    x, conv = polished_and_checked(
+        objective, x, None, lower, derivatives, diagonal, dev.ntheta, messages,
+        polish_first=False,
+        gradient=(lambda at: dev.value_and_gradient(at, stage)[1]) if gradient else None)
     if gradient and not conv.converged:
         again = _bobyqa_from(dev, x, lower, stage, control, white)
         messages.append(f"the checks failed ({conv.reason}); bobyqa from there: "

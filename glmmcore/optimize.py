@@ -27,6 +27,9 @@ GRAD_TOL = 2e-3        # lme4's check.conv.grad
 SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
 FD_STEP = 1e-4         # lme4's deriv12 delta
 POLISH_GAIN = 1e-12    # smallest predicted relative decrease worth a Newton polish
+# after a Newton polish, the scaled gradient below which the Hessian it used is kept
+# (polished_and_checked): 1/200 of lme4's tolerance, where the quadratic model held
+KEEP_HESSIAN_TOL = 1e-5
 LBFGSB_GTOL = 1e-5     # L-BFGS-B's bound on the projected gradient
 # L-BFGS-B's smallest relative decrease per iteration, at least: a deviance carries ~1e-12
 # relative round-off (line searches lost in it are ended by the stall rule below)
@@ -353,7 +356,9 @@ def polished_and_checked(f: Callable[[np.ndarray], float], x: np.ndarray, fx: fl
                          lower: np.ndarray,
                          derivatives: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
                          diagonal: np.ndarray, n_theta: int, messages: list[str], *,
-                         polish_first: bool) -> tuple[np.ndarray, Convergence]:
+                         polish_first: bool,
+                         gradient: Callable[[np.ndarray], np.ndarray] | None = None
+                         ) -> tuple[np.ndarray, Convergence]:
     """The convergence checks at ``x``, after a Newton polish with their derivatives.
 
     ``derivatives(x)`` gives the gradient and Hessian; ``fx`` is ``f(x)`` if
@@ -361,7 +366,11 @@ def polished_and_checked(f: Callable[[np.ndarray], float], x: np.ndarray, fx: fl
     polish is tried before the checks (cheap when it declines: no evaluation,
     :data:`POLISH_GAIN`); otherwise only when the checks fail, as a polish that
     succeeds costs a second Hessian.  After a polish the derivatives and the
-    checks are taken again at the point reported.
+    checks are taken again at the point reported, except that with
+    ``gradient`` (the gradient alone) the Hessian is kept when the scaled
+    gradient at the new point is below :data:`KEEP_HESSIAN_TOL`: the Newton
+    step then landed where the Hessian's quadratic model said it would, a
+    fraction of a standard error from where that Hessian was taken.
     """
     grad, hess = derivatives(x)
     conv = None if polish_first else check_convergence(grad, hess, x, lower, diagonal,
@@ -371,11 +380,29 @@ def polished_and_checked(f: Callable[[np.ndarray], float], x: np.ndarray, fx: fl
         if polished is not None:
             x = polished[0]
             messages.append("a Newton step with the derivatives improved the optimum")
-            grad, hess = derivatives(x)
-            conv = None
+            conv = _kept_hessian_check(gradient, hess, x, lower, diagonal, n_theta, messages)
+            if conv is None:
+                grad, hess = derivatives(x)
     if conv is None:
         conv = check_convergence(grad, hess, x, lower, diagonal, n_theta, messages)
     return x, conv
+
+
+def _kept_hessian_check(gradient: Callable[[np.ndarray], np.ndarray] | None, hess: np.ndarray,
+                        x: np.ndarray, lower: np.ndarray, diagonal: np.ndarray, n_theta: int,
+                        messages: list[str]) -> Convergence | None:
+    """The checks at a polished ``x`` with the Hessian from before the step, if its model
+    held there (:func:`polished_and_checked`); None to take the derivatives again."""
+    if gradient is None:
+        return None
+    trial: list[str] = []
+    conv = check_convergence(gradient(x), hess, x, lower, diagonal, n_theta, trial)
+    if not (conv.converged and np.max(np.abs(conv.scaled_gradient), initial=0.0)
+            < KEEP_HESSIAN_TOL):
+        return None
+    messages.append("the Hessian from before the step is kept (its model held)")
+    conv.optimizer = messages
+    return conv
 
 
 def check_convergence(grad: np.ndarray, hess: np.ndarray, x: np.ndarray, lower: np.ndarray,

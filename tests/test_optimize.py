@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glmmcore.optimize import _minimize_lbfgsb, fd_derivatives, newton_polish, run_lbfgsb
+from glmmcore.optimize import (
+    KEEP_HESSIAN_TOL,
+    _minimize_lbfgsb,
+    fd_derivatives,
+    newton_polish,
+    polished_and_checked,
+    run_lbfgsb,
+)
 
 A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
 CENTER = np.array([1.5, 0.7, 2.0])
@@ -53,6 +60,38 @@ def test_polish_is_not_tried_when_its_predicted_gain_is_negligible():
     f = Counted(quadratic)
     assert newton_polish(f, x, quadratic(x), lower, grad, hess) is None
     assert f.calls == 0
+
+
+def exact_gradient(x: np.ndarray) -> np.ndarray:
+    d = x - CENTER
+    return A @ d + np.array([0.3 * d[0] ** 2, 0.0, 0.0])
+
+
+def exact_derivatives(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return exact_gradient(x), A + np.diag([0.6 * (x[0] - CENTER[0]), 0.0, 0.0])
+
+
+@pytest.mark.parametrize("offset", [3e-3, 0.05])
+def test_after_a_polish_the_hessian_is_kept_only_where_its_model_held(offset):
+    """Near the optimum the Newton step lands where the quadratic model said (the scaled
+    gradient there far below lme4's tolerance): the Hessian is kept and only the gradient
+    taken; farther out, where the cubic term bends the model, both are taken again."""
+    x = CENTER + np.array([offset, 0.0, 0.0])
+    lower = np.full(3, -np.inf)
+    derivatives, gradient = Counted(exact_derivatives), Counted(exact_gradient)
+    messages: list[str] = []
+    new_x, conv = polished_and_checked(quadratic, x, None, lower, derivatives,
+                                       np.zeros(0, dtype=bool), 0, messages,
+                                       polish_first=False, gradient=gradient)
+    assert conv.converged and quadratic(new_x) < quadratic(x)
+    kept = offset < 0.01
+    assert gradient.calls == 1 and derivatives.calls == (1 if kept else 2)
+    assert ("the Hessian from before the step is kept (its model held)" in messages) == kept
+    np.testing.assert_array_equal(conv.gradient, exact_gradient(new_x))
+    expected_hess = exact_derivatives(x if kept else new_x)[1]
+    np.testing.assert_array_equal(conv.hessian, expected_hess)
+    if kept:
+        assert np.max(np.abs(conv.scaled_gradient)) < KEEP_HESSIAN_TOL
 
 
 def test_joint_stage_coordinates_are_unit_and_uncorrelated():
