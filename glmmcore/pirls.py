@@ -108,13 +108,16 @@ class Pirls:
         The family's compiled kernels.
     beta_in_pirls
         Estimate beta inside PIRLS (``nAGQ = 0``).
+    step_tol
+        Convergence tolerance on the relative Newton increment.
     """
 
     def __init__(self, predictor: Predictor, y: np.ndarray, weights: np.ndarray,
-                 offset: np.ndarray, kernels: FamilyKernels, beta_in_pirls: bool) -> None:
+                 offset: np.ndarray, kernels: FamilyKernels, beta_in_pirls: bool,
+                 step_tol: float = STEP_TOL) -> None:
         self.predictor, self.kernels = predictor, kernels
         self.y, self.wt, self.offset = y, weights, offset
-        self.beta_in_pirls = beta_in_pirls
+        self.beta_in_pirls, self.step_tol = beta_in_pirls, step_tol
         n, p = predictor.n, predictor.p
         self.m = p + 1 if beta_in_pirls else 1
         self.factor = predictor.new_factor(self.m)
@@ -140,7 +143,7 @@ class Pirls:
             self._kernel_ptrs = (kernels.update, kernels.logpdf_vec, kernels.observed_weights,
                                  int(kernels.laplace_observed), int(kernels.newton),
                                  int(kernels.canonical))
-            self._limits = (STEP_TOL, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
+            self._limits = (step_tol, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
                             DEV_TOL, self.dev_offset, FLOOR_TOL)
             self._start = _start_state(predictor)
 
@@ -199,7 +202,7 @@ class Pirls:
             last_step = step
             step = max(_rel_change(u_new, u), _rel_change(b_new, b) if self.beta_in_pirls
                        else 0.0)
-            if step < STEP_TOL or (step < FLOOR_TOL and step >= last_step):
+            if step < self.step_tol or (step < FLOOR_TOL and step >= last_step):
                 self.u, self.beta = u, b
                 return self._outcome(theta, u, b, pdev, phi, iteration, halvings, complete)
             t = 1.0

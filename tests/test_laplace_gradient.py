@@ -37,13 +37,13 @@ def with_responses(size: str) -> object:
     return frame
 
 
-def laplace_deviance(frame, formula, family, **kwargs) -> GlmmDeviance:
+def laplace_deviance(frame, formula, family, nagq=1, **kwargs) -> GlmmDeviance:
     parsed = parse_formula(formula)
     mf = model_frame(parsed, frame, **kwargs)
     response = build_response(parsed, mf, get_family(family, None))
     fixed = fixed_design(parsed.fixed, mf.data, formula)
     predictor = build_predictor(fixed, build_reterms(parsed, mf.data), "blocked")
-    return GlmmDeviance(predictor, response, 1)
+    return GlmmDeviance(predictor, response, nagq)
 
 
 def central_differences(dev, x, h=1e-5):
@@ -59,7 +59,7 @@ RESPONSES = {"binomial": ("z", {}), "proportions": ("prop", {"weights": "trials"
              "poisson": ("count", {"offset": "np.log(exposure)"})}
 
 
-def response_deviance(size: str, formula: str, kind: str) -> GlmmDeviance:
+def response_deviance(size: str, formula: str, kind: str, nagq: int = 1) -> GlmmDeviance:
     """The linalg tests' design and random effects with one of the :data:`RESPONSES`."""
     column, extra = RESPONSES[kind]
     frame = with_responses(size)
@@ -68,7 +68,7 @@ def response_deviance(size: str, formula: str, kind: str) -> GlmmDeviance:
     rhs = formula.split("~", 1)[1]
     if "offset" in extra:
         rhs += f" + offset({extra['offset']})"
-    return laplace_deviance(frame, f"{column} ~{rhs}", family, **kwargs)
+    return laplace_deviance(frame, f"{column} ~{rhs}", family, nagq, **kwargs)
 
 
 @pytest.mark.parametrize("size", list(SIZES))
@@ -89,8 +89,10 @@ def test_gradient_matches_differences_of_the_laplace_deviance(size, formula, kin
 @pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
 @pytest.mark.parametrize("kind", list(RESPONSES))
 def test_nagq0_gradient_matches_differences_of_its_deviance(size, formula, kind):
-    """beta estimated inside PIRLS (profiled out): the gradient over theta alone."""
-    dev = response_deviance(size, formula, kind)
+    """beta estimated inside PIRLS (profiled out): the gradient over theta alone.  As a
+    fit with nAGQ=0 has it: with nAGQ >= 1 this stage only starts the joint one, its PIRLS
+    tolerance is looser and its deviance too rough for differences at 1e-5."""
+    dev = response_deviance(size, formula, kind, nagq=0)
     theta = 0.6 * THETA[:dev.ntheta]
     dev.pirls0.start_glm(np.full(dev.predictor.n, 1.0 if kind == "poisson" else 0.5))
     value, grad = dev.value_and_gradient(theta, 1)
