@@ -39,9 +39,10 @@ import numpy as np
 from numba import njit
 
 from .kernels import call_update
+from .linalg.crossprod import all_scalar
 from .linalg.rhs_solve import solve_rhs
 from .linalg.selected import observation_inverse
-from .predictor import _apply_lambda, _zb_row
+from .predictor import _apply_lambda, _zb_row, _zb_row_scalars
 
 WEIGHT_STEP = 1e-5    # central-difference step in eta for W' (error ~1e-11 relative)
 # Below this a variance parameter's derivative is taken at a raised point
@@ -168,6 +169,9 @@ def _leverages(codes1, X1, Xr, rest_p, rest_xoff, obs_r1, r1_voff, obs_rr, rr_vo
     """
     n, p1 = X1.shape
     nr = rest_p.shape[0]
+    if p1 == 1 and all_scalar(rest_p):
+        _leverages_scalars(codes1, X1, Xr, obs_r1, obs_rr, S11, S21v, S22v, Tall, G, h)
+        return
     J = G.shape[1]
     start = np.empty(nr + 1, dtype=np.int64)
     start[0] = p1
@@ -221,6 +225,38 @@ def _leverages(codes1, X1, Xr, rest_p, rest_xoff, obs_r1, r1_voff, obs_rr, rr_vo
 
 
 @njit(cache=True, nogil=True)
+def _leverages_scalars(codes1, X1, Xr, obs_r1, obs_rr, S11, S21v, S22v, Tall, G, h):
+    """:func:`_leverages` when every term is scalar: each coupling block and rest pair
+    holds one value (``obs_r1`` and ``obs_rr`` index them directly), no loops over widths."""
+    n, nr = Xr.shape
+    J = nr + 1
+    zeta = np.empty(J)
+    SJ = np.empty((J, J))
+    for i in range(n):
+        zeta[0] = Tall[0, 0, 0] * X1[i, 0]
+        SJ[0, 0] = S11[codes1[i], 0, 0]
+        pair = 0
+        for k in range(nr):
+            zeta[k + 1] = Tall[k + 1, 0, 0] * Xr[i, k]
+            val = S21v[obs_r1[i, k]]
+            SJ[k + 1, 0] = val
+            SJ[0, k + 1] = val
+            for k2 in range(k + 1):
+                val = S22v[obs_rr[i, pair]]
+                SJ[k + 1, k2 + 1] = val
+                SJ[k2 + 1, k + 1] = val
+                pair += 1
+        hi = 0.0
+        for x in range(J):
+            acc = 0.0
+            for y in range(J):
+                acc += SJ[x, y] * zeta[y]
+            G[i, x] = acc
+            hi += zeta[x] * acc
+        h[i] = hi
+
+
+@njit(cache=True, nogil=True)
 def _add_zt(codes, Xall, p, xoff, boff, a, out):
     """``out += Z' a``."""
     for i in range(codes.shape[0]):
@@ -242,6 +278,10 @@ def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, scor
     """
     K = p.shape[0]
     ntheta = grad.shape[0] - X.shape[1]
+    if all_scalar(p):
+        _gradient_pass_scalars(codes, Xall, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W,
+                               a, G, grad)
+        return
     pmax = 0
     for k in range(K):
         pmax = max(pmax, p[k])
@@ -270,3 +310,29 @@ def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, scor
                 t = tidx[toff[k] + r * pk + c]
                 if t >= 0:
                     grad[t] += A[k, r, c]
+
+
+@njit(cache=True, nogil=True)
+def _gradient_pass_scalars(codes, Xall, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W, a,
+                           G, grad):
+    """:func:`_gradient_pass` when every term is scalar: one sum per block."""
+    K = codes.shape[1]
+    nx = X.shape[1]
+    ntheta = grad.shape[0] - nx
+    A = np.zeros(K)
+    for i in range(codes.shape[0]):
+        zv = _zb_row_scalars(codes, Xall, xoff, boff, lv, i)
+        for j in range(nx):
+            zv += X[i, j] * vb[j]
+        si = score[i]
+        e = a[i] - W[i] * zv - 2.0 * si
+        for j in range(nx):
+            grad[ntheta + j] += X[i, j] * e
+        two_w = 2.0 * W[i]
+        for k in range(K):
+            row = boff[k] + codes[i, k]
+            A[k] += Xall[i, xoff[k]] * (e * u[row] + si * v[row] + two_w * G[i, k])
+    for k in range(K):
+        t = tidx[toff[k]]
+        if t >= 0:
+            grad[t] += A[k]

@@ -108,10 +108,12 @@ def test_nagq0_gradient_matches_differences_of_its_deviance(size, formula, kind)
 
 
 @pytest.mark.parametrize("size", list(SIZES))
-def test_leverages_match_the_dense_inverse(size):
-    """``h_i = z_i' Lambda M^{-1} Lambda' z_i`` and ``M^{-1} Lambda' z_i`` on i's effects."""
+@pytest.mark.parametrize("formula", list(FORMULAS.values()), ids=list(FORMULAS))
+def test_leverages_match_the_dense_inverse(size, formula):
+    """``h_i = z_i' Lambda M^{-1} Lambda' z_i`` and ``M^{-1} Lambda' z_i`` on i's effects
+    (scalar terms only take their own compiled route)."""
     frame = with_responses(size)
-    dev = laplace_deviance(frame, "z" + FORMULAS["mixed"][1:], "binomial")
+    dev = laplace_deviance(frame, "z" + formula[1:], "binomial")
     nt, p = dev.ntheta, dev.predictor.p
     theta = 0.6 * THETA[:nt]
     dev.evaluate(np.concatenate([theta, np.zeros(p)]), 2)
