@@ -273,7 +273,7 @@ def _grouping_factor(names: tuple[str, ...], data: pd.DataFrame | ColumnTable,
             variables[name] = _factorize(data[name])
     parts = [variables[name] for name in names]
     if len(names) == 1:
-        return GroupingFactor(names[0], parts[0].codes, parts[0].nlevels, parts[0].index)
+        return GroupingFactor(names[0], parts[0].codes, parts[0].nlevels, parts[0].levels.index)
     # fold the factors in one at a time: the key of (levels so far, next code) stays below
     # rows x levels, so it cannot overflow, and sorts as the rows of codes do
     codes = parts[0].codes
@@ -283,22 +283,26 @@ def _grouping_factor(names: tuple[str, ...], data: pd.DataFrame | ColumnTable,
         uniq, codes = _sorted_codes(codes * size + part.codes)
         steps.append((uniq, size))
 
+    levels = [part.levels for part in parts]      # not the parts: their codes are not kept
+
     def labels() -> pd.Index:
-        joined = parts[0].labels()
-        for part, (uniq, size) in zip(parts[1:], steps):
-            joined = joined[uniq // size] + ":" + part.labels()[uniq % size]
+        joined = levels[0].labels()
+        for more, (uniq, size) in zip(levels[1:], steps):
+            joined = joined[uniq // size] + ":" + more.labels()[uniq % size]
         return pd.Index(joined, dtype=object)
 
     return GroupingFactor(":".join(names), codes.astype(np.int64).ravel(), len(steps[-1][0]),
                           labels)
 
 
-class _Variable:
-    """A grouping variable's codes and sorted distinct values (missing coded -1)."""
+class _Levels:
+    """A grouping variable's sorted distinct values, as given (an Index is made on demand)."""
 
-    def __init__(self, codes: np.ndarray, uniques: Any, dtype: Any) -> None:
-        self.codes, self.uniques, self.dtype = codes, uniques, dtype
-        self.nlevels = len(uniques)
+    def __init__(self, uniques: Any, dtype: Any) -> None:
+        self.uniques, self.dtype = uniques, dtype
+
+    def __len__(self) -> int:
+        return len(self.uniques)
 
     def index(self) -> pd.Index:
         """The levels as an Index of the column's dtype."""
@@ -314,6 +318,14 @@ class _Variable:
         if levels.dtype.kind in "iu":  # integers print the same either way; numpy's is vectorized
             return levels.to_numpy().astype(str).astype(object)
         return np.array([_label(v) for v in levels], dtype=object)
+
+
+class _Variable:
+    """A grouping variable's codes (missing coded -1) and levels."""
+
+    def __init__(self, codes: np.ndarray, uniques: Any, dtype: Any) -> None:
+        self.codes, self.levels = codes, _Levels(uniques, dtype)
+        self.nlevels = len(self.levels)
 
 
 def _factorize(column: pd.Series | np.ndarray | ExtensionArray) -> _Variable:
