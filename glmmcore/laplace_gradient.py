@@ -214,14 +214,7 @@ def _leverages(codes1, X1, Xr, rest_p, rest_xoff, obs_r1, r1_voff, obs_rr, rr_vo
                         val = S22v[vo2 + x * pk2 + y]
                         SJ[sk + x, sk2 + y] = val
                         SJ[sk2 + y, sk + x] = val
-        hi = 0.0
-        for x in range(J):
-            acc = 0.0
-            for y in range(J):
-                acc += SJ[x, y] * zeta[y]
-            G[i, x] = acc
-            hi += zeta[x] * acc
-        h[i] = hi
+        h[i] = _leverage_row(SJ, zeta, G[i])
 
 
 @njit(cache=True, nogil=True)
@@ -246,14 +239,20 @@ def _leverages_scalars(codes1, X1, Xr, obs_r1, obs_rr, S11, S21v, S22v, Tall, G,
                 SJ[k + 1, k2 + 1] = val
                 SJ[k2 + 1, k + 1] = val
                 pair += 1
-        hi = 0.0
-        for x in range(J):
-            acc = 0.0
-            for y in range(J):
-                acc += SJ[x, y] * zeta[y]
-            G[i, x] = acc
-            hi += zeta[x] * acc
-        h[i] = hi
+        h[i] = _leverage_row(SJ, zeta, G[i])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _leverage_row(SJ, zeta, g):
+    """``g = SJ zeta`` (an observation's row of ``G``); returns ``h_i = zeta' SJ zeta``."""
+    hi = 0.0
+    for x in range(zeta.shape[0]):
+        acc = 0.0
+        for y in range(zeta.shape[0]):
+            acc += SJ[x, y] * zeta[y]
+        g[x] = acc
+        hi += zeta[x] * acc
+    return hi
 
 
 @njit(cache=True, nogil=True)
