@@ -165,7 +165,7 @@ class LmmDeviance:
 
     def ld_rx2(self) -> float:
         """``log|R_X|^2`` of the current factorization."""
-        return 2.0 * float(np.sum(np.log(np.diagonal(self.factor.y_lower)[:self.p])))
+        return _ld_rx2(self.factor.y_lower, self.p)
 
     def refactor(self, theta: np.ndarray) -> bool:
         """Factor at ``theta`` outside an evaluation (not counted); False if not positive
@@ -194,11 +194,17 @@ def _criterion(y_lower, logdet, n, p, reml):
     pwrss = y_lower[p, p] ** 2
     if not reml:
         return logdet + n * (1.0 + LOG_2PI + np.log(pwrss / n))
-    ld_rx2 = 0.0
-    for i in range(p):
-        ld_rx2 += 2.0 * np.log(y_lower[i, i])
     nmp = n - p
-    return logdet + ld_rx2 + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp))
+    return logdet + _ld_rx2(y_lower, p) + nmp * (1.0 + LOG_2PI + np.log(pwrss / nmp))
+
+
+@njit(cache=True, nogil=True)
+def _ld_rx2(y_lower, p):
+    """``log|R_X|^2`` from the factor's ``Y`` rows (``R_X'`` in the first ``p``)."""
+    out = 0.0
+    for i in range(p):
+        out += 2.0 * np.log(y_lower[i, i])
+    return out
 
 
 def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,

@@ -395,13 +395,11 @@ def _kept_hessian_check(gradient: Callable[[np.ndarray], np.ndarray] | None, hes
     held there (:func:`polished_and_checked`); None to take the derivatives again."""
     if gradient is None:
         return None
-    trial: list[str] = []
-    conv = check_convergence(gradient(x), hess, x, lower, diagonal, n_theta, trial)
+    conv = check_convergence(gradient(x), hess, x, lower, diagonal, n_theta, messages)
     if not (conv.converged and np.max(np.abs(conv.scaled_gradient), initial=0.0)
             < KEEP_HESSIAN_TOL):
         return None
     messages.append("the Hessian from before the step is kept (its model held)")
-    conv.optimizer = messages
     return conv
 
 

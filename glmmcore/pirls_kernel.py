@@ -112,12 +112,12 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
              cargs, cwork, fargs, sargs, work, info, s0, capture):
     """PIRLS iterations from ``u`` (and ``beta``); returns (status, pdev, iterations,
     halvings, last step).  With ``capture``, the score at a converged mode goes to ``s0``."""
-    step_tol, max_iter, max_halvings, slow_iter, dev_tol, _, floor_tol = limits
+    step_tol, max_iter, max_halvings, slow_iter, dev_tol, dev_offset, floor_tol = limits
     eta, mu, w, r, _dev, zb, _base, _lp = work
     m = Y.shape[1]
     nsolve = m - 1
     pdev = _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zargs,
-                     work, limits[5])
+                     work, dev_offset)
     newton = kernels[4] != 0
     wbuf = np.empty(w.shape[0] if newton else 0)
     u_new = np.empty_like(u)
@@ -156,7 +156,7 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
                 for i in range(beta.shape[0]):
                     b_try[i] = beta[i] + t * (b_new[i] - beta[i])
             pdev_t = _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u_try,
-                               b_try, zargs, work, limits[5])
+                               b_try, zargs, work, dev_offset)
             if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
                 accepted = True
                 break
