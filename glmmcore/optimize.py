@@ -27,6 +27,7 @@ GRAD_TOL = 2e-3        # lme4's check.conv.grad
 SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
 FD_STEP = 1e-4         # lme4's deriv12 delta
 POLISH_GAIN = 1e-12    # smallest predicted relative decrease worth a Newton polish
+BOUND_SNAP = 1e-12     # a BOBYQA start this close to its bound (relative) starts on it
 # after a Newton polish, the scaled gradient below which the Hessian it used is kept
 # (polished_and_checked): 1/200 of lme4's tolerance, where the quadratic model held
 KEEP_HESSIAN_TOL = 1e-5
@@ -131,7 +132,12 @@ def bobyqa(f: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray,
     if initial_step is None:
         initial_step = np.maximum(0.1 * np.abs(x0), 0.1)
     opt.set_initial_step(np.broadcast_to(np.asarray(initial_step, dtype=float), (n,)).copy())
-    start = np.maximum(x0, np.where(np.isfinite(lower), lower, -np.inf))
+    bound = np.where(np.isfinite(lower), lower, -np.inf)
+    start = np.maximum(x0, bound)
+    # BOBYQA moves a start less than its initial step inside a bound to bound + step:
+    # a start within round-off of its bound (an earlier stage's) is on it
+    near = np.isfinite(bound) & (start - bound <= BOUND_SNAP * np.maximum(1.0, np.abs(bound)))
+    start = np.where(near, bound, start)
     try:
         opt.optimize(start)
         message = _NLOPT_MESSAGES.get(opt.last_optimize_result(), "stopped")
@@ -159,8 +165,11 @@ def lbfgsb(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
     least :data:`LBFGSB_FTOL`), when the projected gradient is below
     :data:`LBFGSB_GTOL`, or when :data:`STALL_EVALS` evaluations in a row
     stay within :data:`STALL_BAND` of the best value without lowering it (a
-    line search lost in round-off).  The best point seen is returned,
-    whatever scipy's message.
+    line search lost in round-off).  The projected gradient is also checked
+    at such a point, which scipy's line search rejects for a value above the
+    best by round-off (``gpa_rs`` went on for 5 more evaluations from a
+    gradient of 3e-7, 3e-12 above the best), and that point is returned;
+    otherwise the best point seen, whatever scipy's message.
     """
     x0 = np.asarray(x0, dtype=float)
     best = {"x": x0.copy(), "f": np.inf}
@@ -174,7 +183,11 @@ def lbfgsb(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
         if value < best["f"]:
             best["x"], best["f"] = x.copy(), float(value)
         if count[1] >= STALL_EVALS:
-            raise _StalledError
+            raise _StalledError("stalled at round-off")
+        if count[1] and _projected_gradient_norm(x, grad, lower) <= LBFGSB_GTOL:
+            best["x"], best["f"] = x.copy(), float(value)     # the optimum, to round-off
+            raise _StalledError("convergence: norm of projected gradient <= pgtol within "
+                                "round-off of the best value")
         if not np.isfinite(value):
             return 1e300, np.zeros_like(x)
         return float(value), grad
@@ -183,9 +196,15 @@ def lbfgsb(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
     try:
         message = run_lbfgsb(objective, start, lower, max(rel_tol, LBFGSB_FTOL), LBFGSB_GTOL,
                              maxeval)
-    except _StalledError:
-        message = "stalled at round-off"
+    except _StalledError as stop:
+        message = str(stop)
     return OptimResult(best["x"], best["f"], count[0], message)
+
+
+def _projected_gradient_norm(x: np.ndarray, grad: np.ndarray, lower: np.ndarray) -> float:
+    """``max |grad|`` over the parameters free to move against it (L-BFGS-B's ``pgtol`` test)."""
+    blocked = np.isfinite(lower) & (x <= lower) & (grad > 0)
+    return float(np.max(np.abs(np.where(blocked, 0.0, grad)), initial=0.0))
 
 
 def run_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
@@ -242,7 +261,8 @@ def _minimize_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 class _StalledError(Exception):
-    """Raised inside L-BFGS-B's objective to end a line search lost in round-off."""
+    """Raised inside L-BFGS-B's objective to end a line search lost in round-off; its
+    message is the result's."""
 
 
 def fd_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray,

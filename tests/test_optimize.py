@@ -7,8 +7,11 @@ import pytest
 
 from glmmcore.optimize import (
     KEEP_HESSIAN_TOL,
+    LBFGSB_GTOL,
     _minimize_lbfgsb,
+    bobyqa,
     fd_derivatives,
+    lbfgsb,
     newton_polish,
     polished_and_checked,
     run_lbfgsb,
@@ -145,6 +148,32 @@ def test_lbfgsb_driver_takes_scipys_path_exactly():
     assert message == scipy_message and message.startswith("convergence")
     assert path.shape == scipy_path.shape and np.array_equal(path, scipy_path)
     assert path[-1][1] == pytest.approx(1.2) and path.shape[0] > 10, path.shape
+
+
+@pytest.mark.parametrize("grain", [1e-6, 1e-8])
+def test_lbfgsb_stops_where_the_gradient_vanishes_within_round_off_of_the_best(grain):
+    """A value flat to round-off near the optimum: scipy's line search rejects points that
+    are not lower; the driver stops at the first whose projected gradient is below pgtol."""
+    def fg(x):
+        d = x - CENTER
+        return 10.0 + np.ceil(0.5 * d @ A @ d / grain) * grain, A @ d
+
+    opt = lbfgsb(fg, np.zeros(3), np.full(3, -np.inf))
+    assert opt.message.endswith("within round-off of the best value")
+    assert np.max(np.abs(A @ (opt.x - CENTER))) <= LBFGSB_GTOL
+    assert opt.fun <= 10.0 + grain
+
+
+def test_bobyqa_starts_on_a_bound_its_start_is_within_round_off_of():
+    """nlopt's BOBYQA moves a start closer to its bound than the initial step to bound +
+    step; a start 1e-16 above the bound (L-BFGS-B's arithmetic) is taken on it."""
+    seen = []
+
+    def f(x):
+        seen.append(x.copy())
+        return float(np.sum((x - 1.0) ** 2))
+    bobyqa(f, np.array([1.0, 1e-16, 0.05]), np.zeros(3), maxeval=1)
+    np.testing.assert_array_equal(seen[0], [1.0, 0.0, 0.1])
 
 
 def test_a_fit_imports_neither_scipy_linalg_nor_scipy_optimize():
