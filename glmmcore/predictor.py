@@ -125,12 +125,11 @@ class Predictor:
 
     def Lambda_u(self, theta: np.ndarray, u: np.ndarray) -> np.ndarray:
         """``b = Lambda(theta) u``."""
-        out = np.empty_like(u)
-        start = 0
-        for block, T in zip(self.reterms.blocks, self.reterms.T_matrices(theta)):
-            U = u[start:start + block.q].reshape(block.nlevels, block.p)
-            out[start:start + block.q] = (U @ T.T).ravel()
-            start += block.q
+        _, _, p, _, boff = self._z
+        tidx, toff = self._tmaps
+        out = np.empty(u.shape[0])
+        _apply_lambda(p, boff, tidx, toff, np.asarray(theta, dtype=float),
+                      np.ascontiguousarray(u, dtype=float), out, False)
         return out
 
 

@@ -12,9 +12,10 @@ from glmmcore.formula import parse_formula
 from glmmcore.frame import model_frame
 from glmmcore.linalg.blocked import _coupling, _factor_first
 from glmmcore.linalg.dense import DPOTRF, chol_lower
+from glmmcore.linalg.keys import TABLE_RANGE_MIN, unique_inverse
 from glmmcore.linalg.scalar_first import one_pass_applies
 from glmmcore.linalg.schur import schur_init, schur_update, update_rest_rows
-from glmmcore.lmm import LmmDeviance
+from glmmcore.lmm import LmmDeviance, _weighted_ls
 from glmmcore.predictor import build_predictor
 from glmmcore.reterms import build_reterms
 
@@ -156,6 +157,32 @@ def test_one_pass_scalar_factor_is_the_four_pass_one(frame):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
     logdet = 2 * np.sum(np.log(fac.L11)) + 2 * np.sum(np.log(np.diag(fac.D)[:s.q_r]))
     assert fac.logdet_re == pytest.approx(logdet, rel=1e-13)
+
+
+@pytest.mark.parametrize("size", [5_000, 50 * TABLE_RANGE_MIN], ids=["table", "sort"])
+def test_unique_keys_and_inverse_are_numpys(size):
+    """Both routes of ``unique_inverse`` (a table over the range, or a sort) give
+    ``np.unique``'s keys and inverse, for a 2-D array of keys with gaps and repeats."""
+    keys = np.random.default_rng(3).integers(0, size // 3, size=(800, 3)) * 3
+    uniq, inverse = unique_inverse(keys, size)
+    expected, expected_inverse = np.unique(keys.ravel(), return_inverse=True)
+    np.testing.assert_array_equal(uniq, expected)
+    np.testing.assert_array_equal(inverse, expected_inverse.ravel())
+    assert uniq.dtype == inverse.dtype == np.int64
+
+
+@pytest.mark.parametrize("collinear", [False, True])
+def test_least_squares_shift_is_the_weighted_fit(collinear):
+    """The LMM's response shift: the weighted least-squares coefficients, by the normal
+    equations or, when X is collinear to round-off, by the SVD's minimum-norm solution."""
+    rng = np.random.default_rng(4)
+    X = np.column_stack([np.ones(300), rng.normal(size=300), rng.normal(size=300)])
+    if collinear:
+        X[:, 2] = 2.0 * X[:, 1]
+    y, w = rng.normal(size=300), rng.uniform(0.5, 2.0, 300)
+    sw = np.sqrt(w)
+    expected = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+    np.testing.assert_allclose(_weighted_ls(X, y, w), expected, rtol=1e-10, atol=1e-12)
 
 
 def test_profiled_deviance_equals_the_marginal_likelihood(frame):

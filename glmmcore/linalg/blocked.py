@@ -38,6 +38,7 @@ from .dense import (
     solve_lower_t_envelope,
 )
 from .inverse import blocked_inverse_blocks, coupled_rows
+from .keys import unique_inverse
 from .ordering import rest_positions
 from .scalar_first import factor_first_scalars, one_pass_applies
 from .schur import schur_init, schur_update
@@ -126,7 +127,7 @@ def build_structure(blocks: list) -> BlockedStructure:
         np.zeros(0, dtype=np.int64)
     if rest:
         key = codes1[:, None] * max(q_r, 1) + rest_rows
-        uniq, inverse = np.unique(key.ravel(), return_inverse=True)
+        uniq, inverse = unique_inverse(key, l1 * max(q_r, 1))
         blk_level = uniq // q_r
         r1_row = (uniq % q_r).astype(np.int64)
         r1_term = row_term[r1_row]
@@ -232,8 +233,8 @@ def _rest_pairs(rest_rows, rest_p, row_term, q_r):
                                                                                  dtype=np.int64)
     starts = rest_rows
     keys = np.stack([starts[:, k] * q_r + starts[:, k2] for k, k2 in combos], axis=1)
-    uniq, inverse = np.unique(keys.ravel(), return_inverse=True)
-    row, col = (uniq // q_r).astype(np.int64), (uniq % q_r).astype(np.int64)
+    uniq, inverse = unique_inverse(keys, q_r * q_r)
+    row, col = uniq // q_r, uniq % q_r
     rterm, cterm = row_term[row], row_term[col]
     voff = np.concatenate([[0], np.cumsum(rest_p[rterm] * rest_p[cterm])]).astype(np.int64)
     return row, col, rterm, cterm, voff, inverse.reshape(n, len(combos)).astype(np.int64)
