@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from numba import njit
 
 from .errors import ModelSpecError
 from .reterms import ReTerms
@@ -63,26 +64,48 @@ def moment_theta(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray,
 
 def _guess(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray,
            scale: float | None) -> np.ndarray:
-    wr = weights * resid
+    resid = np.ascontiguousarray(resid, dtype=float)
+    weights = np.ascontiguousarray(weights, dtype=float)
     if scale is None:
         scale = _within_variance(reterms, resid, weights)
     theta = reterms.theta_start()
     if not (scale > 0.0 and np.isfinite(scale)):
         return theta
     for block in reterms.blocks:
-        codes, nlevels = block.factor.codes, block.nlevels
+        codes, X = block.factor.codes, np.ascontiguousarray(block.X, dtype=float)
         for c in range(block.p):
-            x = block.X[:, c]
-            sxx = np.bincount(codes, weights * x * x, nlevels)
-            seen = sxx > 0.0
-            if np.count_nonzero(seen) < 2:
-                continue
-            coef = np.bincount(codes, wr * x, nlevels)[seen] / sxx[seen]
-            spread = float(np.var(coef) - np.mean(scale / sxx[seen]))
-            if np.isfinite(spread):         # else (overflowing residuals) lme4's 1 stays
+            spread = _column_spread(codes, block.nlevels, X[:, c], weights, resid, scale)
+            if np.isfinite(spread):   # NaN: fewer than 2 levels, or overflowing residuals
                 theta[block.theta_index[c, c]] = max(np.sqrt(max(spread, 0.0) / scale),
                                                      SMALLEST_GUESS)
     return theta
+
+
+@njit(cache=True, nogil=True)
+def _column_spread(codes, nlevels, x, w, r, scale):
+    """The spread of column ``x``'s per-level coefficients beyond their sampling variance
+    (module doc); NaN where fewer than two levels see the column."""
+    sxx = np.zeros(nlevels)
+    sxr = np.zeros(nlevels)
+    for i in range(codes.shape[0]):
+        wx = w[i] * x[i]
+        sxx[codes[i]] += wx * x[i]
+        sxr[codes[i]] += wx * r[i]
+    seen, total, sampling = 0, 0.0, 0.0
+    for j in range(nlevels):
+        if sxx[j] > 0.0:
+            seen += 1
+            total += sxr[j] / sxx[j]
+            sampling += scale / sxx[j]
+    if seen < 2:
+        return np.nan
+    mean = total / seen
+    spread = 0.0
+    for j in range(nlevels):
+        if sxx[j] > 0.0:
+            d = sxr[j] / sxx[j] - mean
+            spread += d * d
+    return (spread - sampling) / seen
 
 
 def _within_variance(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray) -> float:
@@ -90,14 +113,27 @@ def _within_variance(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray) -
     n = resid.size
     best = float(weights @ resid ** 2) / max(n - 1, 1)
     for block in reterms.blocks:
-        codes, nlevels = block.factor.codes, block.nlevels
-        if n <= nlevels:
-            continue
-        sw = np.bincount(codes, weights, nlevels)
-        mean = np.bincount(codes, weights * resid, nlevels) / np.where(sw > 0, sw, 1.0)
-        within = resid - mean[codes]
-        best = min(best, float(weights @ within ** 2) / (n - nlevels))
+        if n > block.nlevels:
+            best = min(best, _within_sum(block.factor.codes, block.nlevels, weights, resid)
+                       / (n - block.nlevels))
     return best
+
+
+@njit(cache=True, nogil=True)
+def _within_sum(codes, nlevels, w, r):
+    """``sum_i w_i (r_i - mean of r_i's level)^2``, the levels' means weighted by ``w``."""
+    sw = np.zeros(nlevels)
+    swr = np.zeros(nlevels)
+    for i in range(codes.shape[0]):
+        sw[codes[i]] += w[i]
+        swr[codes[i]] += w[i] * r[i]
+    for j in range(nlevels):
+        swr[j] = swr[j] / sw[j] if sw[j] > 0.0 else 0.0
+    total = 0.0
+    for i in range(codes.shape[0]):
+        d = r[i] - swr[codes[i]]
+        total += w[i] * d * d
+    return total
 
 
 def lower_start(objective: Callable[[np.ndarray], float],
