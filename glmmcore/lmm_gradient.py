@@ -28,7 +28,8 @@ of the factor and ``R_X`` their diagonal block, the random effects' block of
 (``q x p``, ``p`` back-substitutions): the blocked factorization takes the
 diagonal blocks of ``A^{-1}`` and adds ``H``'s (:func:`_add_fixed_rows`),
 instead of the selected inverse over the ``p`` dense rows of ``X`` in ``D``
-(``socio_m4``: 125 -> 80 us).
+(``socio_m4``, ``p = 7``: inverse blocks 125 -> 43 us plus 40 for ``H``; the
+whole gradient 102 -> 95 us).
 
 ``T^{-1}`` needs the diagonal of ``T`` away from 0.  A block with a diagonal
 element below :data:`GRADIENT_MIN_DIAG` (a fit on or near its boundary), where
