@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +111,39 @@ def test_guess_from_residuals_that_are_not_finite_keeps_lme4s_start():
     resid[3] = np.nan
     np.testing.assert_array_equal(moment_theta(reterms, resid, np.ones(len(data)), scale=1.0),
                                   [1.0])
+
+
+def test_glmm_start_stage_takes_the_chosen_start_from_the_last_evaluation(monkeypatch):
+    """When the candidate evaluated last wins, BOBYQA's first call there runs no PIRLS:
+    every run of the start stage is at a new theta, and the fit is the same."""
+    from glmmcore import glmm, pirls
+    sim = glmmcore.simulate("patents", n_patents=1500, seed=4)
+    formula = "ncit ~ opposition + biopharm + (1 | year)"
+    thetas = []
+    original = pirls.Pirls.run
+
+    def run(self, theta, beta, phi=1.0, complete=True):
+        if self.beta_in_pirls:
+            thetas.append(np.array(theta, dtype=float))
+        return original(self, theta, beta, phi, complete)
+
+    monkeypatch.setattr(pirls.Pirls, "run", run)
+    fit = glmmcore.fit(formula, sim.data, family="poisson")
+    # the GLM at theta 0, lme4's start, the guess, then BOBYQA's first new point
+    assert len(thetas) > 4 and not np.array_equal(thetas[3], thetas[2])
+    assert all(not np.array_equal(a, b) for a, b in pairwise(thetas[1:-1]))
+    monkeypatch.setattr(glmm, "_KnownValues", _Forgetful)
+    again = glmmcore.fit(formula, sim.data, family="poisson")
+    assert again.extra["nevals"] == fit.extra["nevals"] + 1
+    assert fit.loglik == pytest.approx(again.loglik, rel=1e-10)
+
+
+class _Forgetful:
+    """The start stage's objective without the remembered value (the former behaviour)."""
+
+    def __init__(self, f):
+        self.f = f
+        self.remember = f
+
+    def __call__(self, x):
+        return self.f(x)
