@@ -189,7 +189,7 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
         phi0 = family.start_phi(y, mu_glm, wt)
         starts = [np.append(x, np.log(phi0)) for x in starts]
         lower1 = np.append(lower1, -np.inf)
-    objective1 = _KnownValues(dev.objective(1))
+    objective1 = _KnownValues(dev.objective(1), dev.pirls0)
     x1 = lower_start(objective1.remember, starts)
     # for nAGQ >= 1 stage 1 only starts the joint stage, whose first steps are coarser
     tol1 = control.rel_tol if nagq == 0 else max(control.rel_tol, START_STAGE_REL_TOL)
@@ -225,31 +225,36 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
 
 
 class _KnownValues:
-    """The start stage's objective, answering a call at the last start candidate evaluated.
+    """The start stage's objective, answering a call at a start candidate from its evaluation.
 
     :func:`~glmmcore.start.lower_start` evaluates each candidate and BOBYQA's first
     call is at the chosen one, which PIRLS would iterate to the same mode again.  When
     the chosen one was evaluated last (the guess, on 12 of the 14 GLMM workloads) the
-    PIRLS workspace still stands there, so its value is all the call needs and the
-    next run predicts from there as it would have.  Otherwise it is evaluated again:
-    answering from memory with the workspace at the other candidate cost
-    ``patents_pois_olre``'s next run 5 more iterations than the saved run took.
+    PIRLS workspace still stands there: the value is all the call needs, and the next
+    run predicts from there as it would have.  Otherwise the workspace is at the other
+    candidate, and a run from a prediction off it took ``patents_pois_olre`` 8
+    iterations: the call runs PIRLS from the chosen candidate's own modes instead (2).
     """
 
-    def __init__(self, f: Callable[[np.ndarray], float]) -> None:
-        self.f = f
-        self.last: tuple[bytes, float] | None = None
+    def __init__(self, f: Callable[[np.ndarray], float], pirls: Pirls) -> None:
+        self.f, self.pirls = f, pirls
+        self.known: dict[bytes, tuple[float, np.ndarray, np.ndarray]] = {}
+        self.last: bytes | None = None
 
     def remember(self, x: np.ndarray) -> float:
-        """``f(x)``, kept for a call at ``x`` right after."""
+        """``f(x)``, kept with its modes for a later call at ``x``."""
         value = self.f(x)
-        self.last = (np.asarray(x, dtype=float).tobytes(), value)
+        self.last = np.asarray(x, dtype=float).tobytes()
+        self.known[self.last] = (value, self.pirls.u.copy(), self.pirls.beta.copy())
         return value
 
     def __call__(self, x: np.ndarray) -> float:
-        last, self.last = self.last, None
-        if last is not None and last[0] == np.asarray(x, dtype=float).tobytes():
-            return last[1]
+        key, last = np.asarray(x, dtype=float).tobytes(), self.last
+        known, self.known, self.last = self.known.get(key), {}, None
+        if known is not None and key == last:
+            return known[0]
+        if known is not None and np.isfinite(known[0]):
+            self.pirls.start_from(known[1], known[2])
         return self.f(x)
 
 

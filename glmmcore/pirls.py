@@ -147,6 +147,12 @@ class Pirls:
                             DEV_TOL, self.dev_offset, FLOOR_TOL)
             self._start = _start_state(predictor)
 
+    def start_from(self, u: np.ndarray, beta: np.ndarray) -> None:
+        """Start the next run from these modes, not from a prediction off the last run."""
+        self.u, self.beta = np.array(u, dtype=float), np.array(beta, dtype=float)
+        if self.compiled and self._start[0][0] == 1:
+            self._start[0][0] = 0
+
     def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0,
             complete: bool = True) -> PirlsOutcome:
         """Iterate to the conditional mode at theta (and beta unless estimated here).

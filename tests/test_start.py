@@ -141,9 +141,58 @@ def test_glmm_start_stage_takes_the_chosen_start_from_the_last_evaluation(monkey
 class _Forgetful:
     """The start stage's objective without the remembered value (the former behaviour)."""
 
-    def __init__(self, f):
+    def __init__(self, f, pirls):
         self.f = f
         self.remember = f
 
     def __call__(self, x):
         return self.f(x)
+
+
+class _Workspace:
+    """A stand-in for a PIRLS workspace: its modes follow the last theta run."""
+
+    def __init__(self):
+        self.u, self.beta, self.started = np.zeros(2), np.zeros(1), []
+
+    def start_from(self, u, beta):
+        self.started.append((u.copy(), beta.copy()))
+
+
+def test_a_start_evaluated_before_the_last_reruns_from_its_own_modes():
+    """The chosen start evaluated first: the call at it runs again, from its modes; the
+    one evaluated last: its value, no run."""
+    from glmmcore.glmm import _KnownValues
+    work, calls = _Workspace(), []
+
+    def f(x):
+        calls.append(x.copy())
+        work.u, work.beta = np.full(2, x[0]), np.full(1, 2 * x[0])
+        return float((x[0] - 1.0) ** 2)
+
+    first = _KnownValues(f, work)
+    x = lower_start(first.remember, [np.array([1.0]), np.array([3.0])])
+    assert x[0] == 1.0 and first(x) == 0.0 and len(calls) == 3
+    np.testing.assert_array_equal(work.started[0][0], [1.0, 1.0])
+    np.testing.assert_array_equal(work.started[0][1], [2.0])
+    last = _KnownValues(f, work)
+    x = lower_start(last.remember, [np.array([3.0]), np.array([1.0])])
+    assert last(x) == 0.0 and len(calls) == 5 and len(work.started) == 1
+    assert last(x) == 0.0 and len(calls) == 6           # remembered once only
+
+
+def test_pirls_started_from_its_modes_converges_at_once():
+    """``start_from`` the modes of a converged run: the next run at that theta confirms
+    them in one iteration and gives the same deviance."""
+    from glmmcore.glmm import GlmmDeviance
+    sim = glmmcore.simulate("patents", n_patents=1500, seed=4)
+    fit = glmmcore.fit("ncit ~ opposition + biopharm + (1 | year)", sim.data,
+                       family="poisson")
+    dev = GlmmDeviance(fit.predictor, fit.response, 1)
+    theta = np.asarray(fit.theta)
+    value, out = dev.evaluate(theta, 1)
+    dev.evaluate(theta * 1.5, 1)
+    dev.pirls0.start_from(out.u, out.beta)
+    again, repeat = dev.evaluate(theta, 1)
+    assert repeat.iterations == 1
+    assert again == pytest.approx(value, rel=1e-12)
