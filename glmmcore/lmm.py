@@ -103,11 +103,11 @@ class LmmDeviance:
         self.n, self.p = predictor.n, predictor.p
         self.reml = reml
         self.ldW = float(np.sum(np.log(weights)))
-        self.beta_ls = _weighted_ls(predictor.X, y - offset, weights)
-        X = predictor.X
+        X, target = predictor.X, y - offset
+        self.beta_ls = _weighted_ls(X, target, weights)
         Y = np.empty((self.n, self.p + 1))
         Y[:, :self.p] = X
-        Y[:, self.p] = y - offset - X @ self.beta_ls
+        Y[:, self.p] = target - X @ self.beta_ls
         self.ls_residuals = Y[:, self.p].copy()     # for the moment start (lmm_start)
         self.factor = predictor.new_factor(self.p + 1)
         self.factor.crossprod(np.ascontiguousarray(weights, dtype=float), Y)

@@ -28,6 +28,7 @@ SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
 FD_STEP = 1e-4         # lme4's deriv12 delta
 POLISH_GAIN = 1e-12    # smallest predicted relative decrease worth a Newton polish
 BOUND_SNAP = 1e-12     # a BOBYQA start this close to its bound (relative) starts on it
+AT_BOUND = 1e-8        # a parameter this close to its lower bound is on it (checks, polish)
 # after a Newton polish, the scaled gradient below which the Hessian it used is kept
 # (polished_and_checked): 1/200 of lme4's tolerance, where the quadratic model held
 KEEP_HESSIAN_TOL = 1e-5
@@ -202,9 +203,16 @@ def lbfgsb(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
 
 
 def _projected_gradient_norm(x: np.ndarray, grad: np.ndarray, lower: np.ndarray) -> float:
-    """``max |grad|`` over the parameters free to move against it (L-BFGS-B's ``pgtol`` test)."""
-    blocked = np.isfinite(lower) & (x <= lower) & (grad > 0)
-    return float(np.max(np.abs(np.where(blocked, 0.0, grad)), initial=0.0))
+    """``max |grad|`` over the parameters not pinned at their bound (L-BFGS-B's ``pgtol``
+    test: its projection of such a gradient is at most their distance to the bound)."""
+    return float(np.max(np.abs(np.where(pinned_at_bound(x, lower, grad), 0.0, grad)),
+                        initial=0.0))
+
+
+def pinned_at_bound(x: np.ndarray, lower: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """The parameters on their lower bound (within :data:`AT_BOUND`) with the objective
+    rising into the interior: a minimum may stop there with a nonzero derivative."""
+    return (x - lower < AT_BOUND) & (grad >= 0)
 
 
 def run_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
@@ -351,7 +359,7 @@ def newton_polish(f: Callable[[np.ndarray], float], x: np.ndarray, fx: float,
     step whose predicted decrease, by the quadratic model, is below
     ``POLISH_GAIN`` relative is not tried (two evaluations saved on most fits).
     """
-    free = ~((x - lower < 1e-8) & (grad >= 0))
+    free = ~pinned_at_bound(x, lower, grad)
     if not np.any(free):
         return None
     g, H = grad[free], hess[np.ix_(free, free)]
@@ -442,10 +450,8 @@ def check_convergence(grad: np.ndarray, hess: np.ndarray, x: np.ndarray, lower: 
     """
     theta = x[:n_theta]
     singular = bool(np.any(theta[diagonal] < SINGULAR_TOL))
-    at_bound = np.zeros(x.size, dtype=bool)
-    at_bound[:n_theta] = np.isfinite(lower[:n_theta]) & (x[:n_theta] - lower[:n_theta] < 1e-8)
     # a parameter on its bound with the objective rising into the interior is a KKT point
-    free = ~(at_bound & (grad >= 0))
+    free = ~(pinned_at_bound(x, lower, grad) & (np.arange(x.size) < n_theta))
     g, H = grad[free], hess[np.ix_(free, free)]
     eig = np.linalg.eigvalsh(H) if H.size else np.array([np.inf])
     try:

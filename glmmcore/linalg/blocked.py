@@ -129,12 +129,12 @@ def build_structure(blocks: list) -> BlockedStructure:
         key = codes1[:, None] * max(q_r, 1) + rest_rows
         uniq, inverse = unique_inverse(key, l1 * max(q_r, 1))
         blk_level = uniq // q_r
-        r1_row = (uniq % q_r).astype(np.int64)
+        r1_row = uniq % q_r
         r1_term = row_term[r1_row]
         r1_ptr = np.searchsorted(blk_level, np.arange(l1 + 1)).astype(np.int64)
         sizes = rest_p[r1_term] * first.p
         r1_voff = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-        obs_r1 = inverse.reshape(n, len(rest)).astype(np.int64)
+        obs_r1 = inverse.reshape(n, len(rest))
     else:
         r1_row = r1_term = np.zeros(0, dtype=np.int64)
         r1_ptr = np.zeros(l1 + 1, dtype=np.int64)
@@ -237,7 +237,7 @@ def _rest_pairs(rest_rows, rest_p, row_term, q_r):
     row, col = uniq // q_r, uniq % q_r
     rterm, cterm = row_term[row], row_term[col]
     voff = np.concatenate([[0], np.cumsum(rest_p[rterm] * rest_p[cterm])]).astype(np.int64)
-    return row, col, rterm, cterm, voff, inverse.reshape(n, len(combos)).astype(np.int64)
+    return row, col, rterm, cterm, voff, inverse.reshape(n, len(combos))
 
 
 class BlockedFactor:
