@@ -150,7 +150,7 @@ class Pirls:
     def start_from(self, u: np.ndarray, beta: np.ndarray) -> None:
         """Start the next run from these modes, not from a prediction off the last run."""
         self.u, self.beta = np.array(u, dtype=float), np.array(beta, dtype=float)
-        if self.compiled and self._start[0][0] == 1:
+        if self.compiled:
             self._start[0][0] = 0
 
     def run(self, theta: np.ndarray, beta: np.ndarray | None, phi: float = 1.0,
@@ -254,9 +254,8 @@ class Pirls:
         self.beta = np.linalg.lstsq(X * sw[:, None], (eta - self.offset) * sw, rcond=None)[0]
         self.u[:] = 0.0
         out = self.run(np.zeros(self.predictor.reterms.ntheta), None, 1.0)
-        self.u[:] = 0.0
-        if self.compiled:   # no prediction from theta = 0: the next move is no small one
-            self._start[0][0] = 0
+        # no prediction from theta = 0: the next move is no small one
+        self.start_from(np.zeros_like(self.u), out.beta)
         return out.beta
 
     def _evaluate(self, theta: np.ndarray, u: np.ndarray, beta: np.ndarray, phi: float) -> float:
