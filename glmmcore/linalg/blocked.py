@@ -120,8 +120,8 @@ def build_structure(blocks: list) -> BlockedStructure:
     rest_codes = (np.column_stack([b.factor.codes for b in rest]).astype(np.int64) if rest
                   else np.zeros((n, 0), dtype=np.int64))
     codes1 = np.ascontiguousarray(first.factor.codes, dtype=np.int64)
-    rest_rows, row_term, row_start, rest_perm = _rest_rows(codes1, rest_codes, rest, rest_off,
-                                                           q_r)
+    rest_rows, row_term, row_start, rest_perm = _rest_rows(codes1, rest_codes, rest, rest_p,
+                                                           rest_off, q_r)
     Xr = np.ascontiguousarray(np.column_stack([b.X for b in rest])) if rest else np.zeros((n, 0))
     rest_xoff = np.concatenate([[0], np.cumsum(rest_p)[:-1]]).astype(np.int64) if rest else \
         np.zeros(0, dtype=np.int64)
@@ -154,7 +154,7 @@ def build_structure(blocks: list) -> BlockedStructure:
         d_first=_structural_envelope(row_start, rr, flat))
 
 
-def _rest_rows(codes1, rest_codes, rest, rest_off, q_r):
+def _rest_rows(codes1, rest_codes, rest, rest_p, rest_off, q_r):
     """Where each rest level's rows lie in ``D`` (:mod:`.ordering`).
 
     A level's ``p`` rows are consecutive; the levels follow the ordering's
@@ -170,7 +170,6 @@ def _rest_rows(codes1, rest_codes, rest, rest_off, q_r):
     node_block = np.repeat(np.arange(len(rest), dtype=np.int64), levels)
     node_level = np.arange(int(node_off[-1]), dtype=np.int64) - node_off[node_block]
     at = np.arange(node_block.size) if position is None else np.argsort(position)
-    rest_p = np.array([b.p for b in rest], dtype=np.int64)
     widths = rest_p[node_block[at]]
     node_row = np.empty(node_block.size, dtype=np.int64)
     node_row[at] = np.cumsum(widths) - widths
@@ -231,8 +230,7 @@ def _rest_pairs(rest_rows, rest_p, row_term, q_r):
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty, empty, np.zeros(1, dtype=np.int64), np.zeros((n, 0),
                                                                                  dtype=np.int64)
-    starts = rest_rows
-    keys = np.stack([starts[:, k] * q_r + starts[:, k2] for k, k2 in combos], axis=1)
+    keys = np.stack([rest_rows[:, k] * q_r + rest_rows[:, k2] for k, k2 in combos], axis=1)
     uniq, inverse = unique_inverse(keys, q_r * q_r)
     row, col = uniq // q_r, uniq % q_r
     rterm, cterm = row_term[row], row_term[col]
