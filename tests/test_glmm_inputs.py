@@ -139,9 +139,11 @@ def test_diagnostics_are_data(counts):
 
 
 def test_not_converged_warns_once(counts):
+    # one evaluation per optimizer (the joint stage's scaled start reaches this optimum to
+    # 3e-7 of the log-likelihood in three, and the checks pass there)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fit = glmmcore.fit("count ~ x + (1 | g)", counts, family="poisson",
-                           control={"maxeval": 3})
+                           control={"maxeval": 1})
     assert not fit.converged
     assert len([w for w in caught if issubclass(w.category, ConvergenceWarning)]) == 1

@@ -99,7 +99,7 @@ def test_after_a_polish_the_hessian_is_kept_only_where_its_model_held(offset):
 
 def test_joint_stage_coordinates_are_unit_and_uncorrelated():
     """beta = beta1 + C z with C C' = vcov; theta and log phi pass through unchanged."""
-    from glmmcore.glmm import Whitening
+    from glmmcore.whitening import Whitening
 
     vcov = np.array([[4.0, 1.9], [1.9, 1.0]])     # correlation 0.95
     beta1 = np.array([1.0, -2.0])
@@ -121,6 +121,54 @@ def test_joint_stage_coordinates_are_unit_and_uncorrelated():
     flat = Whitening(1, beta1, np.array([[4.0, 3.0], [3.0, 1.0]]))
     np.testing.assert_allclose(flat.to_x(np.array([0.0, 1.0, 1.0, 0.0]))[1:3],
                                beta1 + np.array([2.0, 1.0]))
+
+
+def test_theta_scaling_makes_the_profiled_curvature_two():
+    """On a quadratic deviance whose beta block is ``2 vcov^-1``, theta's columns by
+    forward differences give ``K = -H_bb^-1 H_bt`` and scales (powers of 2) under
+    which the Hessian over ``z`` is ``2`` on theta's diagonal, with no theta-beta
+    coupling; the start maps to itself exactly, and an unusable parameter stays."""
+    from glmmcore.whitening import Whitening
+
+    vcov = np.array([[0.5, 0.1], [0.1, 0.25]])
+    H = np.zeros((5, 5))
+    H[2:4, 2:4] = 2.0 * np.linalg.inv(vcov)
+    H[:2, :2] = [[4051.0, 20.0], [20.0, 515.0]]
+    H[0, 2:4] = H[2:4, 0] = [60.0, 48.0]
+    H[1, 2:4] = H[2:4, 1] = [-2.6, 28.6]
+    H[4, 4] = 3.0
+    x1 = np.array([0.7, 0.05, 1.0, -2.0, 0.3])
+    grad = lambda x: H @ (x - x1) + 1.0               # noqa: E731
+    white = Whitening(2, x1[2:4], vcov)
+    taken = white.scale_theta(lambda x: (0.0, grad(x)), x1, grad(x1),
+                              np.array([True, True]), 1e-4)
+    assert taken == 2
+    K = -np.linalg.solve(H[2:4, 2:4], H[2:4, :2])
+    np.testing.assert_allclose(white.K, K, rtol=1e-9)
+    profiled = np.diag(H[:2, :2] + H[:2, 2:4] @ K)
+    assert np.all(np.log2(white.scale) == np.round(np.log2(white.scale)))
+    z_curvature = white.scale ** 2 * profiled
+    assert np.all((z_curvature > 2.0 / np.sqrt(2.0)) & (z_curvature < 2.0 * np.sqrt(2.0)))
+    T = np.column_stack([white.to_x(np.eye(5)[k]) - white.to_x(np.zeros(5))
+                         for k in range(5)])
+    Hz = T.T @ H @ T
+    np.testing.assert_allclose(Hz[:2, 2:4], 0.0, atol=1e-9)
+    np.testing.assert_allclose(Hz[2:4, 2:4], 2.0 * np.eye(2), rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(white.to_x(white.to_z(x1)), x1)
+    # the gradient over z is T' times that over x
+    fg_z = white.value_and_gradient(lambda x: (0.0, grad(x)))
+    z = np.array([0.3, -1.0, 0.2, 0.4, 0.1])
+    np.testing.assert_allclose(fg_z(z)[1], T.T @ grad(white.to_x(z)), rtol=1e-12)
+    np.testing.assert_array_equal(white.lower_z(np.array([0.0, -np.inf, -np.inf, -np.inf,
+                                                           -np.inf]))[:2], [0.0, -np.inf])
+    # a parameter left out keeps s = 1, K = 0; so does one whose curvature is negative
+    kept = Whitening(2, x1[2:4], vcov)
+    kept.scale_theta(lambda x: (0.0, grad(x)), x1, grad(x1), np.array([False, True]), 1e-4)
+    assert kept.scale[0] == 1.0 and np.all(kept.K[:, 0] == 0.0) and kept.scale[1] != 1.0
+    H[1, 1] = -5.0
+    flat = Whitening(2, x1[2:4], vcov)
+    flat.scale_theta(lambda x: (0.0, grad(x)), x1, grad(x1), np.array([True, True]), 1e-4)
+    assert flat.scale[1] == 1.0 and np.all(flat.K[:, 1] == 0.0)
 
 
 def test_lbfgsb_driver_takes_scipys_path_exactly():
