@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from glmmcore.optimize import (
+    FD_STEP,
+    HESSIAN_STEP,
     KEEP_HESSIAN_TOL,
     LBFGSB_GTOL,
     _minimize_lbfgsb,
     bobyqa,
     fd_derivatives,
+    gradient_hessian,
     lbfgsb,
     newton_polish,
     polished_and_checked,
@@ -45,6 +48,34 @@ def test_fd_derivatives_of_a_cubic_are_second_order_accurate():
     np.testing.assert_allclose(grad, exact_grad, atol=1e-7)
     np.testing.assert_allclose(hess, exact_hess, atol=1e-5)
     assert f.calls == 3 ** 2 + 3 + 1
+
+
+def test_hessian_from_gradient_steps_and_accuracy():
+    """Forward differences of the cubic's exact gradient: ``n + 1`` gradients, error
+    ``O(step)`` at ``HESSIAN_STEP`` as at ``FD_STEP``; a coordinate
+    within ``FD_STEP`` of its bound takes ``FD_STEP`` even so.
+
+    Only the cubic term has a third derivative: the error is ``0.3 h`` in one entry."""
+    def gradient(x):
+        d = x - CENTER
+        return 0.0, A @ d + np.array([0.3 * d[0] ** 2, 0.0, 0.0])
+    x = CENTER + np.array([0.3, -0.2, 0.1])
+    exact_hess = A + np.diag([0.6 * (x - CENTER)[0], 0.0, 0.0])
+    fg = Counted(gradient)
+    for step in (FD_STEP, HESSIAN_STEP):
+        fg.calls = 0
+        _, hess = gradient_hessian(fg, x, np.full(3, -np.inf), step=step)
+        assert fg.calls == 3 + 1
+        err = np.abs(hess - exact_hess)     # 0.3 h in d2/dx0^2 of 0.1 d0^3 alone
+        assert err[0, 0] == pytest.approx(0.3 * step * abs(x[0]), rel=1e-3)
+        np.testing.assert_allclose(err.ravel()[1:], 0.0, atol=1e-9)    # round-off: eps |g| / h
+    steps = []
+    gradient_hessian(lambda xx: steps.append(xx.copy()) or gradient(xx), x,
+                     np.array([x[0] - 0.5 * FD_STEP * x[0], -np.inf, -np.inf]),
+                     step=HESSIAN_STEP)
+    shifts = np.array([s - x for s in steps[1:]])
+    assert shifts[0, 0] == pytest.approx(FD_STEP * x[0], rel=1e-9)
+    assert shifts[1, 1] == pytest.approx(HESSIAN_STEP, rel=1e-9)
 
 
 def test_polish_takes_the_newton_step_to_the_optimum():
