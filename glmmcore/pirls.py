@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import ConvergenceError
+from .glm_irls import CONVERGED as GLM_CONVERGED
+from .glm_irls import glm_irls
 from .kernels import FamilyKernels, call_map, call_observed, call_update, call_yms
 from .pirls_kernel import (
     HALVING_FAILED,
@@ -253,10 +255,22 @@ class Pirls:
         X = self.predictor.X
         self.beta = np.linalg.lstsq(X * sw[:, None], (eta - self.offset) * sw, rcond=None)[0]
         self.u[:] = 0.0
-        out = self.run(np.zeros(self.predictor.reterms.ntheta), None, 1.0)
+        beta = self.beta.copy()
+        limits = (self.step_tol, FLOOR_TOL, float(MAX_ITER), float(MAX_HALVINGS))
+        k = self.kernels
+        status = glm_irls(k.update, k.observed_weights, k.newton, X, self.y, self.wt,
+                          self.offset, 1.0, beta, limits, self.eta, self.mu, self.w, self.r,
+                          self.dev)
+        if status != GLM_CONVERGED:
+            # separation or worse: PIRLS at theta = 0 stops on the deviance or says why
+            beta = self.run(np.zeros(self.predictor.reterms.ntheta), None, 1.0).beta
+        elif k.newton and not k.laplace_observed:
+            # Fisher's weights and residuals, as a PIRLS run leaves them at its mode
+            call_update(k.update, self.eta, self.y, self.wt, 1.0, self.mu, self.w, self.r,
+                        self.dev)
         # no prediction from theta = 0: the next move is no small one
-        self.start_from(np.zeros_like(self.u), out.beta)
-        return out.beta
+        self.start_from(np.zeros_like(self.u), beta)
+        return beta
 
     def _evaluate(self, theta: np.ndarray, u: np.ndarray, beta: np.ndarray, phi: float) -> float:
         """Working quantities at (u, beta); returns the penalized deviance."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import norm
 from test_linalg import dense_Z_Lambda
@@ -141,6 +142,40 @@ def test_glm_start_leaves_nothing_to_predict_from(crossed):
     dev = GlmmDeviance(fit.predictor, fit.response, 0)
     dev.pirls0.start_glm(fit.response.family.start_mu(fit.response.y, fit.response.weights))
     assert dev.pirls0._start[0][0] == 0
+
+
+@pytest.mark.parametrize("family, link", [("binomial", "logit"), ("binomial", "probit"),
+                                          ("poisson", "log"), ("poisson", "sqrt")])
+def test_glm_start_is_pirls_at_theta_zero(crossed, family, link):
+    """The compiled GLM (:mod:`glmmcore.glm_irls`) leaves what PIRLS at theta = 0 leaves:
+    beta, and the working weights and residuals the moment start reads (Newton's steps
+    with a non-canonical link, Fisher's weights at the end)."""
+    data, formula = crossed
+    data = data.assign(count=np.round(np.exp(0.3 * data["attractive_sc"].clip(-3, 3) + 0.2)))
+    formula = formula.replace("decision", "count") if family == "poisson" else formula
+    fit = glmmcore.fit(formula, data, family=family, link=link, nAGQ=0)
+    dev = GlmmDeviance(fit.predictor, fit.response, 0)
+    start_mu = fit.response.family.start_mu(fit.response.y, fit.response.weights)
+    beta = dev.pirls0.start_glm(start_mu)
+    w, r = dev.pirls0.w.copy(), dev.pirls0.r.copy()
+    again = GlmmDeviance(fit.predictor, fit.response, 0).pirls0
+    again.start_glm(start_mu)           # for its least-squares start, then PIRLS itself
+    out = again.run(np.zeros(fit.predictor.reterms.ntheta), None)
+    np.testing.assert_allclose(beta, out.beta, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(w, again.w, rtol=1e-8)
+    np.testing.assert_allclose(r, again.r, rtol=1e-7, atol=1e-10)
+    assert np.all(out.u == 0.0)
+
+
+def test_glm_start_with_separation_falls_back_to_pirls():
+    """Complete separation: the GLM's beta diverges; PIRLS at theta = 0 stops on the
+    deviance, as before, and the fit completes with the problem flagged."""
+    g = np.repeat(np.arange(20), 6)
+    x = np.tile(np.linspace(-1.0, 1.0, 6), 20)
+    data = pd.DataFrame({"y": (x > 0).astype(float), "x": x, "g": g})
+    with pytest.warns(glmmcore.ConvergenceWarning):
+        fit = glmmcore.fit("y ~ x + (1 | g)", data, family="binomial")
+    assert any("separation" in f for f in fit.convergence.extra["flags"])
 
 
 def test_prediction_of_modes_and_beta_is_newtons_step(crossed):

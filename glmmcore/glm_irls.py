@@ -1,0 +1,108 @@
+"""The GLM without random effects by IRLS, compiled: the GLMM's starting fixed effects.
+
+lme4 starts ``glmer`` from ``glm.fit``'s coefficients.  PIRLS at ``theta = 0``
+gives them too (the modes are then penalized to 0), but each of its iterations
+forms and factors the whole penalized system, ``q + p`` unknowns; here one
+iteration is a pass over the ``n x p`` design and a ``p x p`` Cholesky
+(``patents_pois_olre``, 4,809 observation-level modes: 3.1 ms -> 0.3 ms).
+The same iterations as PIRLS's (:mod:`glmmcore.pirls`): Newton's weights
+where the family asks for them (non-canonical links; Fisher scoring's where
+those are not positive), step-halving on the deviance, and the stop on the
+relative increment; the working weights and residuals at the end are the ones
+PIRLS would leave.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .kernels import call_update
+from .linalg.dense import chol_lower_small, solve_lower, solve_lower_t
+from .pirls_kernel import newton_weights
+
+CONVERGED, NOT_POSITIVE_DEFINITE, HALVING_FAILED, MAX_ITERATIONS = range(4)
+
+
+@njit(cache=True, nogil=True)
+def glm_irls(update, observed, newton, X, y, wt, offset, phi, beta, limits, eta, mu, w, r,
+             dev):
+    """Iterate ``beta`` (in place) to the GLM's maximum likelihood; returns a status.
+
+    ``update`` and ``observed`` are the family's kernels (``observed`` used when
+    ``newton``); ``limits`` = (step_tol, floor_tol, max_iter, max_halvings);
+    ``eta``, ``mu``, ``w``, ``r``, ``dev`` end at the returned ``beta`` (working
+    weights and residuals there, as the moment start reads them).
+    """
+    step_tol, floor_tol, max_iter, max_halvings = limits
+    p = beta.shape[0]
+    A = np.empty((p, p))
+    b = np.empty(p)
+    trial = np.empty(p)
+    wbuf = np.empty(w.shape[0] if newton else 0)
+    deviance = _deviance_at(update, X, y, wt, offset, phi, beta, eta, mu, w, r, dev)
+    step = np.inf
+    for _ in range(int(max_iter)):
+        if newton:
+            newton_weights(observed, eta, y, wt, phi, mu, w, r, wbuf)
+        if not _scoring_step(X, offset, eta, w, r, A, b):
+            return NOT_POSITIVE_DEFINITE
+        last_step = step
+        step = _relative_change(b, beta)
+        if step < step_tol or (step < floor_tol and step >= last_step):
+            return CONVERGED
+        t = 1.0
+        for _ in range(int(max_halvings)):
+            for j in range(p):
+                trial[j] = beta[j] + t * (b[j] - beta[j])
+            value = _deviance_at(update, X, y, wt, offset, phi, trial, eta, mu, w, r, dev)
+            if value <= deviance + 1e-10 * (1.0 + abs(deviance)):
+                break
+            t *= 0.5
+        else:
+            _deviance_at(update, X, y, wt, offset, phi, beta, eta, mu, w, r, dev)
+            return HALVING_FAILED
+        beta[:] = trial
+        deviance = value
+    return MAX_ITERATIONS
+
+
+@njit(cache=True, nogil=True)
+def _deviance_at(update, X, y, wt, offset, phi, beta, eta, mu, w, r, dev):
+    n, p = X.shape
+    for i in range(n):
+        s = offset[i]
+        for j in range(p):
+            s += X[i, j] * beta[j]
+        eta[i] = s
+    return call_update(update, eta, y, wt, phi, mu, w, r, dev)
+
+
+@njit(cache=True, nogil=True)
+def _scoring_step(X, offset, eta, w, r, A, b):
+    """``b`` = the weighted least-squares solution for the working response; False if
+    ``X' W X`` is not positive definite."""
+    n, p = X.shape
+    A[:] = 0.0
+    b[:] = 0.0
+    for i in range(n):
+        z = eta[i] - offset[i] + r[i]
+        for j in range(p):
+            wx = w[i] * X[i, j]
+            b[j] += wx * z
+            for k in range(j + 1):
+                A[j, k] += wx * X[i, k]
+    if not chol_lower_small(A):
+        return False
+    solve_lower(A, b)
+    solve_lower_t(A, b)
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _relative_change(new, old):
+    diff, size = 0.0, 0.0
+    for j in range(new.shape[0]):
+        diff = max(diff, abs(new[j] - old[j]))
+        size = max(size, abs(old[j]))
+    return diff / (1.0 + size)
