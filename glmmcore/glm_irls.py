@@ -19,7 +19,7 @@ from numba import njit
 
 from .kernels import call_update
 from .linalg.dense import chol_lower_small, solve_lower, solve_lower_t
-from .pirls_kernel import newton_weights
+from .pirls_kernel import _fixed_part, _rel_change, newton_weights
 
 CONVERGED, NOT_POSITIVE_DEFINITE, HALVING_FAILED, MAX_ITERATIONS = range(4)
 
@@ -48,7 +48,7 @@ def glm_irls(update, observed, newton, X, y, wt, offset, phi, beta, limits, eta,
         if not _scoring_step(X, offset, eta, w, r, A, b):
             return NOT_POSITIVE_DEFINITE
         last_step = step
-        step = _relative_change(b, beta)
+        step = _rel_change(b, beta)
         if step < step_tol or (step < floor_tol and step >= last_step):
             return CONVERGED
         t = 1.0
@@ -69,12 +69,7 @@ def glm_irls(update, observed, newton, X, y, wt, offset, phi, beta, limits, eta,
 
 @njit(cache=True, nogil=True)
 def _deviance_at(update, X, y, wt, offset, phi, beta, eta, mu, w, r, dev):
-    n, p = X.shape
-    for i in range(n):
-        s = offset[i]
-        for j in range(p):
-            s += X[i, j] * beta[j]
-        eta[i] = s
+    _fixed_part(X, beta, offset, eta)
     return call_update(update, eta, y, wt, phi, mu, w, r, dev)
 
 
@@ -97,12 +92,3 @@ def _scoring_step(X, offset, eta, w, r, A, b):
     solve_lower(A, b)
     solve_lower_t(A, b)
     return True
-
-
-@njit(cache=True, nogil=True)
-def _relative_change(new, old):
-    diff, size = 0.0, 0.0
-    for j in range(new.shape[0]):
-        diff = max(diff, abs(new[j] - old[j]))
-        size = max(size, abs(old[j]))
-    return diff / (1.0 + size)
