@@ -189,7 +189,8 @@ def test_lbfgsb_is_refused_where_there_is_no_gradient():
     frame = with_responses("small")
     ok = glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial",
                       control={"optimizer": "lbfgsb"})
-    assert "bobyqa" in ok.convergence.optimizer[0] and "L-BFGS-B" in ok.convergence.optimizer[1]
+    assert "start only" in ok.convergence.optimizer[0]
+    assert "L-BFGS-B" in ok.convergence.optimizer[1]
     ok0 = glmmcore.fit("z ~ x + (1 | g)", frame, family="binomial", nAGQ=0,
                        control={"optimizer": "lbfgsb"})
     assert "L-BFGS-B" in ok0.convergence.optimizer[0]
