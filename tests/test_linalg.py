@@ -124,7 +124,8 @@ def test_schur_update_blocks_of_rows_agree(frame, formula):
     results = []
     for block in (1, 7, s.q_r):
         schur_init(fac.tbuf, s.toff, s.rest_p, s.row_term, s.row_start, s.rr_row, s.rr_col,
-                   s.rr_rterm, s.rr_cterm, s.rr_voff, fac.rrv, fac.ArY, fac.AYY, fac.D)
+                   s.rr_rterm, s.rr_cterm, s.rr_voff, fac.rrv, fac.ArY, fac.AYY, fac.D,
+                   fac.first_min)
         before = np.tril(fac.D[:s.q_r, :s.q_r]).copy()
         update_rest_rows(s.flat_row, s.flat_ptr, fac.L21v, s.p1, fac.D, s.q_r, block)
         results.append(np.tril(fac.D[:s.q_r, :s.q_r]))
@@ -150,7 +151,7 @@ def test_one_pass_scalar_factor_is_the_four_pass_one(frame):
     _coupling(T1, fac.tbuf, s.toff, s.rest_p, s.r1_ptr, s.r1_term, s.r1_voff, fac.r1v,
               fac.A1Y, fac.L11, fac.L21v, fac.LY1)
     schur_init(fac.tbuf, s.toff, s.rest_p, s.row_term, s.row_start, s.rr_row, s.rr_col,
-               s.rr_rterm, s.rr_cterm, s.rr_voff, fac.rrv, fac.ArY, fac.AYY, fac.D)
+               s.rr_rterm, s.rr_cterm, s.rr_voff, fac.rrv, fac.ArY, fac.AYY, fac.D, fac.first_min)
     schur_update(s.flat_row, s.flat_ptr, fac.L21v, fac.LY1, fac.D)
     assert chol_lower(DPOTRF, fac.D, fac.first, fac.first_min)
     for a, b in zip(fused, (fac.L11, fac.L21v, fac.LY1, np.tril(fac.D))):
@@ -218,6 +219,32 @@ def test_reml_criterion_equals_the_restricted_likelihood(frame):
     restricted = (np.linalg.slogdet(V)[1] + np.linalg.slogdet(XtViX)[1] + r @ Vi @ r
                   + (n - p) * np.log(2 * np.pi))
     assert value == pytest.approx(restricted, rel=1e-10)
+
+
+@pytest.mark.parametrize("border", [0, 1, 8])
+def test_envelope_cholesky_with_a_dense_border_matches_lapack(border):
+    """Banded rows and ``border`` dense ones below them (the blocked system's ``D`` with its
+    ``Y`` rows), some with leading zeros: the border's columns taken all rows at once give
+    LAPACK's factor and the row-by-row loop's, with exact zeros before each envelope."""
+    from glmmcore.linalg.dense import chol_envelope, envelope
+
+    rng = np.random.default_rng(3)
+    n = 90
+    band = np.abs(np.arange(n)[:, None] - np.arange(n)[None, :]) <= 4
+    bordered = band | (np.arange(n) >= n - 8)[:, None] | (np.arange(n) >= n - 8)[None, :]
+    bordered[n - 3, :40] = bordered[:40, n - 3] = False       # a border row's leading zeros
+    B = rng.normal(size=(n, n)) * bordered
+    A = np.where(bordered, B + B.T, 0.0) + 4 * n * np.eye(n)
+    first = np.empty(n, dtype=np.int64)
+    envelope(A, first)
+    assert first[n - 3] == 40
+    rows, by_rows = A.copy(), A.copy()
+    assert chol_envelope(rows, first, border)
+    assert chol_envelope(by_rows, first, 0)
+    np.testing.assert_allclose(np.tril(rows), np.linalg.cholesky(A), rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(np.tril(rows), np.tril(by_rows), rtol=1e-14, atol=1e-15)
+    assert np.all(rows[n - 3, :40] == 0.0)
+    assert not chol_envelope(-A.copy(), first, border)
 
 
 @pytest.mark.parametrize("structure", ["dense", "blocks_and_border", "banded"])

@@ -378,7 +378,7 @@ def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_t
     l1, p1 = A11.shape[0], A11.shape[1]
     q_r = D.shape[0] - AYY.shape[0]
     schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm, rr_cterm,
-               rr_voff, rrv, ArY, AYY, D)
+               rr_voff, rrv, ArY, AYY, D, first_min)
     if one_pass_applies(p1, rest_p, q_r):
         logdet = factor_first_scalars(tbuf, toff, r1_term, r1v, A11, A1Y, flat_row, flat_ptr,
                                       L11, L21v, LY1, D)
@@ -392,7 +392,7 @@ def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_t
                 logdet += 2.0 * np.log(L11[j, a, a])
         _coupling(T1, tbuf, toff, rest_p, r1_ptr, r1_term, r1_voff, r1v, A1Y, L11, L21v, LY1)
         schur_update(flat_row, flat_ptr, L21v, LY1, D)
-    if not chol_lower(potrf, D, first, first_min):
+    if not chol_lower(potrf, D, first, first_min, AYY.shape[0]):
         return False, np.inf
     for i in range(q_r):
         logdet += 2.0 * np.log(D[i, i])

@@ -75,29 +75,71 @@ def envelope_work(first: np.ndarray, limit: float = np.inf) -> float:
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
-def chol_envelope(A: np.ndarray, first: np.ndarray) -> bool:
+def chol_envelope(A: np.ndarray, first: np.ndarray, border: int = 0) -> bool:
     """Overwrite the lower triangle of ``A`` with its Cholesky factor, row by row.
 
     Reads and writes only within the envelope ``first`` (see :func:`envelope`);
-    each entry is a dot product of two contiguous row segments.  Returns False
-    (leaving ``A`` partly overwritten) if ``A`` is not numerically positive
-    definite.
+    each entry is a dot product of two contiguous row segments, times the
+    diagonal's reciprocal.  The last ``border`` rows (the blocked system's ``Y``
+    rows, dense) take their entries left of the border by a forward
+    substitution for all of them at once (:func:`_border_columns`), the same
+    sums in the same order (``socio_m4``'s 8 ``Y`` rows below 175 banded ones:
+    22 -> 16 us with the reciprocals).  Returns False (leaving ``A`` partly
+    overwritten) if ``A`` is not numerically positive definite.
     """
     n = A.shape[0]
-    for i in range(n):
-        fi = first[i]
-        for j in range(fi, i):
-            lo = max(fi, first[j])
-            s = A[i, j]
-            for k in range(lo, j):
-                s -= A[i, k] * A[j, k]
-            A[i, j] = s / A[j, j]
-        s = A[i, i]
-        for k in range(fi, i):
-            s -= A[i, k] * A[i, k]
-        if not s > 0.0 or not np.isfinite(s):
+    top = n - border
+    inv_diag = np.empty(n)
+    for i in range(top):
+        if not _chol_row(A, first, inv_diag, i, first[i]):
             return False
-        A[i, i] = np.sqrt(s)
+    if border > 0:
+        _border_columns(A, first, inv_diag, top)
+    for i in range(top, n):
+        if not _chol_row(A, first, inv_diag, i, max(first[i], top)):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True, fastmath=FAST)
+def _border_columns(A, first, inv_diag, top):
+    """The border rows' entries left of ``top``: a forward substitution with the
+    factored rows for all border rows at once, one vector operation per entry of
+    the factor (zeros before a border row's envelope stay exact zeros)."""
+    border = A.shape[0] - top
+    X = np.empty((top, border))
+    for j in range(top):
+        for r in range(border):
+            X[j, r] = A[top + r, j]
+    for j in range(top):
+        for k in range(first[j], j):
+            f = A[j, k]
+            for r in range(border):
+                X[j, r] -= f * X[k, r]
+        d = inv_diag[j]
+        for r in range(border):
+            X[j, r] *= d
+    for j in range(top):
+        for r in range(border):
+            A[top + r, j] = X[j, r]
+
+
+@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
+def _chol_row(A, first, inv_diag, i, start):
+    """Row ``i`` of the factor from column ``start`` on (those before it are done)."""
+    fi = first[i]
+    for j in range(start, i):
+        s = A[i, j]
+        for k in range(max(fi, first[j]), j):
+            s -= A[i, k] * A[j, k]
+        A[i, j] = s * inv_diag[j]
+    s = A[i, i]
+    for k in range(fi, i):
+        s -= A[i, k] * A[i, k]
+    if not s > 0.0 or not np.isfinite(s):
+        return False
+    A[i, i] = np.sqrt(s)
+    inv_diag[i] = 1.0 / A[i, i]
     return True
 
 
@@ -117,18 +159,19 @@ def uses_lapack(first: np.ndarray) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def chol_lower(potrf: int, A: np.ndarray, first: np.ndarray, first_min: np.ndarray) -> bool:
+def chol_lower(potrf: int, A: np.ndarray, first: np.ndarray, first_min: np.ndarray,
+               border: int = 0) -> bool:
     """Cholesky factor in the lower triangle of ``A``, in place, by LAPACK or in the envelope.
 
     ``first_min`` bounds the envelope from the left (:func:`scan_envelope`;
     zeros when nothing is known).  Leaves ``A``'s envelope in ``first`` either
     way (the factor has the same one, with exact zeros before it), for
-    :func:`solve_lower_t_envelope`.
+    :func:`solve_lower_t_envelope`.  ``border``: :func:`chol_envelope`'s.
     """
     scan_envelope(A, first_min, first)
     if uses_lapack(first):
         return chol_lower_lapack(potrf, A)
-    return chol_envelope(A, first)
+    return chol_envelope(A, first, border)
 
 
 @njit(cache=True, nogil=True)

@@ -27,12 +27,17 @@ ROW_BLOCK = 128
 
 @njit(cache=True, nogil=True)
 def schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm, rr_cterm,
-                rr_voff, rrv, ArY, AYY, D):
-    """Lower triangle of [Lambda_r' A_rr Lambda_r + I, .; Y'W Z_r Lambda_r, Y'WY]."""
+                rr_voff, rrv, ArY, AYY, D, first_min):
+    """Lower triangle of [Lambda_r' A_rr Lambda_r + I, .; Y'W Z_r Lambda_r, Y'WY].
+
+    A rest row's entries left of ``first_min`` (its structural envelope) are
+    not written: zero when ``D`` was made, they stay zero, as no update and
+    neither Cholesky route writes a nonzero there (``socio_m4``: 11.2 -> 10.1 us).
+    """
     q_r = ArY.shape[0]
     m = AYY.shape[0]
     for r in range(q_r):
-        for c in range(r):
+        for c in range(first_min[r], r):
             D[r, c] = 0.0
         D[r, r] = 1.0
     for e in range(rr_row.shape[0]):   # T_r' V T_c of each co-occurring pair of levels
