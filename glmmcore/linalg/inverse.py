@@ -102,10 +102,12 @@ def _takahashi_envelope(L, first, Z):
     rows = np.empty(n, dtype=np.int64)
     vals = np.empty(n)
     acc = np.empty(n)
+    col_ptr, col_row = _envelope_columns(first)
     for i in range(n - 1, -1, -1):
         cnt = 0
-        for k in range(i + 1, n):
-            if first[k] <= i and L[k, i] != 0.0:
+        for e in range(col_ptr[i], col_ptr[i + 1]):
+            k = col_row[e]
+            if L[k, i] != 0.0:
                 rows[cnt] = k
                 vals[cnt] = L[k, i]
                 cnt += 1
@@ -122,6 +124,29 @@ def _takahashi_envelope(L, first, Z):
             Z[rows[a], i] = acc[a]
             s += vals[a] * acc[a]
         Z[i, i] = 1.0 / (lii * lii) - s / lii
+
+
+@njit(cache=True, nogil=True)
+def _envelope_columns(first):
+    """The envelope by columns: column ``i``'s rows ``k > i`` (ascending) are
+    ``col_row[col_ptr[i]:col_ptr[i + 1]]``, those whose envelope starts at or before
+    ``i``.  Found by scanning every row below each column, they cost Takahashi's
+    recurrences ``n^2 / 2`` tests (``socio_m4``, 175 rows, 708 in the envelope: the
+    inverse 23 -> 15 us)."""
+    n = first.shape[0]
+    col_ptr = np.zeros(n + 1, dtype=np.int64)
+    for k in range(n):
+        for i in range(first[k], k):
+            col_ptr[i + 1] += 1
+    for i in range(n):
+        col_ptr[i + 1] += col_ptr[i]
+    fill = col_ptr[:n].copy()
+    col_row = np.empty(col_ptr[n], dtype=np.int64)
+    for k in range(n):
+        for i in range(first[k], k):
+            col_row[fill[i]] = k
+            fill[i] += 1
+    return col_ptr, col_row
 
 
 @njit(cache=True, nogil=True)
