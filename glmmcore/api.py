@@ -188,7 +188,8 @@ def refit(fit: MixedModelResult, newresp: Any, *,
 def _fit_response(predictor: Any, response: Response, reml: bool, nagq: int,
                   control: FitControl, n_dropped: int, formula: str) -> MixedModelResult:
     """The fitting stage: a linear or generalized linear mixed model."""
-    with single_threaded_blas(predictor.uses_blas):
+    # a GLMM's fit makes numpy calls over n-vectors throughout (tens of ms at least)
+    with single_threaded_blas(predictor.uses_blas or not response.family.is_gaussian_identity):
         if response.family.is_gaussian_identity:
             from .lmm import fit_lmm
             return fit_lmm(predictor, response, reml, control, n_dropped, formula)

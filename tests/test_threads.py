@@ -22,3 +22,36 @@ def test_limit_nests_and_restores_the_users_setting():
         assert blas_threads() == before
         with single_threaded_blas(active=False):
             assert blas_threads() == before
+
+
+def test_glmm_and_long_lmm_fits_run_with_one_blas_thread(monkeypatch):
+    """Every GLMM fit and an LMM with OpenBLAS-threaded products over ``X`` run with one
+    BLAS thread; a small LMM that calls no LAPACK keeps the user's setting."""
+    import numpy as np
+    import pandas as pd
+
+    import glmmcore
+    from glmmcore import glmm, lmm
+
+    seen = {}
+    for module, name in ((glmm, "fit_glmm"), (lmm, "fit_lmm")):
+        original = getattr(module, name)
+
+        def recording(*args, _original=original, _name=name, **kwargs):
+            seen.setdefault(_name, []).append(set(blas_threads()))
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(module, name, recording)
+    rng = np.random.default_rng(2)
+
+    def data(n):
+        g = rng.integers(0, 8, n)
+        x = rng.normal(size=n)
+        return pd.DataFrame({"y": x + rng.normal(size=8)[g] + rng.normal(size=n),
+                             "c": rng.poisson(np.exp(0.3 * x)), "x": x, "g": g})
+    small, long = data(200), data(5000)
+    with threadpool_limits(limits=2, user_api="blas"):
+        glmmcore.fit("c ~ x + (1 | g)", small, family="poisson")
+        glmmcore.fit("y ~ x + (1 | g)", small)
+        glmmcore.fit("y ~ x + (1 | g)", long)
+    assert seen["fit_glmm"] == [{1}]
+    assert seen["fit_lmm"][0] == {2} and seen["fit_lmm"][1] == {1}
