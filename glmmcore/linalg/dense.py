@@ -79,30 +79,38 @@ def chol_envelope(A: np.ndarray, first: np.ndarray, border: int = 0) -> bool:
     """Overwrite the lower triangle of ``A`` with its Cholesky factor, row by row.
 
     Reads and writes only within the envelope ``first`` (see :func:`envelope`);
-    each entry is a dot product of two contiguous row segments, times the
-    diagonal's reciprocal.  The last ``border`` rows (the blocked system's ``Y``
-    rows, dense) take their entries left of the border by a forward
-    substitution for all of them at once (:func:`_border_columns`), the same
-    sums in the same order (``socio_m4``'s 8 ``Y`` rows below 175 banded ones:
-    22 -> 16 us with the reciprocals).  Returns False (leaving ``A`` partly
-    overwritten) if ``A`` is not numerically positive definite.
+    each entry is a dot product of two contiguous row segments.  The last
+    ``border`` rows (the blocked system's ``Y`` rows, dense) take their entries
+    left of the border by one forward substitution for all of them at once
+    (:func:`_border_columns`), the same sums in the same order (``socio_m4``'s
+    8 ``Y`` rows below 175 banded ones: 22 -> 16 us).  Nothing is allocated
+    without a border: many small blocks are factored in turn (``gpa_rs``: 200 of
+    2 x 2, where a per-call array of reciprocals doubled the time).  Returns
+    False (leaving ``A`` partly overwritten) if ``A`` is not numerically
+    positive definite.
     """
     n = A.shape[0]
     top = n - border
-    inv_diag = np.empty(n)
-    for i in range(top):
-        if not _chol_row(A, first, inv_diag, i, first[i]):
+    for i in range(n):
+        if i == top:
+            _border_columns(A, first, top)
+        fi = first[i]
+        for j in range(fi if i < top else max(fi, top), i):
+            s = A[i, j]
+            for k in range(max(fi, first[j]), j):
+                s -= A[i, k] * A[j, k]
+            A[i, j] = s / A[j, j]
+        s = A[i, i]
+        for k in range(fi, i):
+            s -= A[i, k] * A[i, k]
+        if not s > 0.0 or not np.isfinite(s):
             return False
-    if border > 0:
-        _border_columns(A, first, inv_diag, top)
-    for i in range(top, n):
-        if not _chol_row(A, first, inv_diag, i, max(first[i], top)):
-            return False
+        A[i, i] = np.sqrt(s)
     return True
 
 
 @njit(cache=True, nogil=True, fastmath=FAST)
-def _border_columns(A, first, inv_diag, top):
+def _border_columns(A, first, top):
     """The border rows' entries left of ``top``: a forward substitution with the
     factored rows for all border rows at once, one vector operation per entry of
     the factor (zeros before a border row's envelope stay exact zeros)."""
@@ -116,31 +124,12 @@ def _border_columns(A, first, inv_diag, top):
             f = A[j, k]
             for r in range(border):
                 X[j, r] -= f * X[k, r]
-        d = inv_diag[j]
+        d = A[j, j]
         for r in range(border):
-            X[j, r] *= d
+            X[j, r] /= d
     for j in range(top):
         for r in range(border):
             A[top + r, j] = X[j, r]
-
-
-@njit(cache=True, nogil=True, fastmath=FAST, inline="always")
-def _chol_row(A, first, inv_diag, i, start):
-    """Row ``i`` of the factor from column ``start`` on (those before it are done)."""
-    fi = first[i]
-    for j in range(start, i):
-        s = A[i, j]
-        for k in range(max(fi, first[j]), j):
-            s -= A[i, k] * A[j, k]
-        A[i, j] = s * inv_diag[j]
-    s = A[i, i]
-    for k in range(fi, i):
-        s -= A[i, k] * A[i, k]
-    if not s > 0.0 or not np.isfinite(s):
-        return False
-    A[i, i] = np.sqrt(s)
-    inv_diag[i] = 1.0 / A[i, i]
-    return True
 
 
 @njit(cache=True, nogil=True)
