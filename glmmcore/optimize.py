@@ -325,35 +325,30 @@ def _fd_steps(x: np.ndarray, lower: np.ndarray, step: float) -> tuple[np.ndarray
 
 
 def gradient_hessian(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np.ndarray,
-                     lower: np.ndarray, step: float = FD_STEP,
-                     central: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Gradient at ``x`` and the Hessian by differences of the gradient.
+                     lower: np.ndarray, step: float = FD_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Gradient at ``x`` and the Hessian by forward differences of the gradient.
 
-    Forward differences (``n + 1`` calls of ``fg``): each column is
-    ``(g(x + h e_i) - g(x)) / h``, accurate to ``O(h)`` (``h`` = ``step``
-    relative), ample for the convergence checks and the Newton polish at
-    :data:`FD_STEP`; at :data:`HESSIAN_STEP` (an analytic gradient's accuracy
-    allows it) to ~1e-6 relative, as central differences at ``FD_STEP``.
-    ``central`` (``2n + 1`` calls, ``O(h^2)``, forward where a backward step
-    would cross the lower bound).  A coordinate within ``FD_STEP`` of its
-    bound keeps that step, forward: a variance at 0 has a stand-in derivative
-    there (:meth:`glmmcore.glmm.GlmmDeviance.value_and_gradient`) that only a
-    step of ``FD_STEP`` matches.  The result is symmetrized.
+    ``n + 1`` calls of ``fg``: each column is ``(g(x + h e_i) - g(x)) / h``,
+    accurate to ``O(h)`` (``h`` = ``step`` relative): ample for the convergence
+    checks and the Newton polish at :data:`FD_STEP`, and at
+    :data:`HESSIAN_STEP` (an analytic gradient's accuracy allows it) to ~1e-6
+    relative, as central differences (``2n + 1`` calls) at ``FD_STEP``, which
+    the joint stage took until the ninth session.  A coordinate within
+    ``FD_STEP`` of its bound keeps that step: a variance at 0 has a stand-in
+    derivative there (:meth:`glmmcore.glmm.GlmmDeviance.value_and_gradient`)
+    that only a step of ``FD_STEP`` matches.  The result is symmetrized.
     """
     x = np.asarray(x, dtype=float)
-    h, forward = _fd_steps(x, lower, step)
+    h = _fd_steps(x, lower, step)[0]
     if step < FD_STEP:
         h_bound, near = _fd_steps(x, lower, FD_STEP)
-        h, forward = np.where(near, h_bound, h), near
+        h = np.where(near, h_bound, h)
     grad = np.asarray(fg(x)[1], dtype=float)
     hess = np.empty((x.size, x.size))
     for i in range(x.size):
         e = np.zeros(x.size)
         e[i] = h[i]
-        if central and not forward[i]:
-            hess[:, i] = (fg(x + e)[1] - fg(x - e)[1]) / (2 * h[i])
-        else:
-            hess[:, i] = (fg(x + e)[1] - grad) / h[i]
+        hess[:, i] = (fg(x + e)[1] - grad) / h[i]
     return grad, 0.5 * (hess + hess.T)
 
 
