@@ -202,15 +202,15 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
     objective1 = _KnownValues(dev.objective(1), dev.pirls0)
     x1 = lower_start(objective1.remember, starts)
     opt, messages = _start_stage(dev, objective1, x1, lower1, gradient1, gradient2, control)
-    _, out1 = dev.evaluate(opt.x, 1)
     if nagq == 0:
         return _result(dev, opt.x, lower1, 1, control, messages, n_dropped, formula,
                        gradient1)
+    u1, beta1 = _start_modes(dev, opt, skipped=gradient2)
     nt = dev.ntheta
     lower = np.concatenate([reterms.theta_lower, np.full(p, -np.inf), lower1[nt:]])
-    white = Whitening(nt, out1.beta, rx_vcov(predictor, dev.pirls0.w, opt.x[:nt]))
-    x1 = np.concatenate([opt.x[:nt], out1.beta, opt.x[nt:]])
-    dev.pirls1.u = out1.u.copy()
+    white = Whitening(nt, beta1, rx_vcov(predictor, dev.pirls0.w, opt.x[:nt]))
+    x1 = np.concatenate([opt.x[:nt], beta1, opt.x[nt:]])
+    dev.pirls1.u = u1
     if gradient2:
         _scale_theta(dev, white, x1)
         opt = lbfgsb(white.value_and_gradient(dev.value_and_gradient), white.to_z(x1),
@@ -250,6 +250,20 @@ def _start_stage(dev: GlmmDeviance, objective1: _KnownValues, x1: np.ndarray,
     opt = bobyqa(objective1, x1, lower1, rel_tol=tol1, x_tol=control.x_tol,
                  maxeval=control.maxeval)
     return opt, [f"stage 1 (nAGQ=0) bobyqa: {opt.message} after {opt.nevals} evaluations"]
+
+
+def _start_modes(dev: GlmmDeviance, opt: OptimResult,
+                 skipped: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The modes and fixed effects at the start stage's point, with PIRLS's workspace there
+    (its working weights give beta's covariance for the whitening).
+
+    A start stage that was its chosen start alone (:func:`_start_stage`) left the
+    workspace there (:class:`_KnownValues`); otherwise one more run puts it there.
+    """
+    if skipped and np.isfinite(opt.fun):
+        return dev.pirls0.u.copy(), dev.pirls0.beta.copy()
+    _, out = dev.evaluate(opt.x, 1, complete=False)
+    return out.u.copy(), out.beta
 
 
 def _scale_theta(dev: GlmmDeviance, white: Whitening, x1: np.ndarray) -> None:

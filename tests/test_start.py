@@ -198,3 +198,28 @@ def test_pirls_started_from_its_modes_converges_at_once():
     again, repeat = dev.evaluate(theta, 1)
     assert repeat.iterations == 1
     assert again == pytest.approx(value, rel=1e-12)
+
+
+@pytest.mark.parametrize("chosen_last", [True, False])
+def test_a_start_stage_of_its_start_alone_leaves_the_workspace_at_it(chosen_last):
+    """With the joint stage's gradient the start stage is the chosen start alone, and the
+    modes and fixed effects it hands on are read off PIRLS's workspace: the ones a run
+    at that start gives, whichever candidate was evaluated last."""
+    from glmmcore.api import FitControl
+    from glmmcore.glmm import GlmmDeviance, _KnownValues, _start_modes, _start_stage
+    sim = glmmcore.simulate("patents", n_patents=1500, seed=4)
+    fit = glmmcore.fit("ncit ~ opposition + biopharm + (1 | year)", sim.data,
+                       family="poisson")
+    dev = GlmmDeviance(fit.predictor, fit.response, 1)
+    theta = np.asarray(fit.theta)
+    near, far = theta * 1.05, theta * 3.0
+    objective1 = _KnownValues(dev.objective(1), dev.pirls0)
+    x1 = lower_start(objective1.remember, [far, near] if chosen_last else [near, far])
+    assert np.array_equal(x1, near)
+    lower = fit.predictor.reterms.theta_lower
+    opt, messages = _start_stage(dev, objective1, x1, lower, False, True, FitControl())
+    assert "start only" in messages[0] and np.array_equal(opt.x, near)
+    u1, beta1 = _start_modes(dev, opt, skipped=True)
+    _, out = GlmmDeviance(fit.predictor, fit.response, 1).evaluate(near, 1)
+    np.testing.assert_allclose(beta1, out.beta, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(u1, out.u, rtol=1e-7, atol=1e-9)
