@@ -5,9 +5,15 @@ The main entry point is :func:`fit`::
     import glmmcore
     result = glmmcore.fit("y ~ x + (1 + x | g)", data)
     print(result.summary())
+
+A model built once is fitted to many responses by :class:`MixedModel`::
+
+    model = glmmcore.MixedModel("y ~ x + (1 + x | g)", data)
+    results = [model.fit(y) for y in responses]
 """
 
-from .api import FitControl, fit, refit
+from .api import fit, refit
+from .control import FitControl
 from .errors import (
     ConvergenceError,
     ConvergenceWarning,
@@ -21,6 +27,7 @@ from .errors import (
     RankDeficiencyWarning,
     ResponseError,
 )
+from .model import MixedModel
 from .registry import available_families, get_family
 from .result import MixedModelResult
 from .simulation import Simulation, designs, simulate
@@ -30,7 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ConvergenceError", "ConvergenceWarning", "DataError", "FamilyError",
     "FamilyPluginWarning", "FitControl", "FormulaError", "GlmmError", "MissingColumnError",
-    "MixedModelResult", "ModelSpecError", "RankDeficiencyWarning", "ResponseError",
+    "MixedModel", "MixedModelResult", "ModelSpecError", "RankDeficiencyWarning", "ResponseError",
     "Simulation", "__version__", "available_families", "designs", "fit", "get_family",
     "refit", "simulate",
 ]

@@ -85,7 +85,10 @@ class ModelFrame:
         Rows dropped because a used variable was missing.
     weights, offset
         Prior weights and offset passed as arguments (``None`` if not given),
-        aligned with ``data``.
+        aligned with the kept rows.
+    kept_rows
+        Positions of the kept rows in the data as given (``None`` when every
+        row is kept).
     """
 
     table: ColumnTable
@@ -93,6 +96,7 @@ class ModelFrame:
     n_dropped: int
     weights: np.ndarray | None
     offset: np.ndarray | None
+    kept_rows: np.ndarray | None = None
 
     @property
     def data(self) -> pd.DataFrame:
@@ -195,7 +199,8 @@ def model_frame(parsed: ParsedFormula, data: Any, *, weights: Any = None,
     return ModelFrame(table=ColumnTable(kept, n_kept), row_labels=labels,
                       n_dropped=len(frame) - n_kept,
                       weights=None if w is None else w[keep],
-                      offset=None if off is None else off[keep])
+                      offset=None if off is None else off[keep],
+                      kept_rows=None if everything else np.flatnonzero(keep))
 
 
 def _column(frame: pd.DataFrame, name: str) -> np.ndarray | ExtensionArray:

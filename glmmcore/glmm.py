@@ -51,7 +51,7 @@ from .optimize import (
 )
 from .pirls import STEP_TOL, Pirls, PirlsOutcome
 from .predictor import Predictor
-from .quadrature import Quadrature, check_quadrature
+from .quadrature import Quadrature
 from .result import MixedModelResult
 from .start import lower_start, moment_theta
 from .whitening import Whitening
@@ -179,18 +179,22 @@ class GlmmDeviance:
 START_STAGE_REL_TOL = 1e-4
 
 
-def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
-             n_dropped: int, formula: str) -> MixedModelResult:
-    """Fit a GLMM by Laplace (nAGQ=1), quadrature (nAGQ>1) or nAGQ=0."""
-    check_quadrature(predictor.reterms.blocks, nagq)
+def fit_glmm(model: Any, response: Any, control: Any,
+             start: np.ndarray | None = None) -> MixedModelResult:
+    """Fit a GLMM by Laplace (nAGQ=1), quadrature (nAGQ>1) or nAGQ=0.
+
+    ``start`` (theta) replaces the start rule ``control.start`` when given.
+    """
+    predictor, nagq = model.predictor, model.nagq
     _check_weights(response.weights)
     dev = GlmmDeviance(predictor, response, nagq)
     gradient1, gradient2 = uses_gradients(dev, control.optimizer, nagq)
     family, reterms, p = response.family, predictor.reterms, predictor.p
     y, wt = response.y, response.weights
     beta_glm = dev.pirls0.start_glm(family.start_mu(y, wt))
-    starts = [reterms.theta_start()]
-    if control.start == "auto":     # IRLS's working residuals: unit variance unless phi scales it
+    starts = [reterms.theta_start() if start is None else start]
+    if start is None and control.start == "auto":
+        # IRLS's working residuals: unit variance unless phi scales them
         starts.append(moment_theta(reterms, dev.pirls0.r, dev.pirls0.w,
                                    scale=None if dev.has_phi else 1.0))
     lower1 = reterms.theta_lower
@@ -203,8 +207,7 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
     x1 = lower_start(objective1.remember, starts)
     opt, messages = _start_stage(dev, objective1, x1, lower1, gradient1, gradient2, control)
     if nagq == 0:
-        return _result(dev, opt.x, lower1, 1, control, messages, n_dropped, formula,
-                       gradient1)
+        return _result(dev, model, opt.x, lower1, 1, control, messages, gradient1)
     u1, beta1 = _start_modes(dev, opt, skipped=gradient2)
     nt = dev.ntheta
     lower = np.concatenate([reterms.theta_lower, np.full(p, -np.inf), lower1[nt:]])
@@ -221,8 +224,8 @@ def fit_glmm(predictor: Predictor, response: Any, nagq: int, control: Any,
         opt = _stage2_bobyqa(dev, white, white.to_z(x1), lower, control)
         messages.append(f"stage 2 (nAGQ={nagq}) bobyqa: {opt.message} after "
                         f"{opt.nevals} evaluations")
-    return _result(dev, white.to_x(opt.x), lower, 2, control, messages, n_dropped, formula,
-                   gradient2, white)
+    return _result(dev, model, white.to_x(opt.x), lower, 2, control, messages, gradient2,
+                   white)
 
 
 def _start_stage(dev: GlmmDeviance, objective1: _KnownValues, x1: np.ndarray,
@@ -403,8 +406,8 @@ def _bobyqa_from(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int
     return OptimResult(white.to_x(opt.x), opt.fun, opt.nevals, opt.message)
 
 
-def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, control: Any,
-            messages: list[str], n_dropped: int, formula: str, gradient: bool,
+def _result(dev: GlmmDeviance, model: Any, x: np.ndarray, lower: np.ndarray, stage: int,
+            control: Any, messages: list[str], gradient: bool,
             white: Whitening | None = None) -> MixedModelResult:
     predictor, response, nt, p = dev.predictor, dev.response, dev.ntheta, dev.predictor.p
     diagonal = predictor.reterms.is_diagonal()
@@ -422,7 +425,6 @@ def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, con
     b = predictor.Lambda_u(theta, out.u)
     eta = predictor.X @ beta + predictor.Zb(b) + response.offset
     mu = response.family.linkinv_array(eta)
-    factor = pirls.factor
     flags = _numerical_flags(response, predictor, mu, dev.failures)
     if out.stopped_on_deviance:
         flags.append("PIRLS stopped when the deviance settled, not at a finite mode: "
@@ -431,24 +433,34 @@ def _result(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, con
                        "pirls_failures": dev.failures, "flags": flags})
     warn_once(conv, [f for f in flags if f.startswith("fitted probabilities")], control)
 
-    def condvar_blocks() -> list[np.ndarray]:
-        dev.evaluate(x, stage)
-        return scaled_condvar(predictor, factor, theta, 1.0)
-
     method = {0: "nAGQ=0", 1: "Laplace"}.get(dev.nagq, "AGQ")
     has_scale = dev.has_phi and response.family.extra.name == "dispersion"
-    extra = {"phi": phi, "nevals": dev.nevals, "has_scale": has_scale,
+    extra = {"phi": phi, "nevals": dev.nevals, "has_scale": has_scale, "stage": stage,
              "conditional_deviance": float(np.sum(response.family.dev_resid_array(
                  response.y, mu, response.weights, phi)))}
     if dev.has_phi:
         extra["family_params"] = response.family.display_params(phi)
     sigma = float(np.sqrt(phi)) if has_scale else 1.0
     return MixedModelResult(
-        formula=formula, family=response.family, method=method, predictor=predictor,
-        response=response, theta=theta.copy(), beta=beta, u=out.u, b=b, sigma=sigma,
-        vcov_beta=vcov, loglik=-0.5 * deviance, nparams=nt + p + int(dev.has_phi),
-        deviance=deviance, convergence=conv, n_dropped=n_dropped, eta=eta, mu=mu,
-        nagq=dev.nagq, extra=extra, condvar_blocks=condvar_blocks)
+        model=model, response=response, method=method, theta=theta.copy(), beta=beta,
+        u=out.u.copy(), b=b, sigma=sigma, vcov_beta=vcov, loglik=-0.5 * deviance,
+        nparams=nt + p + int(dev.has_phi), deviance=deviance, convergence=conv, eta=eta,
+        extra=extra)
+
+
+def glmm_condvar(fit: MixedModelResult) -> list[np.ndarray]:
+    """Conditional covariances of a fitted GLMM's random effects, block by block.
+
+    PIRLS runs again at the estimates to give the factor at the modes' weights.
+    """
+    stage = fit.extra["stage"]
+    dev = GlmmDeviance(fit.predictor, fit.response, 0 if stage == 1 else 1)
+    parts = [fit.theta] + ([fit.beta] if stage == 2 else [])
+    if dev.has_phi:
+        parts.append([np.log(fit.extra["phi"])])
+    dev.evaluate(np.concatenate(parts), stage)
+    pirls = dev.pirls0 if stage == 1 else dev.pirls1
+    return scaled_condvar(fit.predictor, pirls.factor, fit.theta, 1.0)
 
 
 def _vcov(dev: GlmmDeviance, hess: np.ndarray | None, stage: int, theta: np.ndarray,

@@ -234,17 +234,16 @@ def _ld_rx2(y_lower, p):
     return out
 
 
-def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,
-            n_dropped: int, formula: str) -> MixedModelResult:
-    """Fit a linear mixed model: optimize the profiled deviance over theta."""
-    w = response.weights
-    bad = np.flatnonzero(w <= 0)
-    if bad.size:
-        raise DataError(f"weights of a linear mixed model must be positive; observation "
-                        f"{bad[0]} has weight {show(w[bad[0]])}")
-    check_identifiable(predictor)
-    dev = LmmDeviance(predictor, response.y, w, response.offset, reml)
-    start = lmm_start(dev, response, control.start)
+def fit_lmm(model: Any, response: Any, control: Any,
+            start: np.ndarray | None = None) -> MixedModelResult:
+    """Fit a linear mixed model: optimize the profiled deviance over theta.
+
+    ``start`` (theta) replaces the start rule ``control.start`` when given.
+    """
+    predictor = model.predictor
+    dev = LmmDeviance(predictor, response.y, response.weights, response.offset, model.reml)
+    if start is None:
+        start = lmm_start(dev, response, control.start)
     gradient = uses_gradient(dev, control.optimizer)
     opt, messages, derivatives = optimize_theta(dev, start, control, gradient)
     diagonal = predictor.reterms.is_diagonal()
@@ -262,7 +261,15 @@ def fit_lmm(predictor: Predictor, response: Any, reml: bool, control: Any,
             if again.fun < dev(theta):
                 theta, conv = checked_optimum(dev, again, derivatives, messages)
     warn_once(conv, [], control)
-    return lmm_result(dev, response, theta, conv, n_dropped, formula)
+    return lmm_result(dev, model, response, theta, conv)
+
+
+def check_lmm_weights(w: np.ndarray) -> None:
+    """A linear mixed model's prior weights must be positive."""
+    bad = np.flatnonzero(w <= 0)
+    if bad.size:
+        raise DataError(f"weights of a linear mixed model must be positive; observation "
+                        f"{bad[0]} has weight {show(w[bad[0]])}")
 
 
 def checked_optimum(dev: LmmDeviance, opt: OptimResult,
@@ -331,11 +338,11 @@ def fit_lmm_at(fit: MixedModelResult, theta: np.ndarray) -> MixedModelResult:
                       fit.response.offset, fit.reml)
     conv = unchecked_convergence(theta, fit.predictor.reterms.is_diagonal(),
                                  ["theta given, not optimized"])
-    return lmm_result(dev, fit.response, theta, conv, fit.n_dropped, fit.formula)
+    return lmm_result(dev, fit.model, fit.response, theta, conv)
 
 
-def lmm_result(dev: LmmDeviance, response: Any, theta: np.ndarray, conv: Any,
-               n_dropped: int, formula: str) -> MixedModelResult:
+def lmm_result(dev: LmmDeviance, model: Any, response: Any, theta: np.ndarray,
+               conv: Any) -> MixedModelResult:
     """Estimates, fit statistics and random effects at ``theta``."""
     predictor = dev.predictor
     sol = dev.solution(theta)
@@ -345,19 +352,20 @@ def lmm_result(dev: LmmDeviance, response: Any, theta: np.ndarray, conv: Any,
     eta = predictor.X @ sol.beta + predictor.Zb(b) + response.offset
     RXinv = np.linalg.inv(sol.RX_lower)
     vcov = sol.sigma ** 2 * (RXinv.T @ RXinv)
-
-    def condvar_blocks() -> list[np.ndarray]:
-        dev.refactor(theta)
-        return scaled_condvar(predictor, dev.factor, theta, sol.sigma ** 2)
-
     return MixedModelResult(
-        formula=formula, family=response.family, method="REML" if dev.reml else "ML",
-        predictor=predictor, response=response, theta=theta, beta=sol.beta, u=sol.u, b=b,
-        sigma=sol.sigma, vcov_beta=vcov, loglik=-0.5 * crit,
-        nparams=predictor.p + len(theta) + 1, deviance=ml_deviance, convergence=conv,
-        n_dropped=n_dropped, eta=eta, mu=eta, reml=dev.reml,
-        extra={"has_scale": True, "pwrss": sol.pwrss, "nevals": dev.nevals},
-        condvar_blocks=condvar_blocks)
+        model=model, response=response, method="REML" if dev.reml else "ML",
+        theta=np.array(theta, dtype=float), beta=sol.beta, u=sol.u, b=b, sigma=sol.sigma,
+        vcov_beta=vcov, loglik=-0.5 * crit, nparams=predictor.p + len(theta) + 1,
+        deviance=ml_deviance, convergence=conv, eta=eta,
+        extra={"has_scale": True, "pwrss": sol.pwrss, "nevals": dev.nevals})
+
+
+def lmm_condvar(fit: MixedModelResult) -> list[np.ndarray]:
+    """Conditional covariances of a fitted LMM's random effects, block by block."""
+    response = fit.response
+    dev = LmmDeviance(fit.predictor, response.y, response.weights, response.offset, fit.reml)
+    dev.refactor(fit.theta)
+    return scaled_condvar(fit.predictor, dev.factor, fit.theta, fit.sigma ** 2)
 
 
 def check_identifiable(predictor: Predictor) -> None:

@@ -30,12 +30,9 @@ from .errors import ModelSpecError
 from .fixed import FixedDesign
 from .linalg.blocked import BlockedFactor, build_structure
 from .linalg.crossprod import all_scalar
-from .linalg.dense import LAPACK_MIN_SIZE
 from .reterms import ReTerms
 
 DENSE_REST_MAX = 2500
-# OpenBLAS threads a matrix-vector product from m n >= 2304 GEMM_MULTITHREAD_THRESHOLD (4)
-OPENBLAS_THREADED_PRODUCT = 9216
 BACKENDS = ("auto", "blocked", "sparse")
 
 
@@ -74,15 +71,6 @@ class Predictor:
     def p(self) -> int:
         """Number of fixed-effects coefficients."""
         return self.fixed.X.shape[1]
-
-    @property
-    def uses_blas(self) -> bool:
-        """Whether a fit may call multi-threaded BLAS: factoring by LAPACK or CHOLMOD, or
-        products with ``X`` as large as OpenBLAS threads (:mod:`glmmcore.threads`)."""
-        if self.backend != "blocked":
-            return True
-        return (self.layout.q_r + self.p + 1 >= LAPACK_MIN_SIZE
-                or self.n * (self.p + 1) >= OPENBLAS_THREADED_PRODUCT)
 
     def new_factor(self, m: int) -> Any:
         """A factor workspace for ``m`` dense columns appended to Z."""

@@ -7,7 +7,6 @@ coefficient or level names.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -20,41 +19,53 @@ from .predictor import Predictor
 from .response import Response
 
 
-@dataclass
+@dataclass(eq=False)
 class MixedModelResult:
     """A fitted linear or generalized linear mixed model.
 
+    A result holds its estimates and what its methods need (the response it
+    was fitted to, the linear predictor) and a reference to its
+    :class:`~glmmcore.model.MixedModel`, which many results share; no fitting
+    workspace.  Conditional variances are computed when first asked for.
+
     Attributes
     ----------
-    formula
-        The model formula.
-    family
-        The family object (``Gaussian(link='identity')`` for an LMM).
+    model
+        The model fitted (formula, family, X, Z, layout).
+    response
+        The response fitted (y, weights, offset, family).
     method
         ``"REML"``, ``"ML"``, ``"Laplace"``, ``"AGQ"`` or ``"nAGQ=0"``.
     theta
         Relative covariance parameters in lme4's order.
     beta
         Fixed effects (also :attr:`fixef` as a Series).
-    b
-        Conditional modes of the random effects, block by block.
+    u, b
+        Spherical and scaled conditional modes of the random effects, block by
+        block (``b = Lambda(theta) u``).
     sigma
         Residual standard deviation (LMM), square root of the dispersion
         (families with one), else 1.
+    vcov_beta
+        Covariance of the fixed effects (also :attr:`vcov`).
     loglik
         Log-likelihood at the optimum (REML criterion / -2 for a REML fit),
         complete with every constant.
+    nparams
+        Number of estimated parameters (for AIC and BIC).
+    deviance
+        ML deviance (see :attr:`reml_criterion` for REML).
     convergence
         Diagnostics of the optimizer and the checks after it.
-    n_dropped
-        Rows dropped for missing values.
+    eta
+        Conditional linear predictor ``X beta + Z b + offset``.
+    extra
+        Further facts of the fit (family parameters, evaluation counts, flags).
     """
 
-    formula: str
-    family: Any
-    method: str
-    predictor: Predictor
+    model: Any
     response: Response
+    method: str
     theta: np.ndarray
     beta: np.ndarray
     u: np.ndarray
@@ -65,14 +76,51 @@ class MixedModelResult:
     nparams: int
     deviance: float
     convergence: Convergence
-    n_dropped: int
     eta: np.ndarray
-    mu: np.ndarray
-    reml: bool = False
-    nagq: int = 1
     extra: dict = field(default_factory=dict)
-    data_label: str = "data"
-    condvar_blocks: Callable[[], list[np.ndarray]] | None = field(default=None, repr=False)
+
+    # -- the model -----------------------------------------------------------
+    @property
+    def formula(self) -> str:
+        """The model formula."""
+        return self.model.formula
+
+    @property
+    def family(self) -> Any:
+        """The family object (``Gaussian(link='identity')`` for an LMM)."""
+        return self.response.family
+
+    @property
+    def predictor(self) -> Predictor:
+        """X, the random-effects terms and the factor layout (the model's)."""
+        return self.model.predictor
+
+    @property
+    def reml(self) -> bool:
+        """True for a REML fit."""
+        return self.method == "REML"
+
+    @property
+    def nagq(self) -> int:
+        """The model's nAGQ."""
+        return self.model.nagq
+
+    @property
+    def n_dropped(self) -> int:
+        """Rows dropped for missing values."""
+        return self.model.n_dropped
+
+    @property
+    def data_label(self) -> str:
+        """Name of the data shown in the summary."""
+        return self.model.data_label
+
+    @property
+    def mu(self) -> np.ndarray:
+        """Conditional means (the inverse link of :attr:`eta`)."""
+        if self.is_lmm:
+            return self.eta
+        return self.family.linkinv_array(self.eta)
 
     # -- sizes -----------------------------------------------------------
     @property
@@ -177,9 +225,12 @@ class MixedModelResult:
         One array of shape ``(levels, p, p)`` per grouping factor (lme4's
         ``postVar``), given theta, beta and the scale.
         """
-        if self.condvar_blocks is None:
-            raise RuntimeError("conditional variances are not available for this result")
-        blocks = self.condvar_blocks()
+        if self.is_lmm:
+            from .lmm import lmm_condvar
+            blocks = lmm_condvar(self)
+        else:
+            from .glmm import glmm_condvar
+            blocks = glmm_condvar(self)
         return {b.factor.name: v for b, v in zip(self.predictor.reterms.blocks, blocks)}
 
     # -- fit statistics --------------------------------------------------
@@ -233,7 +284,7 @@ class MixedModelResult:
     @property
     def response_index(self) -> pd.Index:
         """Row labels of the data rows used."""
-        return self.extra.get("row_labels", pd.RangeIndex(self.nobs))
+        return self.model.row_labels
 
     def unit_variance(self) -> np.ndarray:
         """Variance function at the fitted means (scale excluded for an LMM)."""

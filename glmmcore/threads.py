@@ -1,4 +1,4 @@
-"""One BLAS thread while a fit calls LAPACK or CHOLMOD, or numpy over long vectors.
+"""One BLAS thread while a model is fitted.
 
 OpenBLAS's threads wait for each other by spinning; when another process keeps
 a core busy, a multi-threaded factorization of a few hundred to a few thousand
@@ -7,12 +7,13 @@ against 0.09 s for 2,000 rows on 2 cores, one of them busy).  A mixed-model fit
 makes hundreds of such factorizations, and batch fits run several at once, so
 glmmcore factors with one BLAS thread.  The same holds for numpy's products
 over the observations (``X @ beta``) once OpenBLAS threads them: a GLMM on
-``speed_laplace``'s 7,366 rows (ninth session) took 36-100 ms a fit with two
-threads, its fastest 39, and 33 ms every time with one.  So every GLMM fit, and
-an LMM fit whose factor calls LAPACK or whose ``X`` is that long
-(:attr:`.predictor.Predictor.uses_blas`), runs with one.  The limit is set on
-the first of any overlapping fits (in any thread) and the user's setting is
-restored when the last one ends.
+``speed_laplace``'s 7,366 rows took 36-100 ms a fit with two
+threads, its fastest 39, and 33 ms every time with one.  And scipy's
+L-BFGS-B calls BLAS on vectors of a few elements at every iteration: with
+two threads and the other core busy, a 180-row LMM's 15 iterations took
+30-60 ms instead of 1 ms.  So every fit runs with one BLAS thread.  The limit
+is set on the first of any overlapping fits (in any thread) and the user's
+setting is restored when the last one ends.
 
 threadpoolctl finds the loaded BLAS libraries by inspecting the process, which
 costs ~0.7 ms per call, a tenth of a small model's fit; the libraries are found

@@ -266,7 +266,7 @@ def test_gaussian_identity_through_the_glmm_machinery_is_the_ml_lmm(datasets):
     lmm = glmmcore.fit("gpa ~ occasion + (1 + occasion | student)", datasets["gpa"],
                        REML=False)
     # the Laplace approximation is exact for a Gaussian response with identity link
-    glmm = fit_glmm(lmm.predictor, lmm.response, 1, FitControl(), 0, lmm.formula)
+    glmm = fit_glmm(lmm.model, lmm.response, FitControl())
     assert glmm.loglik == pytest.approx(lmm.loglik, rel=1e-8)
     np.testing.assert_allclose(glmm.fixef, lmm.fixef, rtol=1e-5)
     assert glmm.sigma == pytest.approx(lmm.sigma, rel=1e-4)

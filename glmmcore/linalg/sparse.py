@@ -53,6 +53,16 @@ class SparseStructure:
         """All random effects."""
         return self.pattern.shape[0]
 
+    def __getstate__(self) -> dict:
+        # CHOLMOD's factor does not pickle; the analysis is redone from the pattern
+        state = dict(self.__dict__)
+        state["symbolic"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.symbolic = analyze(self.pattern, mode="supernodal")
+
     @property
     def n(self) -> int:
         """Number of observations."""

@@ -1,0 +1,75 @@
+"""Settings of the fitting machinery: :class:`FitControl` (lme4's ``lmerControl``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from .errors import ModelSpecError
+from .optimize import OPTIMIZERS
+from .start import check_start_rule
+
+
+@dataclass(frozen=True)
+class FitControl:
+    """Settings of the fitting machinery (lme4's ``lmerControl``/``glmerControl``).
+
+    Attributes
+    ----------
+    backend
+        ``"auto"``, ``"blocked"`` or ``"sparse"`` factorization (see
+        :mod:`glmmcore.predictor`).
+    rel_tol, x_tol
+        Optimizer tolerances on the objective (relative) and the parameters.
+    maxeval
+        Most objective evaluations per optimizer run.
+    check_convergence
+        Estimate gradient and Hessian at the optimum and check them.
+    start
+        Starting theta: ``"auto"`` takes lme4's start or a moment guess from
+        the fit without random effects, whichever has the lower objective;
+        ``"lme4"`` takes lme4's (see :mod:`glmmcore.start`).
+    warn
+        Emit a warning when a check fails (the diagnostics are on the
+        result either way).
+    optimizer
+        ``"bobyqa"`` (lme4's), or ``"lbfgsb"``: L-BFGS-B with an analytic
+        gradient: of an LMM's profiled deviance (:mod:`glmmcore.lmm_gradient`)
+        or of a canonical-link GLMM's Laplace or ``nAGQ=0`` deviance
+        (:mod:`glmmcore.laplace_gradient`); a ModelSpecError for other models.
+        ``"auto"`` takes L-BFGS-B where it is the faster
+        (:func:`glmmcore.lmm.uses_gradient`, :func:`glmmcore.glmm.uses_gradients`),
+        BOBYQA otherwise.
+    """
+
+    backend: str = "auto"
+    rel_tol: float = 1e-12
+    x_tol: float = 1e-9
+    maxeval: int = 100_000
+    check_convergence: bool = True
+    warn: bool = True
+    start: str = "auto"
+    optimizer: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_start_rule(self.start)
+        if self.optimizer not in OPTIMIZERS:
+            raise ModelSpecError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                                 f"not {self.optimizer!r}")
+
+    @classmethod
+    def from_any(cls, control: Any) -> FitControl:
+        """A control from None, a FitControl or a dict of its fields."""
+        if control is None:
+            return cls()
+        if isinstance(control, cls):
+            return control
+        if isinstance(control, dict):
+            known = {f.name for f in fields(cls)}
+            unknown = sorted(set(control) - known)
+            if unknown:
+                raise ModelSpecError(f"unknown control setting(s) {', '.join(unknown)}; "
+                                     f"known: {', '.join(sorted(known))}")
+            return replace(cls(), **control)
+        raise ModelSpecError(f"control must be a FitControl or a dict, "
+                             f"not {type(control).__name__}")

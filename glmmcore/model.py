@@ -1,0 +1,222 @@
+"""The model: built once from a formula and data, fitted to one response or many.
+
+:class:`MixedModel` does every check on the input and builds everything that
+does not depend on the response once: the model frame, X, the random-effects
+terms, the factorization's layout (CHOLMOD's symbolic analysis included) and
+the family's compiled kernels.  :meth:`MixedModel.fit` then reads a response,
+builds the fit's own workspace and optimizes.  The model is not changed by a
+fit, so one model may be fitted from several threads at once (the compiled
+kernels release the GIL) and a fit's result does not depend on the fits
+before it.  This is the template that lme4's ``refit`` and MixedModels.jl's
+``refit!`` reuse.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .control import FitControl
+from .errors import DataError, ModelSpecError, show
+from .fixed import fixed_design
+from .formula import parse_formula
+from .frame import model_frame
+from .predictor import build_predictor
+from .registry import get_family
+from .response import Response, build_response
+from .result import MixedModelResult
+from .reterms import build_reterms
+from .threads import single_threaded_blas
+
+
+class MixedModel:
+    """A linear or generalized linear mixed model given by an lme4 formula and data.
+
+    Parameters
+    ----------
+    formula
+        lme4 syntax, e.g. ``"y ~ x + (1 + x | g)"``.
+    data
+        A data frame (pandas, polars, pyarrow or anything with ``__dataframe__``).
+    family, link
+        A family name, class or instance, and optionally a link name.
+        ``"gaussian"`` with the identity link is a linear mixed model.
+    REML
+        REML (default) or ML for a linear mixed model.
+    nAGQ
+        GLMM integration: 0, 1 (Laplace) or the number of adaptive
+        Gauss-Hermite nodes per random effect.
+    weights, offset
+        Prior weights and offset: a column name or an array.
+    control
+        :class:`FitControl` or a dict of its fields: the default of every fit.
+    data_label
+        Name of the data shown in summaries.
+
+    Examples
+    --------
+    >>> model = glmmcore.MixedModel("y ~ x + (1 | g)", data)
+    >>> first = model.fit()                    # the data's own response
+    >>> other = model.fit(new_y)               # one value per row of data
+    """
+
+    def __init__(self, formula: str, data: Any, *, family: Any = "gaussian",
+                 link: str | None = None, REML: bool = True, nAGQ: int = 1,
+                 weights: Any = None, offset: Any = None,
+                 control: FitControl | dict | None = None, data_label: str = "data") -> None:
+        self.control = FitControl.from_any(control)
+        parsed = parse_formula(formula)
+        self.family = get_family(family, link)
+        frame = model_frame(parsed, data, weights=weights, offset=offset)
+        self.response = build_response(parsed, frame, self.family)
+        fixed = fixed_design(parsed.fixed, frame.table, parsed.text)
+        reterms = build_reterms(parsed, frame.table)
+        self.predictor = build_predictor(fixed, reterms, self.control.backend)
+        self.formula = parsed.text
+        self.reml = bool(REML)
+        self.nagq = int(nAGQ)
+        self.data_label = data_label
+        self.n_dropped = frame.n_dropped
+        self.row_labels = frame.row_labels
+        self.nrows = frame.nobs + frame.n_dropped
+        self.kept_rows = frame.kept_rows
+        self.prior_weights = frame.weights
+        self._check()
+        # lazily built parts of the predictor, built here so that threads only read them
+        self.predictor.linear_predictor_args()
+
+    # -- sizes -----------------------------------------------------------------------
+    @property
+    def nobs(self) -> int:
+        """Number of observations used (rows of data less those dropped)."""
+        return self.predictor.n
+
+    @property
+    def is_lmm(self) -> bool:
+        """True when the model is a linear mixed model (Gaussian family, identity link)."""
+        return bool(self.family.is_gaussian_identity)
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, y: Any = None, *, control: FitControl | dict | None = None,
+            start: Any = None) -> MixedModelResult:
+        """Fit the model to its data's response or to another one.
+
+        Parameters
+        ----------
+        y
+            A new response: one value per row of the data the model was built
+            from (rows the model dropped for missing values are dropped from
+            ``y`` too), on the scale the formula's response was given
+            (binomial: 0/1, booleans, a two-level column, proportions of the
+            model's trials, or an ``(n, 2)`` array of successes and failures).
+            ``None`` fits the data's own response.
+        control
+            :class:`FitControl` or a dict of its fields (default: the model's).
+        start
+            Starting theta (lme4's order, ``len(theta)`` values) instead of
+            the start rule, e.g. the estimates of a fit to a similar response.
+
+        Returns
+        -------
+        MixedModelResult
+        """
+        response = self.response if y is None else self.response_from(y)
+        return self.fit_response(response, control=control, start=start)
+
+    def fit_response(self, response: Response, *, control: FitControl | dict | None = None,
+                     start: Any = None) -> MixedModelResult:
+        """Fit a response already read for this model (see :meth:`response_from`)."""
+        ctrl = self.control if control is None else FitControl.from_any(control)
+        if ctrl.backend not in ("auto", self.predictor.backend):
+            raise ModelSpecError(f"control backend {ctrl.backend!r} differs from the model's "
+                                 f"{self.predictor.backend!r}; build a MixedModel with it")
+        theta0 = None if start is None else self._checked_start(start)
+        # one BLAS thread: OpenBLAS threads spin-wait, and a fit makes many small calls
+        with single_threaded_blas():
+            if self.is_lmm:
+                from .lmm import fit_lmm
+                return fit_lmm(self, response, ctrl, theta0)
+            from .glmm import fit_glmm
+            return fit_glmm(self, response, ctrl, theta0)
+
+    # -- responses -------------------------------------------------------------------
+    def response_from(self, y: Any) -> Response:
+        """Read a new response given with one value per row of the model's data."""
+        values = _as_values(y)
+        if values.shape[0] != self.nrows:
+            raise DataError(f"y must have one value per row of the model's data "
+                            f"({self.nrows}), not shape {values.shape}")
+        if self.kept_rows is not None:
+            values = values[self.kept_rows]
+        return self.response_from_used(values, "y")
+
+    def response_from_used(self, values: Any, argument: str = "newresp") -> Response:
+        """Read a new response given with one value per observation used (``nobs``)."""
+        values = _as_values(values)
+        if values.shape[0] != self.nobs or values.ndim > 2 or (
+                values.ndim == 2 and values.shape[1] != 2):
+            raise DataError(f"{argument} must have one value per observation the model "
+                            f"used ({self.nobs}) (or two columns, successes and failures), "
+                            f"not shape {values.shape}")
+        old = self.response
+        columns = [values] if values.ndim == 1 else [values[:, 0], values[:, 1]]
+        for column in columns:
+            missing = _missing(column)
+            if missing.size:
+                raise DataError(f"{argument} has a missing value in row "
+                                f"{show(self.row_labels[missing[0]])}: a new response keeps "
+                                "the model's observations, so none can be dropped")
+        series = [pd.Series(c, name=old.name, copy=False) for c in columns]
+        if len(series) == 2:
+            weights = (np.ones(self.nobs) if self.prior_weights is None
+                       else self.prior_weights.astype(float))
+        else:       # proportions keep the model's trials (binomial counts) or weights
+            weights = old.weights.copy()
+        y, weights, info = self.family.prepare_response(series, weights, old.name,
+                                                        self.row_labels)
+        return Response(name=old.name, y=np.ascontiguousarray(y, dtype=float),
+                        weights=np.ascontiguousarray(weights, dtype=float),
+                        offset=old.offset, family=self.family, info=info)
+
+    # -- checks ----------------------------------------------------------------------
+    def _check(self) -> None:
+        """Checks of the model that need no fit (lme4's, before optimizing)."""
+        if self.is_lmm:
+            from .lmm import check_identifiable, check_lmm_weights
+            check_lmm_weights(self.response.weights)
+            check_identifiable(self.predictor)
+        else:
+            from .quadrature import check_quadrature
+            check_quadrature(self.predictor.reterms.blocks, self.nagq)
+
+    def _checked_start(self, start: Any) -> np.ndarray:
+        reterms = self.predictor.reterms
+        theta = np.array(start, dtype=float).ravel()
+        if theta.shape[0] != reterms.ntheta:
+            raise ModelSpecError(f"start must have {reterms.ntheta} values (theta), "
+                                 f"not {theta.shape[0]}")
+        if not np.all(np.isfinite(theta)) or np.any(theta < reterms.theta_lower):
+            raise ModelSpecError(f"start must be finite and within theta's bounds "
+                                 f"(diagonal elements >= 0), not {theta.tolist()}")
+        return theta
+
+    def __repr__(self) -> str:
+        kind = "LMM" if self.is_lmm else f"GLMM ({self.family!r})"
+        return f"<MixedModel {kind} '{self.formula}': {self.nobs} obs>"
+
+
+def _missing(column: np.ndarray) -> np.ndarray:
+    """Positions of missing values (NaN, None, NaT) in a column."""
+    if column.dtype.kind == "f":
+        return np.flatnonzero(np.isnan(column))
+    if column.dtype.kind in "iub":
+        return np.empty(0, dtype=np.int64)
+    return np.flatnonzero(pd.isna(column))
+
+
+def _as_values(y: Any) -> np.ndarray:
+    if isinstance(y, (pd.Series, pd.DataFrame)):
+        return y.to_numpy()
+    return np.asarray(y)
