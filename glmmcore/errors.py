@@ -92,6 +92,10 @@ class RankDeficiencyWarning(GlmmWarning):
     """Fixed-effects columns were dropped because they are aliased."""
 
 
+class MissingValueWarning(GlmmWarning):
+    """Rows with missing values were left out (their predictions are NaN)."""
+
+
 class FamilyPluginWarning(GlmmWarning):
     """A family plugin could not be loaded, or two plugins share a name."""
 

@@ -75,6 +75,10 @@ class MixedModel:
         reterms = build_reterms(parsed, frame.table)
         self.predictor = build_predictor(fixed, reterms, self.control.backend)
         self.formula = parsed.text
+        self.parsed = parsed
+        # what prediction on new data evaluates there: a column name, or an array of the
+        # data's rows (which new data cannot have)
+        self.offset_argument = offset
         self.reml = bool(REML)
         self.nagq = int(nAGQ)
         self.data_label = data_label

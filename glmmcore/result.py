@@ -299,6 +299,68 @@ class MixedModelResult:
         return self.family.dev_resid_array(self.response.y, self.mu, self.response.weights,
                                            self.extra.get("phi", 1.0))
 
+    # -- prediction and simulation -------------------------------------------
+    def predict(self, newdata: Any = None, *, re_form: Any = None,
+                new_levels: str = "population", type: str = "response",
+                offset: Any = None) -> pd.Series:
+        """Predictions on the fit's own rows or on new data (lme4's ``predict``).
+
+        Parameters
+        ----------
+        newdata
+            A data frame with the variables of the formula's right-hand side;
+            ``None`` predicts the rows fitted.
+        re_form
+            Random-effects terms included: ``None`` all of them, ``"~0"`` (or
+            ``"NA"``) none (population level), ``"~(1 | g)"`` those named.
+        new_levels
+            Levels of a grouping factor the fit never saw: ``"population"``
+            (random effects of zero, lme4's ``allow.new.levels = TRUE``),
+            ``"error"`` (a :class:`DataError` naming them) or ``"nan"``.
+        type
+            ``"response"`` (the mean) or ``"link"`` (the linear predictor).
+        offset
+            A column name or array of newdata's offset, added to the formula's
+            ``offset(...)`` terms (needed when the fit's offset was an array).
+
+        Returns
+        -------
+        pandas.Series
+            Indexed like ``newdata`` (like the rows fitted without it); rows of
+            newdata with a missing predictor are NaN, with a ``MissingValueWarning``.
+        """
+        from .predict import predict
+        return predict(self, newdata, re_form=re_form, new_levels=new_levels, type=type,
+                       offset=offset)
+
+    def simulate(self, nsim: int = 1, *, seed: Any = None, newdata: Any = None,
+                 re_form: Any = "~0") -> pd.DataFrame:
+        """Responses drawn from the fitted model (lme4's ``simulate``).
+
+        Parameters
+        ----------
+        nsim
+            Number of simulated responses.
+        seed
+            Seed of numpy's default generator (or a ``Generator``): the same seed
+            gives the same draws.
+        newdata
+            Rows to simulate for (default: the rows fitted; new rows get one trial
+            each for a binomial family).
+        re_form
+            ``"~0"`` (default, lme4's ``re.form = NA``): new random effects drawn
+            from their fitted distribution; ``None``: the conditional modes kept
+            (new levels still drawn); ``"~(1 | g)"``: those terms kept.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One column per simulation (``sim_1``, ...), one row per row; binomial
+            responses are proportions of the rows' trials.
+        """
+        from .predict import simulate
+        return simulate(self, nsim, seed=seed, newdata=newdata, re_form=re_form)
+
     # -- presentation ------------------------------------------------------
     def summary(self) -> Summary:
         """lme4-style summary; ``print(fit.summary())``."""
