@@ -448,6 +448,21 @@ def _result(dev: GlmmDeviance, model: Any, x: np.ndarray, lower: np.ndarray, sta
         extra=extra)
 
 
+def fit_glmm_at(fit: MixedModelResult, theta: np.ndarray, beta: np.ndarray) -> MixedModelResult:
+    """The estimates of a fitted GLMM's model at given theta and beta (Laplace modes),
+    without optimizing; a family parameter stays at the fit's."""
+    from .control import FitControl
+    dev = GlmmDeviance(fit.predictor, fit.response, 1)
+    parts = [np.asarray(theta, dtype=float), np.asarray(beta, dtype=float)]
+    if dev.has_phi:
+        parts.append([np.log(fit.extra["phi"])])
+    x = np.concatenate(parts)
+    lower = np.concatenate([fit.predictor.reterms.theta_lower,
+                            np.full(x.size - dev.ntheta, -np.inf)])
+    return _result(dev, fit.model, x, lower, 2, FitControl(check_convergence=False, warn=False),
+                   ["theta and beta given, not optimized"], False)
+
+
 def glmm_condvar(fit: MixedModelResult) -> list[np.ndarray]:
     """Conditional covariances of a fitted GLMM's random effects, block by block.
 
