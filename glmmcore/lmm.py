@@ -260,8 +260,32 @@ def fit_lmm(model: Any, response: Any, control: Any,
                             f"{again.message} after {again.nevals} evaluations")
             if again.fun < dev(theta):
                 theta, conv = checked_optimum(dev, again, derivatives, messages)
+            if not conv.converged:
+                theta, conv = _bobyqa_from_start(dev, start, theta, conv, derivatives,
+                                                 control, messages)
     warn_once(conv, [], control)
     return lmm_result(dev, model, response, theta, conv)
+
+
+def _bobyqa_from_start(dev: LmmDeviance, start: np.ndarray, theta: np.ndarray, conv: Any,
+                       derivatives: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+                       control: Any, messages: list[str]) -> tuple[np.ndarray, Any]:
+    """BOBYQA from the start, lme4's path, when L-BFGS-B's point fails the checks.
+
+    L-BFGS-B can end on a face of the bounds where a diagonal of ``T`` is 0 and
+    the rest of the block still takes its variance (a local optimum: 1 in 20
+    responses drawn from a sleepstudy-like fit, 0.2-0.24 below the optimum in
+    log-likelihood); BOBYQA from that point stays on the face, from the start
+    it does not.  The better of the two points is kept.
+    """
+    lower = dev.predictor.reterms.theta_lower
+    fresh = bobyqa(dev, start, lower, rel_tol=control.rel_tol, x_tol=control.x_tol,
+                   maxeval=control.maxeval)
+    messages.append(f"the checks failed again ({conv.reason}); bobyqa from the start: "
+                    f"{fresh.message} after {fresh.nevals} evaluations")
+    if fresh.fun < dev(theta):
+        return checked_optimum(dev, fresh, derivatives, messages)
+    return theta, conv
 
 
 def check_lmm_weights(w: np.ndarray) -> None:
