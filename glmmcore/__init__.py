@@ -15,6 +15,7 @@ A model built once is fitted to many responses by :class:`MixedModel`::
 from .api import fit, refit
 from .control import FitControl
 from .errors import (
+    ArgumentError,
     ConvergenceError,
     ConvergenceWarning,
     DataError,
@@ -23,6 +24,7 @@ from .errors import (
     FormulaError,
     GlmmError,
     MissingColumnError,
+    MissingValueWarning,
     ModelSpecError,
     RankDeficiencyWarning,
     ResponseError,
@@ -35,9 +37,9 @@ from .simulation import Simulation, designs, simulate
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConvergenceError", "ConvergenceWarning", "DataError", "FamilyError",
+    "ArgumentError", "ConvergenceError", "ConvergenceWarning", "DataError", "FamilyError",
     "FamilyPluginWarning", "FitControl", "FormulaError", "GlmmError", "MissingColumnError",
-    "MixedModel", "MixedModelResult", "ModelSpecError", "RankDeficiencyWarning", "ResponseError",
-    "Simulation", "__version__", "available_families", "designs", "fit", "get_family",
-    "refit", "simulate",
+    "MissingValueWarning", "MixedModel", "MixedModelResult", "ModelSpecError",
+    "RankDeficiencyWarning", "ResponseError", "Simulation", "__version__",
+    "available_families", "designs", "fit", "get_family", "refit", "simulate",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from .control import FitControl
+from .errors import ArgumentError
 from .model import MixedModel
 from .result import MixedModelResult
 
@@ -78,6 +79,10 @@ def refit(fit: MixedModelResult, newresp: Any, *,
     -------
     MixedModelResult
     """
+    if not isinstance(fit, MixedModelResult):
+        raise ArgumentError(f"refit takes a fitted model (glmmcore.fit's result), not "
+                            f"{type(fit).__name__}")
+    control = FitControl.from_any(control)
     model = fit.model
     response = model.response_from_used(newresp)
-    return model.fit_response(response, control=FitControl.from_any(control))
+    return model.fit_response(response, control=control)

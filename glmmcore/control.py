@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .errors import ModelSpecError
+from .arguments import check_bool, check_choice, check_int, check_real, check_str
+from .errors import ArgumentError
 from .optimize import OPTIMIZERS
+from .predictor import BACKENDS
 from .start import check_start_rule
 
 
@@ -52,10 +54,18 @@ class FitControl:
     optimizer: str = "auto"
 
     def __post_init__(self) -> None:
+        # types and ranges first: a string tolerance or a float maxeval fails deep inside
+        check_choice(self.backend, "control backend", BACKENDS)
+        for name in ("rel_tol", "x_tol"):
+            object.__setattr__(self, name, check_real(getattr(self, name), f"control {name}",
+                                                      minimum=0.0))
+        object.__setattr__(self, "maxeval", check_int(self.maxeval, "control maxeval",
+                                                      minimum=1))
+        for name in ("check_convergence", "warn"):
+            check_bool(getattr(self, name), f"control {name}")
+        check_str(self.start, "control start")
         check_start_rule(self.start)
-        if self.optimizer not in OPTIMIZERS:
-            raise ModelSpecError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                                 f"not {self.optimizer!r}")
+        check_choice(self.optimizer, "control optimizer", OPTIMIZERS)
 
     @classmethod
     def from_any(cls, control: Any) -> FitControl:
@@ -66,10 +76,10 @@ class FitControl:
             return control
         if isinstance(control, dict):
             known = {f.name for f in fields(cls)}
-            unknown = sorted(set(control) - known)
+            unknown = [str(k) for k in control if k not in known]
             if unknown:
-                raise ModelSpecError(f"unknown control setting(s) {', '.join(unknown)}; "
-                                     f"known: {', '.join(sorted(known))}")
+                raise ArgumentError(f"unknown control setting(s) {', '.join(unknown)}; "
+                                    f"known: {', '.join(sorted(known))}")
             return replace(cls(), **control)
-        raise ModelSpecError(f"control must be a FitControl or a dict, "
-                             f"not {type(control).__name__}")
+        raise ArgumentError(f"control must be a FitControl or a dict, "
+                            f"not {type(control).__name__}")

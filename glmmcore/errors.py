@@ -8,6 +8,8 @@ at fault.
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 
@@ -66,6 +68,10 @@ class ModelSpecError(GlmmError, ValueError):
     """A model that cannot be estimated as specified (e.g. no residual variance left)."""
 
 
+class ArgumentError(ModelSpecError, TypeError):
+    """An argument of the wrong type or out of range (``REML="FALSE"``, ``nAGQ=2.5``)."""
+
+
 class ConvergenceError(GlmmError, RuntimeError):
     """A numerical procedure that did not converge.
 
@@ -93,11 +99,21 @@ class RankDeficiencyWarning(GlmmWarning):
 
 
 class MissingValueWarning(GlmmWarning):
-    """Rows with missing values were left out (their predictions are NaN)."""
+    """Rows with missing values were left out: rows a transformation in the formula made
+    NaN (dropped from the fit and counted), or rows of new data (their predictions are NaN)."""
 
 
 class FamilyPluginWarning(GlmmWarning):
     """A family plugin could not be loaded, or two plugins share a name."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the first caller outside glmmcore."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def show(value: Any) -> str:

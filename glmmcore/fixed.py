@@ -9,6 +9,7 @@ as lme4 does, with a warning naming them.
 
 from __future__ import annotations
 
+import ast
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, FormulaError, RankDeficiencyWarning
-from .frame import ColumnTable, as_pandas
+from .expression import formulaic_context, hint
+from .formula import matching_close, split_top_level
+from .frame import ColumnTable, as_pandas, check_magnitude
 from .model_matrix import SimpleSpec, simple_model_matrix
 
 INTERCEPT = "(Intercept)"
@@ -52,12 +55,32 @@ class FixedDesign:
         return self.X.shape[1]
 
     def new_X(self, data: pd.DataFrame) -> np.ndarray:
-        """Model matrix of new data with the fitted coding."""
-        if isinstance(self.spec, SimpleSpec):
-            X = self.spec.build(data)[0]
-        else:
-            X = np.asarray(self.spec.get_model_matrix(data, output="numpy"), dtype=float)
+        """Model matrix of new data with the fitted coding and transform state."""
+        X = matrix_from_spec(self.spec, data)
         return np.ascontiguousarray(X if self.keep is None else X[:, self.keep])
+
+
+def matrix_from_spec(spec: Any, data: pd.DataFrame) -> np.ndarray:
+    """A model matrix of new data from the spec a fit kept (its coding, its transforms' state).
+
+    Parameters
+    ----------
+    spec
+        A :class:`~glmmcore.model_matrix.SimpleSpec` or formulaic's ``ModelSpec``.
+    data
+        The new data (a DataFrame with the columns the spec uses).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``n x p`` float64, every column of the spec (aliased ones included).
+    """
+    if isinstance(spec, SimpleSpec):
+        return spec.build(data)[0]
+    with np.errstate(all="ignore"):
+        X = spec.get_model_matrix(data, output="numpy", context=formulaic_context(),
+                                  na_action="ignore")
+    return np.asarray(X, dtype=float)
 
 
 def fixed_design(rhs: str, data: pd.DataFrame | ColumnTable, formula: str) -> FixedDesign:
@@ -69,6 +92,7 @@ def fixed_design(rhs: str, data: pd.DataFrame | ColumnTable, formula: str) -> Fi
         formulaic cannot evaluate a term on these data.
     """
     X, names, spec = model_matrix(rhs, data, formula)
+    check_magnitude(X, [f"column '{n}' of the fixed effects" for n in names])
     keep = independent_columns(X)
     dropped = [n for n, k in zip(names, keep) if not k]
     if dropped:
@@ -89,31 +113,107 @@ def model_matrix(expr: str, data: pd.DataFrame | ColumnTable,
     by formulaic; both give the same columns.
     """
     simple = simple_model_matrix(expr, data)
-    if simple is not None:
-        spec, X, names = simple
-    else:
-        mm = evaluate_model_matrix(expr, data, formula)
-        X, names, spec = mm.to_numpy(dtype=float), [str(c) for c in mm.columns], mm.model_spec
-    return np.ascontiguousarray(X), [rename_intercept(n) for n in names], spec
+    if simple is None:
+        return formulaic_matrix(expr, data, formula)
+    spec, X, names = simple
+    if spec.intercept:
+        names = [INTERCEPT, *names[1:]]
+    return np.ascontiguousarray(X), unique_names(names, expr, formula), spec
 
 
-def evaluate_model_matrix(expr: str, data: pd.DataFrame | ColumnTable,
-                          formula: str) -> pd.DataFrame:
-    """Evaluate a right-hand side with formulaic, translating its errors."""
+def formulaic_matrix(expr: str, data: pd.DataFrame | ColumnTable,
+                     formula: str) -> tuple[np.ndarray, list[str], Any]:
+    """:func:`model_matrix` by formulaic (evaluated once per model frame: see derived.py)."""
+    if isinstance(data, ColumnTable):
+        cached = data.derived.get(("matrix", expr))
+        if cached is not None:
+            return cached
+    mm = evaluate_model_matrix(expr, data, formula)
+    names = [str(c) for c in mm.model_spec.column_names]
+    names = unique_names(_lme4_names(mm.model_spec, names), expr, formula, names)
+    return np.ascontiguousarray(np.asarray(mm, dtype=float)), names, mm.model_spec
+
+
+def evaluate_model_matrix(expr: str, data: pd.DataFrame | ColumnTable, formula: str) -> Any:
+    """Evaluate a right-hand side with formulaic, translating its errors.
+
+    The matrix comes as numpy: formulaic's pandas output keeps one of two
+    columns with the same name (a data column ``Intercept`` and the intercept).
+    """
     from formulaic import model_matrix as formulaic_model_matrix  # lazy: costly import
     from formulaic.errors import FormulaicError
     try:
-        return formulaic_model_matrix(expr, as_pandas(data), na_action="ignore")
+        with np.errstate(all="ignore"):   # NaN and overflow are reported by derived.py
+            return formulaic_model_matrix(expr, as_pandas(data), na_action="ignore",
+                                          context=formulaic_context(), output="numpy")
     except FormulaicError as exc:
         reason = str(exc).splitlines()[0]
-        raise FormulaError(f"cannot evaluate '{expr}' on the data: {reason}", formula) from None
+        raise FormulaError(f"cannot evaluate '{expr}' on the data: {reason}{hint(reason)}",
+                           formula) from None
     except (TypeError, ValueError) as exc:
         raise DataError(f"cannot evaluate '{expr}' on the data: {exc}") from None
 
 
-def rename_intercept(name: str) -> str:
-    """formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
-    return INTERCEPT if name == "Intercept" else name
+def _lme4_names(spec: Any, names: list[str]) -> list[str]:
+    """formulaic's column names with the intercept's ``(Intercept)`` and short ``C(x, ...)``.
+
+    Only the intercept term's column is renamed: a data column named
+    ``Intercept`` keeps its name.
+    """
+    out: list[str] = []
+    for structure in spec.structure:
+        intercept = str(structure.term) == "1"
+        out.extend(INTERCEPT if intercept else short_name(c) for c in structure.columns)
+    return out if len(out) == len(names) else names
+
+
+def short_name(name: str) -> str:
+    """``C(x, levels=[...])[T.b]`` as ``x[T.b]``: a ``C()`` with arguments by its variable.
+
+    ``C(x)`` alone keeps its name (it says how ``x`` was coded); in an
+    interaction each factor is shortened.
+    """
+    if "C(" not in name:
+        return name
+    return ":".join(_short_factor(part) for part in split_top_level(name, ":"))
+
+
+def _short_factor(part: str) -> str:
+    if not part.startswith("C("):
+        return part
+    close = matching_close(part, 1)
+    if close < 0:
+        return part
+    try:
+        call = ast.parse(part[:close + 1], mode="eval").body
+    except SyntaxError:
+        return part
+    extra = len(call.args) > 1 or call.keywords
+    if extra and call.args and isinstance(call.args[0], ast.Name):
+        return call.args[0].id + part[close + 1:]
+    return part
+
+
+def unique_names(names: list[str], expr: str, formula: str,
+                 fallback: list[str] | None = None) -> list[str]:
+    """``names``, checked to be distinct; shortened names that collide take ``fallback``'s.
+
+    Raises
+    ------
+    FormulaError
+        Two columns keep the same name (a data column named ``(Intercept)``).
+    """
+    if len(set(names)) == len(names):
+        return names
+    if fallback is not None:
+        names = [f if names.count(n) > 1 and n != INTERCEPT else n
+                 for n, f in zip(names, fallback)]
+        if len(set(names)) == len(names):
+            return names
+    twice = next(n for n in names if names.count(n) > 1)
+    raise FormulaError(f"two columns of '{expr}' are both named '{twice}'; rename the data "
+                       f"column (a column named '{INTERCEPT}' collides with the intercept)",
+                       formula)
 
 
 def independent_columns(X: np.ndarray, tol: float = RANK_TOL) -> np.ndarray:

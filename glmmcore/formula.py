@@ -10,19 +10,28 @@ Grammar of a random-effects term, as in lme4::
     ( <expr> | <group> )      correlated random effects
     ( <expr> || <group> )     uncorrelated: one variance per column
     <group> := <factor> ( "/" <factor> )*      a/b means a and b:a (lme4 names)
-    <factor> := <name> ( ":" <name> )*         interaction of grouping variables
+    <factor> := <atom> ( ":" <atom> )*         interaction of grouping variables
+    <atom> := <name> | `<any name>` | <call>    a call (``C(g)``, ``np.floor(x / 10)``)
+                                                is evaluated on the data, as lme4 does
+
+The response, each argument of ``cbind(...)`` and the inside of ``offset()``
+are Python expressions evaluated on the data (:mod:`glmmcore.expression`),
+never formula syntax: ``cbind(s, N - s)`` has ``N - s`` failures.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from dataclasses import dataclass
 from itertools import pairwise
 
 from .errors import FormulaError
+from .expression import parse_python
 from .model_matrix import parse_simple
 
-_NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*|`[^`]+`")
+# any identifier (non-ASCII letters too), R's dotted names, or a backquoted name
+_NAME = re.compile(r"(?:[^\W\d]|\.)[\w.]*|`[^`]+`")
 _OPEN = "([{"
 _CLOSE = ")]}"
 _QUOTES = "'\"`"
@@ -44,6 +53,9 @@ class RandomTerm:
         The term as written in the formula (for messages and labels).
     span
         Character positions of ``text`` in the whole formula.
+    calls
+        The members of ``group`` written as calls (``C(g)``): evaluated on
+        the data, where the others are column names.
     """
 
     expr: str
@@ -51,6 +63,7 @@ class RandomTerm:
     uncorrelated: bool
     text: str
     span: tuple[int, int]
+    calls: frozenset[str] = frozenset()
 
     @property
     def group_name(self) -> str:
@@ -136,7 +149,7 @@ def parse_formula(text: str) -> ParsedFormula:
             inner = piece[len("offset("):-1].strip()
             if not inner:
                 raise FormulaError("offset() needs an expression", text, (start, end))
-            _check_formulaic(inner, text, (start, end))
+            parse_python(inner, text, (start, end))
             offsets.append(inner)
         else:
             bar = next(iter(_top_level_positions(piece, "|")), None)
@@ -163,9 +176,9 @@ def _parse_response(text: str, tilde: int) -> tuple[str, ...]:
             raise FormulaError("cbind() in the response takes exactly two expressions: "
                                "successes and failures", text, span)
         for arg in args:
-            _check_formulaic(arg, text, span)
+            parse_python(arg, text, span)
         return tuple(args)
-    _check_formulaic(expr, text, span)
+    parse_python(expr, text, span)
     return (expr,)
 
 
@@ -188,10 +201,16 @@ def _check_formulaic(expr: str, text: str, span: tuple[int, int]) -> None:
     from formulaic import Formula
     from formulaic.errors import FormulaicError
     try:
-        Formula(expr)
+        terms = list(Formula(expr))
     except (FormulaicError, SyntaxError, ValueError) as exc:
         reason = str(exc).splitlines()[0]
+        if "`.` operator" in reason:
+            reason = "'.' (every other column) is not supported; name the predictors"
         raise FormulaError(f"cannot parse '{expr}': {reason}", text, span) from None
+    for term in terms:
+        for factor in term.factors:
+            if factor.eval_method.value == "python":
+                parse_python(factor.expr, text, span)
 
 
 def _parse_bar_term(text: str, start: int, end: int) -> list[RandomTerm]:
@@ -210,26 +229,46 @@ def _parse_bar_term(text: str, start: int, end: int) -> list[RandomTerm]:
         raise FormulaError("the random-effects term has no grouping factor after the bar",
                            text, (start, end))
     _check_formulaic(lhs, text, (start, end))
-    groups = _parse_group(rhs, text, (start, end))
+    groups, calls = _parse_group(rhs, text, (start, end))
     return [RandomTerm(expr=lhs, group=g, uncorrelated=double, text=piece.strip(),
-                       span=(start, end)) for g in groups]
+                       span=(start, end), calls=calls.intersection(g)) for g in groups]
 
 
-def _parse_group(rhs: str, text: str, span: tuple[int, int]) -> list[tuple[str, ...]]:
+def _parse_group(rhs: str, text: str,
+                 span: tuple[int, int]) -> tuple[list[tuple[str, ...]], frozenset[str]]:
+    """The grouping factors of ``a/b`` (lme4's order and names) and the atoms that are calls."""
     nested: list[tuple[str, ...]] = []
-    for level in rhs.split("/"):
+    calls: set[str] = set()
+    for level in split_top_level(rhs, "/"):
         names = []
-        for name in level.split(":"):
-            name = name.strip()
-            if not _NAME.fullmatch(name):
-                raise FormulaError(f"the grouping factor '{rhs}' must be variable names "
-                                   f"joined by ':' or '/'; '{name}' is not a name",
-                                   text, span)
-            names.append(name.strip("`"))
+        for name in split_top_level(level, ":"):
+            if _NAME.fullmatch(name):
+                names.append(name.strip("`"))
+            elif _is_group_call(name, text, span):
+                calls.add(name)
+                names.append(name)
+            else:
+                raise FormulaError(f"the grouping factor '{rhs}' must be variable names or "
+                                   f"calls such as C(g), joined by ':' or '/'; '{name}' is "
+                                   "not a name", text, span)
         nested.append(tuple(names))
     # lme4 names the nested factor of a/b 'b:a' (inner first)
-    return [tuple(n for level in reversed(nested[:depth]) for n in level)
-            for depth in range(1, len(nested) + 1)]
+    return ([tuple(n for level in reversed(nested[:depth]) for n in level)
+             for depth in range(1, len(nested) + 1)], frozenset(calls))
+
+
+def split_top_level(text: str, sep: str) -> list[str]:
+    """``text`` split at the ``sep`` characters outside brackets and quotes, stripped."""
+    cuts = [-1, *_top_level_positions(text, sep), len(text)]
+    return [text[a + 1:b].strip() for a, b in pairwise(cuts)]
+
+
+def _is_group_call(atom: str, text: str, span: tuple[int, int]) -> bool:
+    """True for a call such as ``C(g)`` or ``np.floor(x / 10)`` (checked as Python)."""
+    if not atom or not _NAME.match(atom) or not atom.endswith(")"):
+        return False
+    tree = parse_python(atom, text, span)
+    return isinstance(tree.body, ast.Call)
 
 
 def _is_bar_term(piece: str) -> bool:
@@ -317,13 +356,19 @@ def _special_pattern(wanted: str) -> re.Pattern:
 
 
 # compiled once for the characters the parser looks for (read-only after import)
-_SPECIAL = {wanted: _special_pattern(wanted) for wanted in ("", "~", "|", ",", "+-")}
+_SPECIAL = {wanted: _special_pattern(wanted)
+            for wanted in ("", "~", "|", ",", "+-", "/", ":")}
 
 
 def _top_level_positions(text: str, chars: str, start: int = 0):
     for pos, ch, depth in _scan(text, start, chars):
         if depth == 0 and ch in chars:
             yield pos
+
+
+def matching_close(text: str, open_pos: int) -> int:
+    """Position of the bracket closing the one at ``open_pos`` (-1: none)."""
+    return _matching_close(text, open_pos)
 
 
 def _matching_close(text: str, open_pos: int) -> int:

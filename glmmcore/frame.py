@@ -8,7 +8,7 @@ the first bad row) at fault.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -16,6 +16,7 @@ import pandas as pd
 from pandas.api.extensions import ExtensionArray
 
 from .errors import DataError, MissingColumnError, show
+from .expression import evaluate, free_names, is_plain_name, known_name, parse_python
 from .formula import ParsedFormula
 from .model_matrix import column_values, simple_variables
 
@@ -39,6 +40,8 @@ class ColumnTable:
         self.values = values
         self.nrows = nrows
         self._frame: pd.DataFrame | None = None
+        # the formula's evaluated expressions by (kind, text) (see glmmcore.derived)
+        self.derived: dict[tuple[str, str], Any] = {}
 
     @property
     def columns(self) -> Any:
@@ -57,6 +60,11 @@ class ColumnTable:
         if isinstance(values, np.ndarray) and values.dtype == object:
             return pd.Series(values, dtype=object, copy=False, name=name)
         return pd.Series(values, copy=False, name=name)
+
+    def take(self, keep: np.ndarray) -> ColumnTable:
+        """The rows where ``keep`` is true, in a new table (without derived values)."""
+        return ColumnTable({name: values[keep] for name, values in self.values.items()},
+                           int(keep.sum()))
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -82,13 +90,16 @@ class ModelFrame:
     row_labels
         Index labels of the kept rows in the data as given.
     n_dropped
-        Rows dropped because a used variable was missing.
+        Rows dropped because a used variable was missing (or a transformation
+        of it NaN).
     weights, offset
         Prior weights and offset passed as arguments (``None`` if not given),
         aligned with the kept rows.
     kept_rows
         Positions of the kept rows in the data as given (``None`` when every
         row is kept).
+    nan_terms
+        Rows dropped because a transformation gave NaN, by term.
     """
 
     table: ColumnTable
@@ -97,6 +108,7 @@ class ModelFrame:
     weights: np.ndarray | None
     offset: np.ndarray | None
     kept_rows: np.ndarray | None = None
+    nan_terms: dict[str, int] = field(default_factory=dict)
 
     @property
     def data(self) -> pd.DataFrame:
@@ -107,6 +119,16 @@ class ModelFrame:
     def nobs(self) -> int:
         """Number of rows kept."""
         return self.table.nrows
+
+    def drop(self, rows: np.ndarray) -> ModelFrame:
+        """The frame without the rows where ``rows`` is true (counted as dropped)."""
+        keep = ~rows
+        kept = np.flatnonzero(keep) if self.kept_rows is None else self.kept_rows[keep]
+        return ModelFrame(table=self.table.take(keep), row_labels=self.row_labels[keep],
+                          n_dropped=self.n_dropped + int(rows.sum()),
+                          weights=None if self.weights is None else self.weights[keep],
+                          offset=None if self.offset is None else self.offset[keep],
+                          kept_rows=kept)
 
 
 def as_dataframe(data: Any) -> pd.DataFrame:
@@ -131,22 +153,45 @@ def as_dataframe(data: Any) -> pd.DataFrame:
 
 
 def formula_variables(parsed: ParsedFormula) -> list[str]:
-    """Names of the data columns a parsed formula uses, in first-use order."""
-    names: list[str] = []
-    exprs = [*parsed.response, parsed.fixed, *parsed.offsets,
-             *(term.expr for term in parsed.random)]
-    for expr in exprs:
-        found = simple_variables(expr)
-        if found is None:
-            from formulaic import Formula  # lazy: see formula._check_formulaic
-            found = sorted(Formula(expr).required_variables)
-        for name in found:
-            if name not in names:
-                names.append(name)
+    """Names of the data columns a parsed formula may use, in first-use order.
+
+    Every name an expression refers to, whatever function wraps it
+    (``scale(age)`` uses ``age``), except names called as functions and the
+    modules ``np``/``numpy``.  A name that is not a column may still be a
+    function of the namespace (:func:`glmmcore.expression.known_name`).
+    """
+    found = [value_variables(e) for e in parsed.response]
+    found.append(rhs_variables(parsed.fixed))
+    found.extend(value_variables(e) for e in parsed.offsets)
+    found.extend(rhs_variables(term.expr) for term in parsed.random)
     for term in parsed.random:
-        for name in term.group:
-            if name not in names:
-                names.append(name)
+        found.extend(value_variables(atom) if atom in term.calls else [atom]
+                     for atom in term.group)
+    names: list[str] = []
+    for group in found:
+        names.extend(name for name in group if name not in names)
+    return names
+
+
+def value_variables(expr: str) -> list[str]:
+    """Names a Python expression (response, offset, cbind argument) may take from the data."""
+    return [expr] if is_plain_name(expr) else free_names(expr)
+
+
+def rhs_variables(expr: str) -> list[str]:
+    """Names a model-formula right-hand side may take from the data."""
+    found = simple_variables(expr)
+    if found is not None:
+        return found
+    from formulaic import Formula  # lazy: see formula._check_formulaic
+    names: list[str] = []
+    for term in Formula(expr):
+        for factor in term.factors:
+            method = factor.eval_method.value
+            if method == "lookup":
+                names.append(factor.expr)
+            elif method == "python":
+                names.extend(free_names(factor.expr))
     return names
 
 
@@ -174,13 +219,12 @@ def model_frame(parsed: ParsedFormula, data: Any, *, weights: Any = None,
     frame = as_dataframe(data)
     if frame.shape[0] == 0:
         raise DataError("the data frame is empty (no rows)")
-    names = formula_variables(parsed)
-    _check_columns(names, frame, parsed.text)
+    names = _columns_used(formula_variables(parsed), frame, f"formula '{parsed.text}'")
     w = _argument_column(weights, frame, "weights")
     off = _argument_column(offset, frame, "offset")
     # column by column on arrays: DataFrame-wide selection, isna and .loc cost ~10x more
     columns = {name: _column(frame, name) for name in names}
-    missing = {name: _missing(values) for name, values in columns.items()}
+    missing = {name: missing_mask(values) for name, values in columns.items()}
     keep = np.ones(len(frame), dtype=bool)
     for mask in missing.values():
         if mask is not None:
@@ -212,7 +256,7 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray | ExtensionArray:
     return column_values(series)
 
 
-def _missing(values: np.ndarray | ExtensionArray) -> np.ndarray | None:
+def missing_mask(values: np.ndarray | ExtensionArray) -> np.ndarray | None:
     """Mask of the missing values of a column, or None when it cannot have any.
 
     The same test as ``DataFrame.isna`` makes, per column.
@@ -257,33 +301,73 @@ def _as_frame(columns: dict[str, np.ndarray | ExtensionArray], n: int) -> pd.Dat
     return frame
 
 
-def _check_columns(names: list[str], frame: pd.DataFrame, formula: str) -> None:
-    missing = [n for n in names if n not in frame.columns]
-    if missing:
-        cols = ", ".join(map(str, list(frame.columns)[:20]))
+def _columns_used(names: list[str], frame: pd.DataFrame, where: str) -> list[str]:
+    """The names that are columns; a name neither a column nor a known function is an error."""
+    columns = frame.columns
+    missing = [n for n in names if n not in columns]
+    if not missing:
+        return names
+    unknown = [n for n in missing if not known_name(n)]
+    if unknown:
+        cols = ", ".join(map(str, list(columns)[:20]))
         more = " ..." if frame.shape[1] > 20 else ""
-        raise MissingColumnError(f"variable '{missing[0]}' in formula '{formula}' is not a "
+        raise MissingColumnError(f"variable '{unknown[0]}' in {where} is not a "
                                  f"column of the data (columns: {cols}{more})")
+    return [n for n in names if n in columns]
 
 
 def _argument_column(value: Any, frame: pd.DataFrame, what: str) -> np.ndarray | None:
+    """``weights=``/``offset=`` as floats: a column name, an expression of columns or values."""
     if value is None:
         return None
     if isinstance(value, str):
-        if value not in frame.columns:
-            raise MissingColumnError(f"{what} column '{value}' is not a column of the data")
-        series = frame[value]
-        label = f"{what} column '{value}'"
+        series, label = _argument_expression(value, frame, what)
+    elif isinstance(value, (np.ndarray, pd.Series, pd.api.extensions.ExtensionArray,
+                            list, tuple)):
+        array = value.to_numpy() if isinstance(value, pd.Series) else np.asarray(value)
+        if array.ndim == 2 and array.shape[1] == 1:
+            array = array[:, 0]
+        if array.ndim != 1:
+            raise DataError(f"{what} must be one value per row of the data, not an array "
+                            f"of shape {array.shape}")
+        series, label = pd.Series(array), what
     else:
-        series = pd.Series(np.asarray(value).ravel() if np.ndim(value) else value)
-        label = what
+        raise DataError(f"{what} must be a column name, an expression of columns or one "
+                        f"value per row of the data, not {type(value).__name__}")
     if len(series) != len(frame):
         raise DataError(f"{label} has {len(series)} values; the data have {len(frame)} rows")
+    if pd.api.types.is_bool_dtype(series.dtype):
+        raise DataError(f"{label} must be numeric, not boolean")
     try:
         out = pd.to_numeric(series).to_numpy(dtype=float, na_value=np.nan)
     except (ValueError, TypeError):
-        raise DataError(f"{label} must be numeric") from None
+        raise DataError(f"{label} must be numeric, not {series.dtype}") from None
     return out
+
+
+def _argument_expression(text: str, frame: pd.DataFrame, what: str) -> tuple[pd.Series, str]:
+    """A column, or a Python expression of columns (``"1 / v"``), as lme4 evaluates it."""
+    if text in frame.columns:
+        return frame[text], f"{what} column '{text}'"
+    if is_plain_name(text):
+        raise MissingColumnError(f"{what} column '{text}' is not a column of the data")
+    parse_python(text)
+    names = _columns_used(free_names(text), frame, f"{what}={text!r}")
+    values = evaluate(text, {n: frame[n].reset_index(drop=True) for n in names}, len(frame))
+    if np.any(_infinite(values)):
+        raise DataError(f"{what} expression '{text}' gives infinite values; it must be "
+                        "finite")
+    return pd.Series(values), f"{what} expression '{text}'"
+
+
+def _infinite(values: Any) -> np.ndarray:
+    finite = finite_mask(values)
+    return np.zeros(len(values), dtype=bool) if finite is None else ~finite & ~_nan(values)
+
+
+def _nan(values: Any) -> np.ndarray:
+    mask = missing_mask(values)
+    return np.zeros(len(values), dtype=bool) if mask is None else mask
 
 
 def _check_weights(w: np.ndarray, labels: pd.Index, keep: np.ndarray) -> None:
@@ -297,7 +381,7 @@ def _check_weights(w: np.ndarray, labels: pd.Index, keep: np.ndarray) -> None:
 
 def _check_finite(columns: dict[str, np.ndarray | ExtensionArray], labels: pd.Index) -> None:
     for name, values in columns.items():
-        finite = _finite(values)
+        finite = finite_mask(values)
         if finite is not None:
             bad = np.flatnonzero(~finite)
             if bad.size:
@@ -305,7 +389,41 @@ def _check_finite(columns: dict[str, np.ndarray | ExtensionArray], labels: pd.In
                                 f"{show(labels[bad[0]])} ({bad.size} such rows)")
 
 
-def _finite(values: np.ndarray | ExtensionArray) -> np.ndarray | None:
+# beyond these magnitudes the squares and cross-products of a column over- or underflow
+# float64 (1e200**2 is inf, 1e-200**2 is 0): the column would be dropped as aliased
+MAX_MAGNITUDE = 1e100
+MIN_MAGNITUDE = 1e-100
+
+
+def check_magnitude(values: np.ndarray, labels: list[str]) -> None:
+    """Refuse columns whose cross-products would over- or underflow, naming the first.
+
+    Parameters
+    ----------
+    values
+        A vector or an ``n x p`` matrix.
+    labels
+        What each column is, for the message (``"column 'x' of the fixed effects"``).
+
+    Raises
+    ------
+    DataError
+        A column has a value beyond 1e100 in magnitude, or is nonzero with every
+        value below 1e-100.
+    """
+    if values.size == 0:
+        return
+    matrix = values.reshape(len(values), -1)
+    largest = np.maximum(matrix.max(axis=0), -matrix.min(axis=0))   # no n x p temporary
+    bad = (largest > MAX_MAGNITUDE) | ((largest > 0) & (largest < MIN_MAGNITUDE))
+    if bad.any():
+        j = int(np.flatnonzero(bad)[0])
+        raise DataError(f"{labels[j]} reaches {largest[j]:.3g} in magnitude: "
+                        f"its squares {'over' if largest[j] > 1 else 'under'}flow float64; "
+                        "rescale it (change its unit, or use scale())")
+
+
+def finite_mask(values: np.ndarray | ExtensionArray) -> np.ndarray | None:
     """Mask of the finite values of a numeric column (None: not numeric, or bool/int)."""
     dtype = values.dtype
     if isinstance(dtype, np.dtype) and dtype.kind in "iub":

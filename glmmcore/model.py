@@ -18,7 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .arguments import check_bool, check_link, check_nagq, check_str
 from .control import FitControl
+from .derived import derive
 from .errors import DataError, ModelSpecError, show
 from .fixed import fixed_design
 from .formula import parse_formula
@@ -66,10 +68,19 @@ class MixedModel:
                  link: str | None = None, REML: bool = True, nAGQ: int = 1,
                  weights: Any = None, offset: Any = None,
                  control: FitControl | dict | None = None, data_label: str = "data") -> None:
+        self.reml, self.nagq = check_bool(REML, "REML"), check_nagq(nAGQ)
+        self.data_label = check_str(data_label, "data_label")
         self.control = FitControl.from_any(control)
         parsed = parse_formula(formula)
-        self.family = get_family(family, link)
+        self.family = get_family(family, check_link(link))
         frame = model_frame(parsed, data, weights=weights, offset=offset)
+        # the formula's expressions on the frame; rows they make NaN are dropped
+        frame = derive(parsed, frame)
+        self.nan_dropped = dict(frame.nan_terms)
+        # the state of stateful transforms in the formula's Python expressions (offsets,
+        # grouping calls), for new data
+        self.formula_state = {expr: found[1] for (kind, expr), found
+                              in frame.table.derived.items() if kind == "value" and found[1]}
         self.response = build_response(parsed, frame, self.family)
         fixed = fixed_design(parsed.fixed, frame.table, parsed.text)
         reterms = build_reterms(parsed, frame.table)
@@ -79,9 +90,6 @@ class MixedModel:
         # what prediction on new data evaluates there: a column name, or an array of the
         # data's rows (which new data cannot have)
         self.offset_argument = offset
-        self.reml = bool(REML)
-        self.nagq = int(nAGQ)
-        self.data_label = data_label
         self.n_dropped = frame.n_dropped
         self.row_labels = frame.row_labels
         self.nrows = frame.nobs + frame.n_dropped

@@ -10,6 +10,7 @@ reported by position (prediction gives them NaN).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -17,10 +18,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, MissingColumnError
-from .frame import as_dataframe, formula_variables
+from .expression import evaluate, known_name
+from .fixed import matrix_from_spec
+from .frame import as_dataframe, formula_variables, value_variables
 from .model_matrix import SimpleSpec
-from .response import evaluate_expression
-from .reterms import ReBlock, _label
+from .reterms import ReBlock, level_label
 
 __all__ = ["NewDesign", "level_codes", "level_keys", "new_design", "spec_matrix"]
 
@@ -66,9 +68,12 @@ def spec_matrix(spec: Any, data: pd.DataFrame) -> np.ndarray:
     if isinstance(spec, SimpleSpec):
         _check_levels(spec, data)
         return spec.build(data)[0]
+    from formulaic.errors import DataMismatchWarning
     try:
-        return np.asarray(spec.get_model_matrix(data, output="numpy", na_action="ignore"),
-                          dtype=float)
+        with warnings.catch_warnings():
+            # a level the fit never saw: formulaic warns and codes it as zeros
+            warnings.simplefilter("error", DataMismatchWarning)
+            return matrix_from_spec(spec, data)
     except Exception as exc:  # noqa: BLE001 - formulaic raises many kinds; all mean bad data
         raise DataError(f"cannot build the model's columns on the new data: "
                         f"{str(exc).splitlines()[0]}") from None
@@ -88,7 +93,8 @@ def new_design(model: Any, newdata: Any, offset: Any = None) -> NewDesign:
         needed when the model was fitted with an offset array.
     """
     data = as_dataframe(newdata)
-    needed = _rhs_variables(model)
+    needed = [name for name in _rhs_variables(model)
+              if name in data.columns or not known_name(name)]
     missing_cols = [name for name in needed if name not in data.columns]
     if missing_cols:
         raise MissingColumnError(f"newdata lacks the column(s) {', '.join(missing_cols)} "
@@ -106,24 +112,41 @@ def new_design(model: Any, newdata: Any, offset: Any = None) -> NewDesign:
     X = np.ascontiguousarray(X if fixed.keep is None else X[:, fixed.keep])
     blocks = model.predictor.reterms.blocks
     block_X = [_block_columns(block, rows) for block in blocks]
-    block_keys = [level_keys(block, rows) for block in blocks]
+    block_keys = [level_keys(block, rows, model) for block in blocks]
     block_codes = [level_codes(block, keys) for block, keys in zip(blocks, block_keys)]
     off = np.zeros(len(rows))
     for expr in model.parsed.offsets:
-        off += evaluate_expression(expr, rows, model.formula).to_numpy(dtype=float)
+        off += np.asarray(_value(expr, rows, model), dtype=float)
     if extra is not None:
         off += extra[complete]
     return NewDesign(complete=complete, rows=rows, X=X, block_X=block_X, block_keys=block_keys,
                      block_codes=block_codes, offset=off)
 
 
-def level_keys(block: ReBlock, data: pd.DataFrame) -> np.ndarray:
-    """The labels of a block's grouping factor in data (``a:b`` for interactions)."""
-    variables = block.factor.variables
-    keys = _labels(data[variables[0]])
-    for name in variables[1:]:
-        keys = keys + ":" + _labels(data[name])
+def level_keys(block: ReBlock, data: pd.DataFrame, model: Any = None) -> np.ndarray:
+    """The labels of a block's grouping factor in data (``a:b`` for interactions).
+
+    A grouping variable written as a call (``C(g)``) is evaluated on ``data``
+    with the state ``model`` kept.
+    """
+    columns = [_group_column(name, data, model) for name in block.factor.variables]
+    keys = _labels(columns[0])
+    for column in columns[1:]:
+        keys = keys + ":" + _labels(column)
     return keys
+
+
+def _group_column(name: str, data: pd.DataFrame, model: Any) -> pd.Series:
+    if name in data.columns or model is None:
+        return data[name]
+    return pd.Series(_value(name, data, model))
+
+
+def _value(expr: str, data: pd.DataFrame, model: Any) -> Any:
+    """A Python expression of the formula on new data, with the state the fit kept."""
+    columns = {n: data[n] for n in value_variables(expr) if n in data.columns}
+    state = dict(getattr(model, "formula_state", {}).get(expr) or {})
+    return evaluate(expr, columns, len(data), state, model.formula)
 
 
 def level_codes(block: ReBlock, keys: np.ndarray) -> np.ndarray:
@@ -135,7 +158,7 @@ def level_codes(block: ReBlock, keys: np.ndarray) -> np.ndarray:
 
 
 def _labels(column: pd.Series) -> np.ndarray:
-    return np.array([_label(v) for v in column.to_numpy()], dtype=object)
+    return np.array([level_label(v) for v in column.to_numpy()], dtype=object)
 
 
 def _block_columns(block: ReBlock, data: pd.DataFrame) -> np.ndarray:

@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, FormulaError
-from .fixed import evaluate_model_matrix
+from .errors import DataError
+from .expression import evaluate
 from .formula import ParsedFormula
-from .frame import ColumnTable, ModelFrame
+from .frame import ColumnTable, ModelFrame, as_pandas, check_magnitude, value_variables
 
 
 @dataclass
@@ -50,14 +50,19 @@ class Response:
 
 
 def evaluate_expression(expr: str, data: pd.DataFrame | ColumnTable, formula: str) -> pd.Series:
-    """Values of one expression: a column as it is, or a formulaic expression."""
+    """Values of one expression: a column as it is, or a Python expression of columns.
+
+    On a model frame's table the expression was evaluated already (see
+    :mod:`glmmcore.derived`), where rows it made NaN were dropped.
+    """
     if expr in data.columns:
         return data.series(expr) if isinstance(data, ColumnTable) else data[expr]
-    mm = evaluate_model_matrix(f"0 + {expr}", data, formula)
-    if mm.shape[1] != 1:
-        raise FormulaError(f"'{expr}' gives {mm.shape[1]} columns; a single numeric "
-                           "column is needed here", formula)
-    return pd.Series(mm.iloc[:, 0].to_numpy(dtype=float), name=expr)
+    found = data.derived.get(("value", expr)) if isinstance(data, ColumnTable) else None
+    if found is None:
+        frame = as_pandas(data)
+        columns = {n: frame[n] for n in value_variables(expr) if n in frame.columns}
+        found = (evaluate(expr, columns, len(frame), None, formula), None)
+    return pd.Series(found[0], name=expr, copy=False)
 
 
 def build_response(parsed: ParsedFormula, frame: ModelFrame, family: Any) -> Response:
@@ -73,6 +78,9 @@ def build_response(parsed: ParsedFormula, frame: ModelFrame, family: Any) -> Res
     weights = np.ones(frame.nobs) if frame.weights is None else frame.weights.astype(float)
     name = parsed.response[0] if len(values) == 1 else f"cbind({', '.join(parsed.response)})"
     y, weights, info = family.prepare_response(values, weights, name, frame.row_labels)
+    for vector, what in ((y, f"the response '{name}'"), (offset, "the offset"),
+                         (weights, "the weights")):
+        check_magnitude(np.asarray(vector, dtype=float), [what])
     return Response(name=name, y=np.ascontiguousarray(y, dtype=float),
                     weights=np.ascontiguousarray(weights, dtype=float),
                     offset=offset, family=family, info=info)

@@ -27,7 +27,7 @@ from pandas.api.extensions import ExtensionArray
 from .errors import ModelSpecError
 from .fixed import model_matrix
 from .formula import ParsedFormula, RandomTerm
-from .frame import ColumnTable
+from .frame import ColumnTable, check_magnitude
 from .model_matrix import column_values, factorize
 
 
@@ -212,6 +212,7 @@ def build_reterms(parsed: ParsedFormula, data: pd.DataFrame | ColumnTable) -> Re
             raise ModelSpecError(f"grouping factor '{factor.name}' of term '{term.text}' has "
                                  f"a single level; a random effect needs at least 2 levels")
         X, names, spec = model_matrix(term.expr, data, parsed.text)
+        check_magnitude(X, [f"column '{n}' of random-effects term '{term.text}'" for n in names])
         if X.shape[1] == 0:
             raise ModelSpecError(f"random-effects term '{term.text}' has no columns")
         if term.uncorrelated:
@@ -295,7 +296,7 @@ def _grouping_factor(names: tuple[str, ...], data: pd.DataFrame | ColumnTable,
     """:func:`grouping_factor`, reusing and filling ``variables`` (codes and levels by name)."""
     for name in names:
         if name not in variables:
-            variables[name] = _factorize(data[name])
+            variables[name] = _factorize(group_values(name, data))
     parts = [variables[name] for name in names]
     if len(names) == 1:
         return GroupingFactor(names[0], parts[0].codes, parts[0].nlevels, parts[0].levels.index,
@@ -321,6 +322,15 @@ def _grouping_factor(names: tuple[str, ...], data: pd.DataFrame | ColumnTable,
                           labels, names)
 
 
+def group_values(name: str, data: pd.DataFrame | ColumnTable) -> Any:
+    """A grouping variable's values: a column, or a call's values evaluated by derived.py."""
+    if isinstance(data, ColumnTable):
+        found = data.derived.get(("value", name))
+        if found is not None:
+            return found[0]
+    return data[name]
+
+
 class _Levels:
     """A grouping variable's sorted distinct values, as given (an Index is made on demand)."""
 
@@ -336,14 +346,14 @@ class _Levels:
             return self.uniques
         # the dtype as given: pandas would infer 'str' for an object array of strings (and
         # arrow strings come back as a list)
-        return pd.Index(self.uniques, dtype=self.dtype)
+        return _integral(pd.Index(self.uniques, dtype=self.dtype))
 
     def labels(self) -> np.ndarray:
         """The levels as strings (object array), as lme4 prints them in interactions."""
         levels = self.index()
         if levels.dtype.kind in "iu":  # integers print the same either way; numpy's is vectorized
             return levels.to_numpy().astype(str).astype(object)
-        return np.array([_label(v) for v in levels], dtype=object)
+        return np.array([level_label(v) for v in levels], dtype=object)
 
 
 class _Variable:
@@ -393,7 +403,22 @@ def _table_codes(values: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.n
     return table[present], (np.cumsum(present) - 1)[offsets]
 
 
-def _label(value: object) -> str:
+def _integral(levels: pd.Index) -> pd.Index:
+    """Float levels that are all whole numbers as integers (R's factor prints 1, not 1.0).
+
+    An integer column becomes float in pandas when it has missing values.
+    """
+    if not pd.api.types.is_float_dtype(levels.dtype) or len(levels) == 0:
+        return levels
+    values = levels.to_numpy(dtype=float, na_value=np.nan)
+    if np.all(np.isfinite(values)) and np.all(values == np.round(values)) \
+            and np.all(np.abs(values) < 2.0**53):
+        return pd.Index(values.astype(np.int64))
+    return levels
+
+
+def level_label(value: object) -> str:
+    """A level as lme4 prints it: whole floats without ``.0``."""
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))
     return str(value)
