@@ -21,7 +21,7 @@ import pandas as pd
 from .arguments import check_bool, check_link, check_nagq, check_str
 from .control import FitControl
 from .derived import derive
-from .errors import DataError, ModelSpecError, show
+from .errors import ArgumentError, DataError, ModelSpecError, show
 from .fixed import fixed_design
 from .formula import parse_formula
 from .frame import model_frame
@@ -205,7 +205,10 @@ class MixedModel:
 
     def _checked_start(self, start: Any) -> np.ndarray:
         reterms = self.predictor.reterms
-        theta = np.array(start, dtype=float).ravel()
+        try:
+            theta = np.array(start, dtype=float).ravel()
+        except (TypeError, ValueError):
+            raise ArgumentError(f"start must be numbers (theta), not {start!r}") from None
         if theta.shape[0] != reterms.ntheta:
             raise ModelSpecError(f"start must have {reterms.ntheta} values (theta), "
                                  f"not {theta.shape[0]}")

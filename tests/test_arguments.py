@@ -77,6 +77,16 @@ def test_accepted_forms(small):
     assert pois.nagq == 5
 
 
+def test_mixed_model_arguments(small):
+    with pytest.raises(ArgumentError, match="REML must be True or False"):
+        glmmcore.MixedModel("y ~ x + (1 | g)", small, REML="no")
+    model = glmmcore.MixedModel("y ~ x + (1 | g)", small)
+    with pytest.raises(ArgumentError, match="start must be numbers"):
+        model.fit(start=["a"])
+    with pytest.raises(ArgumentError, match="control maxeval"):
+        model.fit(control={"maxeval": -3})
+
+
 def test_refit_arguments(small):
     fit = glmmcore.fit("y ~ x + (1 | g)", small)
     with pytest.raises(ArgumentError, match="refit takes a fitted model"):
