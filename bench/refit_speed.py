@@ -3,10 +3,10 @@
 A sleepstudy-size LMM (18 subjects x 10 days, ``Reaction ~ Days + (Days | Subject)``,
 180 rows) and a per-gene-size Poisson GLMM (600 rows, 30 subjects, an offset):
 ``model.fit(y)`` on a model built once against a fresh ``glmmcore.fit`` of the same
-data and response (responses drawn from the fitted model), interleaved in rounds (each round's order the reverse of the last's) after one
-warm-up each.  The ratio is the median over the rounds of fresh / ``model.fit``.
-Target (LMM): ``model.fit(y)`` at most 1 ms warm median and at least 3x faster than
-a fresh fit.
+data and response (responses drawn from the fitted model), interleaved in rounds (each
+round's order the reverse of the last's) after one warm-up each.  The ratio is the
+median over the rounds of fresh / ``model.fit``.  Target (LMM): ``model.fit(y)`` at most
+1 ms warm median and at least 3x faster than a fresh fit.
 """
 
 from __future__ import annotations
