@@ -110,6 +110,8 @@ class Family:
     # a level whose responses are all 0 is worth reporting (counts, proportions)
     mean_bounds: ClassVar[tuple[float, float] | None] = None
     zero_responses_matter: ClassVar[bool] = False
+    # how that flag words "all responses 0" for this family ("no successes (all responses 0)")
+    zero_responses_label: ClassVar[str] = "only zero responses"
 
     def __init__(self, link: str | Link | None = None) -> None:
         if isinstance(link, Link):

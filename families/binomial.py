@@ -79,6 +79,7 @@ class Binomial(Family):
     # update was 5-8% slower with it (speed_laplace, speed_slopes), quadrature 13% faster
     mean_bounds = (0.0, 1.0)
     zero_responses_matter = True
+    zero_responses_label = "no successes (all responses 0)"
 
     def prepare_response(self, values: list[pd.Series], weights: np.ndarray, name: str,
                          labels: pd.Index) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -64,6 +64,7 @@ class Poisson(Family):
     logpdf = poisson_logpdf
     cumulant = poisson_cumulant
     zero_responses_matter = True
+    zero_responses_label = "zero counts only"
 
     def prepare_response(self, values: list[pd.Series], weights: np.ndarray, name: str,
                          labels: pd.Index) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -524,8 +524,9 @@ def _numerical_flags(response: Any, predictor: Predictor, mu: np.ndarray,
                                  minlength=block.nlevels)
             zero = int(np.sum(counts == 0))
             if zero:
-                flags.append(f"{zero} level(s) of '{block.factor.name}' have no successes or "
-                             "counts at all; their modes rest on the random-effects prior")
+                label = getattr(family, "zero_responses_label", "only zero responses")
+                flags.append(f"{zero} level(s) of '{block.factor.name}' have {label}: only the "
+                             "random-effects distribution keeps their conditional modes finite")
     if failures:
         flags.append(f"PIRLS failed at {failures} trial parameter value(s) the optimizer "
                      "then avoided")
