@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .rformat import format_numbers, print_coefmat
+
 
 def format_summary(fit: Any) -> str:
     """The whole summary text of a :class:`~glmmcore.result.MixedModelResult`."""
@@ -56,48 +58,79 @@ def _scaled_residuals(fit: Any) -> str:
 
 
 def _random_effects(fit: Any) -> str:
-    vc = fit.varcorr
-    rows = []
-    for grp, sub in vc.groupby("grp", sort=False):
-        variances = sub[sub["var2"].isna()]
-        covs = sub[sub["var2"].notna()]
-        names = list(variances["var1"]) if grp != "Residual" else [""]
-        for i, (_, row) in enumerate(variances.iterrows()):
-            corr = [_corr(covs, names[j], names[i]) for j in range(i)]
-            rows.append([grp if i == 0 else "", row["var1"] if grp != "Residual" else "",
-                         _g(row["vcov"], 4), _g(row["sdcor"], 4), " ".join(corr)])
-    table = pd.DataFrame(rows, columns=["Groups", "Name", "Variance", "Std.Dev.", "Corr"])
-    if not any(r[4] for r in rows):
-        table = table.drop(columns="Corr")
-    lines = ["Random effects:", _left_table(table)]
-    groups = ", ".join(f"{k}, {v}" for k, v in fit.ngroups.items())
+    lines = ["Random effects:", format_varcorr(fit.varcorr)]
+    groups = "; ".join(f"{k}, {v}" for k, v in fit.ngroups.items())
     lines.append(f"Number of obs: {fit.nobs}, groups:  {groups}")
     if fit.n_dropped:
         lines.append(f"({fit.n_dropped} observations deleted due to missingness)")
     return "\n".join(lines) + "\n"
 
 
-def _corr(covs: pd.DataFrame, a: str, b: str) -> str:
-    hit = covs[(covs["var1"] == a) & (covs["var2"] == b)]
-    return f"{hit['sdcor'].iloc[0]:.2f}" if len(hit) else "    "
+def format_varcorr(varcorr: pd.DataFrame) -> str:
+    """The random-effects table of lme4's summary from ``varcorr`` rows.
+
+    As lme4 prints it (``formatVC`` with 4 digits): variances and standard
+    deviations each formatted as one column (R's ``format``), correlations
+    with 2 decimals in the lower triangle, one ``Corr`` column per
+    correlated term after the first.
+    """
+    names, variances, sds, corrs = [], [], [], []
+    for grp, sub in varcorr.groupby("grp", sort=False):
+        var = sub[sub["var2"].isna()]
+        cols = list(var["var1"]) if grp != "Residual" else [""]
+        names += [(grp if i == 0 else "", c) for i, c in enumerate(cols)]
+        variances += list(var["vcov"])
+        sds += list(var["sdcor"])
+        corrs += _corr_rows(sub[sub["var2"].notna()], cols)
+    width = max((len(r) for r in corrs), default=0)
+    columns = [[g for g, _ in names], [n for _, n in names], format_numbers(variances, 4),
+               format_numbers(sds, 4)]
+    headers = ["Groups", "Name", "Variance", "Std.Dev."]
+    for j in range(width):
+        columns.append([r[j] if j < len(r) else "" for r in corrs])
+        headers.append("Corr" if j == 0 else "")
+    return _left_table(headers, columns)
+
+
+def _corr_rows(covs: pd.DataFrame, cols: list[str]) -> list[list[str]]:
+    """A term's correlations as lme4 prints them: the lower triangle, row by row.
+
+    Formatted together with 2 decimals (R's ``format(round(x, 2), nsmall = 2)``
+    of the whole matrix, diagonal included), so the widths agree.
+    """
+    p = len(cols)
+    corr = np.eye(p)
+    for _, row in covs.iterrows():
+        i, j = cols.index(row["var1"]), cols.index(row["var2"])
+        corr[i, j] = corr[j, i] = row["sdcor"]
+    text = [f"{v:.2f}" if np.isfinite(v) else "NaN" for v in np.round(corr, 2).ravel()]
+    text = _right([t if t != "-0.00" else "0.00" for t in text])
+    return [[text[i * p + j] for j in range(i)] for i in range(p)]
+
+
+def coef_table(fit: Any) -> pd.DataFrame:
+    """The fixed-effects table of lme4's summary, as numbers.
+
+    Columns ``Estimate``, ``Std. Error``, ``t value`` (linear mixed models and
+    families with a scale) or ``z value``, and for GLMMs ``Pr(>|z|)``, the
+    two-sided Wald p-value from the normal distribution (lme4 gives none for
+    a linear mixed model, whose degrees of freedom are not known).
+    """
+    est, se = fit.fixef, fit.stderr
+    table = pd.DataFrame({"Estimate": est, "Std. Error": se})
+    stat = "t value" if fit.is_lmm or fit.has_scale else "z value"
+    table[stat] = est / se
+    if not fit.is_lmm:
+        table["Pr(>|z|)"] = 2 * stats.norm.sf(np.abs(table[stat]))
+    return table
 
 
 def _fixed_effects(fit: Any) -> str:
-    est, se = fit.fixef, fit.stderr
-    stat = est / se
-    table = pd.DataFrame({"Estimate": est, "Std. Error": se})
-    if fit.is_lmm or fit.has_scale:
-        table["t value"] = stat
-    else:
-        table["z value"] = stat
-        table["Pr(>|z|)"] = 2 * stats.norm.sf(np.abs(stat))
-    formatted = table.apply(lambda col: col.map(lambda v: _g(v, 5)))
-    if "Pr(>|z|)" in table:
-        formatted["Pr(>|z|)"] = table["Pr(>|z|)"].map(_pvalue)
-        formatted[""] = table["Pr(>|z|)"].map(_stars)
-    lines = ["Fixed effects:", formatted.to_string()]
-    if "Pr(>|z|)" in table:
-        lines.append("---\nSignif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1")
+    table = coef_table(fit)
+    pvalue = table["Pr(>|z|)"] if "Pr(>|z|)" in table else None
+    lines = ["Fixed effects:", print_coefmat(list(table.index), table["Estimate"],
+                                             table["Std. Error"], table.iloc[:, 2],
+                                             table.columns[2], pvalue)]
     if fit.predictor.fixed.dropped:
         lines.append("fixed-effect model matrix is rank deficient so dropping "
                      f"{len(fit.predictor.fixed.dropped)} column(s): "
@@ -131,30 +164,23 @@ def _convergence(fit: Any) -> str:
     return "\n".join(lines)
 
 
-def _left_table(table: pd.DataFrame) -> str:
-    cols = list(table.columns)
-    widths = [max(len(str(c)), *(len(str(v)) for v in table[c])) for c in cols]
-    out = [" " + " ".join(str(c).ljust(w) for c, w in zip(cols, widths))]
-    for _, row in table.iterrows():
-        out.append(" " + " ".join(str(row[c]).ljust(w) for c, w in zip(cols, widths)))
-    return "\n".join(line.rstrip() for line in out)
+def _left_table(headers: list[str], columns: list[list[str]]) -> str:
+    """A character matrix as R prints it with ``quote = FALSE``: left-aligned columns."""
+    widths = [max(len(h), *(len(v) for v in col)) for h, col in zip(headers, columns)]
+    rows = [headers, *zip(*columns)]
+    return "\n".join((" " + " ".join(v.ljust(w) for v, w in zip(row, widths))).rstrip()
+                     for row in rows)
+
+
+def _right(strings: list[str]) -> list[str]:
+    width = max((len(v) for v in strings), default=0)
+    return [v.rjust(width) for v in strings]
 
 
 def _g(value: float, digits: int) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "NA"
     return f"{value:.{digits}g}"
-
-
-def _pvalue(p: float) -> str:
-    return "< 2e-16" if p < 2e-16 else f"{p:.3g}"
-
-
-def _stars(p: float) -> str:
-    for cut, mark in ((0.001, "***"), (0.01, "**"), (0.05, "*"), (0.1, ".")):
-        if p < cut:
-            return mark
-    return ""
 
 
 def _abbreviate(name: str) -> str:
