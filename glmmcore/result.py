@@ -367,6 +367,24 @@ class MixedModelResult:
         from .summary import format_summary
         return Summary(format_summary(self))
 
+    def coef_table(self) -> pd.DataFrame:
+        """Fixed-effects table of the summary: estimates, standard errors, t or z
+        values and (GLMMs) Wald p-values, as lme4's ``coef(summary(fit))``."""
+        from .summary import coef_table
+        return coef_table(self)
+
+    def to_dict(self, *, condvar: bool = False) -> dict:
+        """Everything the fit reports as JSON-ready data, in the documented schema
+        (``glmmcore/schema/result.schema.json``); ``condvar=True`` adds the
+        conditional covariances of the random effects."""
+        from .export import result_to_dict
+        return result_to_dict(self, condvar=condvar)
+
+    def to_json(self, *, condvar: bool = False, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text."""
+        from .export import result_to_json
+        return result_to_json(self, condvar=condvar, indent=indent)
+
     def __repr__(self) -> str:
         return (f"<MixedModelResult {self.method} fit of '{self.formula}': "
                 f"logLik {self.loglik:.4f}, {self.nobs} obs>")
