@@ -160,7 +160,7 @@ class Family:
         if len(values) != 1:
             raise ResponseError(f"family '{self.name}' takes a single response column, "
                                 f"not {name}")
-        y = _as_float(values[0], name)
+        y = _as_float(values[0], name, self.name)
         self.check_support(y, name, labels)
         return y, weights, {}
 
@@ -231,10 +231,20 @@ class Family:
         return kernels.logpdf(self, y, mu, weights, phi)
 
 
-def _as_float(series: pd.Series, name: str) -> np.ndarray:
+def _as_float(series: pd.Series, name: str, family: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(series):
         return series.to_numpy(dtype=float)
     if not pd.api.types.is_numeric_dtype(series):
-        raise ResponseError(f"response '{name}' must be numeric; it has dtype {series.dtype} "
-                            f"(e.g. {show(series.iloc[0])})")
+        message = (f"response '{name}' must be numeric for the {family} family; it has dtype "
+                   f"{series.dtype} (e.g. {show(series.iloc[0])})")
+        if isinstance(series.dtype, pd.CategoricalDtype):   # the binomial family's order
+            levels = list(series.cat.remove_unused_categories().cat.categories)
+        else:
+            levels = sorted(series.dropna().unique(), key=str)
+        if len(levels) == 2 and family != "binomial":
+            raise ResponseError(f"{message}. It has two values ({show(levels[0])}, "
+                                f"{show(levels[1])}): a two-level response is binomial; fit it "
+                                f"with family='binomial' ({show(levels[1])} counts as success)",
+                                suggested_family="binomial")
+        raise ResponseError(message)
     return series.to_numpy(dtype=float)

@@ -2,89 +2,183 @@
 
 ::
 
-    glmm fit DATA FORMULA [--ml] [--family F] [--link L] [--nagq K] [--json OUT]
+    glmm fit DATA FORMULA [--ml] [--family F] [--link L] [--nagq K]
+                          [--json OUT] [--condvar] [--quiet] [--traceback]
     glmm demo [--seed S]
+
+Every error a user can cause ends in one ``glmm: error: ...`` message on
+standard error and exit status 2 (1 for an internal error, whose traceback
+``--traceback`` shows); nothing is fitted when an argument is unusable.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-import pandas as pd
-
-from .errors import DataError, GlmmError
+from .errors import CommandLineError, DataError, FormulaError, GlmmError
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``glmm`` command; returns the exit status."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except GlmmError as exc:
-        print(f"glmm: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return args.run(args)
+        except GlmmError as exc:
+            _say(f"error: {type(exc).__name__}: {_one_line(exc)}")
+            return 2
+        except ImportError as exc:          # an optional dependency (pyarrow) is missing
+            _say(f"error: {exc}")
+            return 2
+        except KeyboardInterrupt:
+            _say("interrupted")
+            return 130
+        except Exception as exc:
+            if args.traceback:
+                raise
+            _say(f"internal error: {type(exc).__name__}: {exc} (rerun with --traceback "
+                 "to see where)")
+            return 1
 
 
 def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--traceback", action="store_true",
+                        help="show the traceback of an internal error")
     parser = argparse.ArgumentParser(prog="glmm", description="Mixed models with lme4's "
                                      "formulas and answers.")
     sub = parser.add_subparsers(dest="command", required=True)
-    fit = sub.add_parser("fit", help="fit a model to a CSV or Parquet file")
+    fit = sub.add_parser("fit", parents=[common], help="fit a model to a CSV or Parquet file")
     fit.add_argument("data", help="CSV or Parquet file")
     fit.add_argument("formula", help="lme4 formula, e.g. 'y ~ x + (1 | g)'")
     fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
     fit.add_argument("--family", default="gaussian", help="family name (default gaussian)")
     fit.add_argument("--link", default=None, help="link name (default: the family's)")
-    fit.add_argument("--nagq", type=int, default=1,
+    fit.add_argument("--nagq", type=_nagq, default=1,
                      help="GLMM integration: 0, 1 (Laplace) or quadrature nodes")
-    fit.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT")
+    fit.add_argument("--json", metavar="OUT",
+                     help="also write the whole result as JSON to OUT ('-': standard output, "
+                     "the summary then goes to standard error)")
+    fit.add_argument("--condvar", action="store_true",
+                     help="include the random effects' conditional covariances in the JSON")
+    fit.add_argument("-q", "--quiet", action="store_true", help="do not print the summary")
     fit.set_defaults(run=_run_fit)
-    demo = sub.add_parser("demo", help="fit simulated reference designs and compare with "
-                          "the true values (no data file needed)")
+    demo = sub.add_parser("demo", parents=[common], help="fit simulated reference designs "
+                          "and compare with the true values (no data file needed)")
     demo.add_argument("--seed", type=int, default=2024, help="simulation seed")
     demo.set_defaults(run=_run_demo)
     return parser
 
 
-def read_table(path: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file into pandas."""
+def _say(text: str) -> None:
+    print(f"glmm: {text}", file=sys.stderr)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str,
+                  lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
+    _say(f"warning: {category.__name__}: {message}")
+
+
+def _one_line(exc: GlmmError) -> str:
+    """The error's message on one line, with the command line's remedy where it has one."""
+    if isinstance(exc, FormulaError) and exc.formula and exc.span:
+        start = exc.span[0]
+        text = f"{exc.reason} (at character {start + 1}: {exc.formula[start:]!r})"
+    else:
+        text = " ".join(str(exc).split())
+    family = getattr(exc, "suggested_family", None)
+    return f"{text} (on the command line: --family {family})" if family else text
+
+
+def _nagq(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
+def read_table(path: str) -> Any:
+    """Read a CSV or Parquet file into pandas; unreadable files raise :class:`DataError`."""
+    import pandas as pd
     file = Path(path)
     if not file.exists():
         raise DataError(f"no such data file: {path}")
-    if file.suffix.lower() in (".parquet", ".pq"):
-        return pd.read_parquet(file)
-    return pd.read_csv(file)
+    if file.is_dir():
+        raise DataError(f"the data file {path} is a directory")
+    try:
+        if file.suffix.lower() in (".parquet", ".pq"):
+            return _read_parquet(file)
+        return pd.read_csv(file)
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read the data file {path}: {reason}") from exc
+
+
+def _read_parquet(file: Path) -> Any:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise ImportError('reading Parquet files needs pyarrow: pip install '
+                          '"glmmcore[parquet]"') from None
+    import pandas as pd
+    return pd.read_parquet(file)
+
+
+def _json_target(path: str | None) -> Path | None:
+    """Check, before any fitting, that the JSON can be written where asked."""
+    if path is None or path == "-":
+        return None
+    target = Path(path)
+    if target.is_dir():
+        raise CommandLineError(f"--json {path} is a directory; give a file name")
+    folder = target.parent
+    if not folder.is_dir():
+        raise CommandLineError(f"--json {path}: the directory {folder} does not exist")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".glmm-", suffix=".tmp"):
+            pass
+    except OSError as exc:
+        raise CommandLineError(f"--json {path}: cannot write in {folder} "
+                               f"({exc.strerror or exc})") from exc
+    return target
+
+
+def _write_json(text: str, target: Path) -> None:
+    """Write beside the target and rename, so a failure leaves no half-written file."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".glmm-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _run_fit(args: argparse.Namespace) -> int:
     from .api import fit
+    target = _json_target(args.json)
     data = read_table(args.data)
     result = fit(args.formula, data, family=args.family, link=args.link, REML=not args.ml,
                  nAGQ=args.nagq, data_label=Path(args.data).name)
-    print(result.summary())
+    to_stdout = args.json == "-"
+    if not args.quiet:
+        print(result.summary(), file=sys.stderr if to_stdout else sys.stdout)
     if args.json:
-        Path(args.json).write_text(json.dumps(result_to_dict(result), indent=2))
+        text = result.to_json(condvar=args.condvar) + "\n"
+        if to_stdout:
+            sys.stdout.write(text)
+        else:
+            _write_json(text, target)
     return 0
-
-
-def result_to_dict(result: Any) -> dict:
-    """A fit's main results as JSON-ready data."""
-    return {
-        "formula": result.formula, "family": result.family.name,
-        "link": result.family.link.name, "method": result.method,
-        "fixef": result.fixef.to_dict(), "stderr": result.stderr.to_dict(),
-        "theta": result.theta.tolist(), "sigma": result.sigma,
-        "varcorr": json.loads(result.varcorr.to_json(orient="records")),
-        "loglik": result.loglik, "aic": result.aic, "bic": result.bic,
-        "deviance": result.deviance, "nobs": result.nobs, "n_dropped": result.n_dropped,
-        "ngroups": result.ngroups, "convergence": result.convergence.as_dict(),
-    }
 
 
 def _run_demo(args: argparse.Namespace) -> int:
@@ -105,6 +199,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _compare(result: Any, sim: Any) -> str:
+    import pandas as pd
     fixed = pd.DataFrame({"true": sim.fixef, "estimate": result.fixef,
                           "std. error": result.stderr})
     fixed["z (est - true)"] = (fixed["estimate"] - fixed["true"]) / fixed["std. error"]

@@ -57,11 +57,26 @@ class MissingColumnError(DataError, KeyError):
 
 
 class ResponseError(DataError):
-    """A response outside the support of the chosen family."""
+    """A response outside the support of the chosen family.
+
+    Attributes
+    ----------
+    suggested_family
+        The family that would take this response (e.g. ``"binomial"`` for a
+        two-level column), or None.
+    """
+
+    def __init__(self, message: str, suggested_family: str | None = None) -> None:
+        self.suggested_family = suggested_family
+        super().__init__(message)
 
 
 class FamilyError(GlmmError, ValueError):
     """An unknown family or link, or a family that does not meet the interface."""
+
+
+class CommandLineError(GlmmError, ValueError):
+    """A command-line argument of ``glmm`` that cannot be used (e.g. an unwritable ``--json``)."""
 
 
 class ModelSpecError(GlmmError, ValueError):

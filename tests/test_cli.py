@@ -1,15 +1,27 @@
-"""The glmm command: fit from CSV and Parquet, JSON output, errors, the demo."""
+"""The glmm command: fit from CSV and Parquet, JSON output, errors, the demo.
+
+The tests named for what a user does run the command in a fresh process (``run_glmm``).
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+import warnings
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+import glmmcore.api
 from conftest import DATA
 from glmmcore.cli import main
+from glmmcore.errors import ConvergenceWarning
+from glmmcore.export import schema
 
 
 def test_fit_csv_prints_the_summary_and_writes_json(tmp_path, capsys, reference):
@@ -21,9 +33,10 @@ def test_fit_csv_prints_the_summary_and_writes_json(tmp_path, capsys, reference)
     assert "Linear mixed model fit by REML" in text
     assert "Data: gpa.csv" in text
     result = json.loads(out.read_text())
-    assert result["loglik"] >= reference["gpa_rs"]["logLik"] - 1e-6 * 131
-    assert result["fixef"]["occasion"] == pytest.approx(0.106314, rel=1e-4)
-    assert result["convergence"]["converged"] is True
+    assert result["fit_statistics"]["loglik"] >= reference["gpa_rs"]["logLik"] - 1e-6 * 131
+    rows = {row["term"]: row for row in result["coefficients"]["rows"]}
+    assert rows["occasion"]["estimate"] == pytest.approx(0.106314, rel=1e-4)
+    assert result["diagnostics"]["converged"] is True
     assert {row["grp"] for row in result["varcorr"]} == {"student", "Residual"}
 
 
@@ -34,7 +47,7 @@ def test_fit_parquet_with_ml_and_a_glmm(tmp_path, capsys, datasets, reference):
     assert main(["fit", str(path), "ncit ~ opposition + biopharm + (1 | yearf)",
                  "--family", "poisson", "--json", str(tmp_path / "p.json")]) == 0
     result = json.loads((tmp_path / "p.json").read_text())
-    assert result["loglik"] >= reference["patents_pois"]["logLik"] * (1 + 1e-6)
+    assert result["fit_statistics"]["loglik"] >= reference["patents_pois"]["logLik"] * (1 + 1e-6)
     assert result["family"] == "poisson" and result["method"] == "Laplace"
     assert main(["fit", str(DATA / "gpa.csv"), "gpa ~ occasion + (1 | student)", "--ml"]) == 0
     assert "maximum likelihood" in capsys.readouterr().out
@@ -62,3 +75,103 @@ def test_demo_runs_as_a_module():
     assert "== gpa: gaussian model" in done.stdout
     assert "== speed_dating: binomial model" in done.stdout
     assert "converged: True" in done.stdout
+
+
+# -- the command as a user runs it ---------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_glmm(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the installed ``glmm`` command (``python -m glmmcore`` where it is not installed)
+    in a fresh process, on this checkout's code.
+
+    PYTHONPATH puts this checkout's root first, so the process imports its ``glmmcore``
+    (a worktree's copy rather than another checkout's editable install, whose finder comes
+    after the path entries); ``cwd`` is a temporary directory, so a stray output file shows.
+    """
+    exe = shutil.which("glmm")
+    command = [exe] if exe else [sys.executable, "-m", "glmmcore"]
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return subprocess.run([*command, *args], cwd=cwd, env={**os.environ, "PYTHONPATH": path},
+                          capture_output=True, text=True, timeout=900)
+
+
+def _one_error_line(done: subprocess.CompletedProcess) -> str:
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("glmm: error: "), done.stderr
+    return lines[0]
+
+
+def test_a_yes_no_response_without_a_family_names_the_flag(tmp_path):
+    data = pd.DataFrame({"decision": ["Yes", "No", "No", "Yes", "No", "Yes"] * 5,
+                         "x": np.arange(30.0), "g": np.repeat(np.arange(6), 5)})
+    data.to_csv(tmp_path / "d.csv", index=False)
+    line = _one_error_line(run_glmm("fit", "d.csv", "decision ~ x + (1 | g)", cwd=tmp_path))
+    assert "response 'decision' must be numeric for the gaussian family" in line
+    assert "two values ('No', 'Yes')" in line
+    assert line.endswith("(on the command line: --family binomial)")
+
+
+def test_json_dash_is_standard_output_and_matches_the_schema(tmp_path, reference):
+    jsonschema = pytest.importorskip("jsonschema")
+    done = run_glmm("fit", str(DATA / "gpa.csv"), "gpa ~ occasion + (1 | student)", "--json",
+                    "-", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "-").exists()
+    assert "Linear mixed model fit by REML" in done.stderr      # the summary is out of the way
+    result = json.loads(done.stdout)
+    jsonschema.validate(result, schema(), cls=jsonschema.Draft202012Validator)
+    ref = reference["gpa_ri"]
+    rows = {row["term"]: row for row in result["coefficients"]["rows"]}
+    for term, value in ref["fixef"].items():
+        assert rows[term]["estimate"] == pytest.approx(value, rel=1e-6)
+        assert rows[term]["std_error"] == pytest.approx(ref["se"][term], rel=1e-4)
+        assert rows[term]["p_value"] is None                  # none for an LMM, as lme4
+    assert result["fit_statistics"]["reml_criterion"] == pytest.approx(ref["REMLcrit"], rel=1e-9)
+    assert result["data"] == "gpa.csv" and result["ngroups"] == {"student": 200}
+    assert len(result["ranef"]["student"]["levels"]) == 200
+
+
+def test_an_unwritable_json_path_stops_before_the_fit(tmp_path):
+    done = run_glmm("fit", str(DATA / "gpa.csv"), "gpa ~ occasion + (1 | student)",
+                    "--json", "no/such/dir/out.json", cwd=tmp_path)
+    line = _one_error_line(done)
+    assert "CommandLineError" in line and "no/such/dir does not exist" in line
+    assert done.stdout == ""                                 # nothing was fitted
+
+
+@pytest.mark.parametrize("args, message", [
+    (["gpa ~ occasion + (1 | )"], "FormulaError: the random-effects term has no grouping factor "
+     "after the bar (at character 18: '(1 | )')"),
+    (["gpa ~ occasion + (1 | student)", "--family", "binomal"], "FamilyError: unknown family "
+     "'binomal'"),
+    (["gpa ~ occasion + (1 | student)", "--json", "."], "--json . is a directory"),
+])
+def test_user_errors_end_in_one_line(args, message, capsys):
+    assert main(["fit", str(DATA / "gpa.csv"), *args]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and message in err
+
+
+def test_unreadable_data_files(tmp_path, capsys):
+    (tmp_path / "empty.csv").write_text("")
+    assert main(["fit", str(tmp_path / "empty.csv"), "y ~ x + (1 | g)"]) == 2
+    assert "DataError: cannot read the data file" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path), "y ~ x + (1 | g)"]) == 2
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_warnings_are_one_line_and_internal_errors_say_how_to_see_more(monkeypatch, capsys):
+    def warn_then_fail(*args, **kwargs):
+        warnings.warn("a check failed", ConvergenceWarning, stacklevel=1)
+        raise RuntimeError("boom")
+    monkeypatch.setattr(glmmcore.api, "fit", warn_then_fail)
+    argv = ["fit", str(DATA / "gpa.csv"), "gpa ~ occasion + (1 | student)"]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        "glmm: warning: ConvergenceWarning: a check failed",
+        "glmm: internal error: RuntimeError: boom (rerun with --traceback to see where)"]
+    with pytest.raises(RuntimeError, match="boom"):
+        main([*argv, "--traceback"])
