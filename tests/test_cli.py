@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import glmmcore
 import glmmcore.api
 from conftest import DATA
 from glmmcore.cli import main
@@ -175,3 +176,16 @@ def test_warnings_are_one_line_and_internal_errors_say_how_to_see_more(monkeypat
         "glmm: internal error: RuntimeError: boom (rerun with --traceback to see where)"]
     with pytest.raises(RuntimeError, match="boom"):
         main([*argv, "--traceback"])
+
+
+def test_the_api_error_for_a_two_level_response_names_the_binomial_family():
+    data = pd.DataFrame({"y": ["no", "yes"] * 10, "x": np.arange(20.0),
+                         "g": np.repeat(np.arange(4), 5)})
+    with pytest.raises(glmmcore.ResponseError, match="fit it with family='binomial' "
+                       r"\('yes' counts as success\)") as info:
+        glmmcore.fit("y ~ x + (1 | g)", data)
+    assert info.value.suggested_family == "binomial"
+    data["y"] = data["y"].map({"no": "a", "yes": "b"}).where(data.index < 19, "c")
+    with pytest.raises(glmmcore.ResponseError) as info:             # three levels: no hint
+        glmmcore.fit("y ~ x + (1 | g)", data, family="poisson")
+    assert info.value.suggested_family is None and "binomial" not in str(info.value)
