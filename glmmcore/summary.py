@@ -38,13 +38,15 @@ def _header(fit: Any) -> str:
 
 
 def _criteria(fit: Any) -> str:
+    """lme4's line or table of criteria, rounded to 1 decimal and formatted as R's ``format``."""
     if fit.reml:
-        return f"REML criterion at convergence: {fit.reml_criterion:.4f}\n"
+        value = format_numbers([round(fit.reml_criterion, 1)])[0]
+        return f"REML criterion at convergence: {value}\n"
     df_resid = fit.nobs - fit.nparams
-    table = pd.DataFrame([[fit.aic, fit.bic, fit.loglik, fit.deviance, df_resid]],
-                         columns=["AIC", "BIC", "logLik", "deviance", "df.resid"])
-    body = table.to_string(index=False, float_format=lambda v: f"{v:.1f}")
-    return "\n".join("  " + line for line in body.splitlines()) + "\n"
+    values = format_numbers([round(v, 1) for v in (fit.aic, fit.bic, fit.loglik, fit.deviance,
+                                                   df_resid)])
+    values[-1] = str(df_resid)
+    return _named_vector(["AIC", "BIC", "logLik", "deviance", "df.resid"], values) + "\n"
 
 
 def _scaled_residuals(fit: Any) -> str:
@@ -52,9 +54,18 @@ def _scaled_residuals(fit: Any) -> str:
     if fit.is_lmm:
         r = r / fit.sigma
     q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1])
-    table = pd.DataFrame([q], columns=["Min", "1Q", "Median", "3Q", "Max"])
-    return "Scaled residuals:\n" + table.to_string(index=False, float_format=lambda v:
-                                                     f"{v:.4f}") + "\n"
+    # R's zapsmall(q, 5), then print(digits = 4)
+    largest = np.max(np.abs(q))
+    decimals = max(0, 5 - int(np.ceil(np.log10(largest)))) if largest > 0 else 5
+    values = format_numbers(np.round(q, decimals), 4)
+    return ("Scaled residuals:\n" +
+            _named_vector(["Min", "1Q", "Median", "3Q", "Max"], values) + "\n")
+
+
+def _named_vector(names: list[str], values: list[str]) -> str:
+    """A named vector as R prints it: names over values, all right-aligned to one width."""
+    width = max(len(v) for v in [*names, *values])
+    return "\n".join(" ".join(v.rjust(width) for v in row) for row in (names, values))
 
 
 def _random_effects(fit: Any) -> str:

@@ -30,7 +30,7 @@ MODELS = [name for name in PRINTOUT if not name.startswith("_")]
 
 def _block(text: str, title: str, stop: tuple[str, ...]) -> list[str]:
     """The lines of a summary section after ``title``, up to a blank or a ``stop`` line."""
-    lines = text.splitlines()
+    lines = [line.rstrip() for line in text.splitlines()]
     start = lines.index(title) + 1
     out = []
     for line in lines[start:]:
@@ -47,6 +47,13 @@ def _fixed_block(text: str) -> list[str]:
 
 def _random_block(text: str) -> list[str]:
     return _block(text, "Random effects:", ("Number of obs",))
+
+
+def _criteria_block(text: str) -> list[str]:
+    """The REML criterion or the AIC table: the lines after the header's blank line."""
+    lines = [line.rstrip() for line in text.splitlines()]
+    start = lines.index("") + 1
+    return lines[start:lines.index("", start)]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -90,6 +97,8 @@ def test_our_summary_prints_lme4s_tables(name, formula, kw, datasets):
     lme4 = PRINTOUT[name]["summary"]
     assert _fixed_block(ours) == _fixed_block(lme4)
     assert _random_block(ours) == _random_block(lme4)
+    assert _criteria_block(ours) == _criteria_block(lme4)
+    assert _block(ours, "Scaled residuals:", ()) == _block(lme4, "Scaled residuals:", ())
 
 
 @pytest.mark.parametrize("name, formula, data, kw", [
