@@ -54,9 +54,10 @@ def _scaled_residuals(fit: Any) -> str:
     if fit.is_lmm:
         r = r / fit.sigma
     q = np.quantile(r, [0, 0.25, 0.5, 0.75, 1])
-    # R's zapsmall(q, 5), then print(digits = 4)
+    # R's zapsmall(q, 5) (round to 5 - log10(max |q|) decimals, that count rounded), then
+    # print(digits = 4)
     largest = np.max(np.abs(q))
-    decimals = max(0, 5 - int(np.ceil(np.log10(largest)))) if largest > 0 else 5
+    decimals = max(0, int(np.floor(5.5 - np.log10(largest)))) if largest > 0 else 5
     values = format_numbers(np.round(q, decimals), 4)
     return ("Scaled residuals:\n" +
             _named_vector(["Min", "1Q", "Median", "3Q", "Max"], values) + "\n")
