@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"error: {type(exc).__name__}: {_one_line(exc)}")
             return 2
         except ImportError as exc:          # an optional dependency (pyarrow) is missing
-            _say(f"error: {exc}")
+            _say(f"error: {' '.join(str(exc).split())}")
             return 2
         except KeyboardInterrupt:
             _say("interrupted")
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:
             if args.traceback:
                 raise
-            _say(f"internal error: {type(exc).__name__}: {exc} (rerun with --traceback "
+            message = " ".join(str(exc).split())
+            _say(f"internal error: {type(exc).__name__}: {message} (rerun with --traceback "
                  "to see where)")
             return 1
 

@@ -13,6 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
@@ -116,7 +117,6 @@ def test_a_yes_no_response_without_a_family_names_the_flag(tmp_path):
 
 
 def test_json_dash_is_standard_output_and_matches_the_schema(tmp_path, reference):
-    jsonschema = pytest.importorskip("jsonschema")
     done = run_glmm("fit", str(DATA / "gpa.csv"), "gpa ~ occasion + (1 | student)", "--json",
                     "-", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
