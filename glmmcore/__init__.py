@@ -23,11 +23,15 @@ from .errors import (
     FamilyPluginWarning,
     FormulaError,
     GlmmError,
+    GlmmWarning,
+    IdentifiabilityWarning,
+    IgnoredArgumentWarning,
     MissingColumnError,
     MissingValueWarning,
     ModelSpecError,
     RankDeficiencyWarning,
     ResponseError,
+    SingularFitWarning,
 )
 from .model import MixedModel
 from .registry import available_families, get_family
@@ -38,8 +42,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArgumentError", "ConvergenceError", "ConvergenceWarning", "DataError", "FamilyError",
-    "FamilyPluginWarning", "FitControl", "FormulaError", "GlmmError", "MissingColumnError",
+    "FamilyPluginWarning", "FitControl", "FormulaError", "GlmmError", "GlmmWarning",
+    "IdentifiabilityWarning", "IgnoredArgumentWarning", "MissingColumnError",
     "MissingValueWarning", "MixedModel", "MixedModelResult", "ModelSpecError",
-    "RankDeficiencyWarning", "ResponseError", "Simulation", "__version__",
-    "available_families", "designs", "fit", "get_family", "refit", "simulate",
+    "RankDeficiencyWarning", "ResponseError", "Simulation", "SingularFitWarning",
+    "__version__", "available_families", "designs", "fit", "get_family", "refit", "simulate",
 ]

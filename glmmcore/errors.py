@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 
@@ -109,6 +110,22 @@ class ConvergenceWarning(GlmmWarning):
     """The fit finished, but the convergence checks flagged a problem."""
 
 
+class IdentifiabilityWarning(ConvergenceWarning):
+    """The data cannot identify part of the model: a perfect fit, separation, a
+    residual variance of zero, more parameters than observations (the codes in
+    ``fit.convergence.flags`` say which)."""
+
+
+class SingularFitWarning(GlmmWarning):
+    """A boundary (singular) fit: a variance component is estimated as 0, or a
+    correlation as +-1 (``fit.is_singular``)."""
+
+
+class IgnoredArgumentWarning(GlmmWarning):
+    """An argument that does not apply to the model was given and is ignored
+    (lme4's "extra argument(s) disregarded")."""
+
+
 class RankDeficiencyWarning(GlmmWarning):
     """Fixed-effects columns were dropped because they are aliased."""
 
@@ -129,6 +146,12 @@ def user_stacklevel() -> int:
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
         frame, level = frame.f_back, level + 1
     return level
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Emit a warning attributed to the first caller outside glmmcore
+    (:func:`user_stacklevel`), whichever public function led here."""
+    warnings.warn(message, category, stacklevel=user_stacklevel())
 
 
 def show(value: Any) -> str:

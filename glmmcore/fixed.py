@@ -10,14 +10,13 @@ as lme4 does, with a warning naming them.
 from __future__ import annotations
 
 import ast
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, FormulaError, RankDeficiencyWarning
+from .errors import DataError, FormulaError, RankDeficiencyWarning, warn
 from .expression import formulaic_context, hint
 from .formula import matching_close, split_top_level
 from .frame import ColumnTable, as_pandas, check_magnitude
@@ -96,9 +95,8 @@ def fixed_design(rhs: str, data: pd.DataFrame | ColumnTable, formula: str) -> Fi
     keep = independent_columns(X)
     dropped = [n for n, k in zip(names, keep) if not k]
     if dropped:
-        warnings.warn(f"fixed-effect model matrix is rank deficient so dropping "
-                      f"{len(dropped)} column(s): {', '.join(dropped)}",
-                      RankDeficiencyWarning, stacklevel=3)
+        warn(f"fixed-effect model matrix is rank deficient so dropping "
+             f"{len(dropped)} column(s): {', '.join(dropped)}", RankDeficiencyWarning)
         X = np.ascontiguousarray(X[:, keep])
     kept = [n for n, k in zip(names, keep) if k]
     return FixedDesign(X=X, names=kept, dropped=dropped, spec=spec,

@@ -13,13 +13,12 @@ interface), so every family, a third-party one included, simulates.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, MissingValueWarning, ModelSpecError
+from .errors import DataError, MissingValueWarning, ModelSpecError, warn
 from .formula import parse_formula
 from .newdata import NewDesign, new_design
 from .reterms import CovarianceTerm, term_source
@@ -190,9 +189,8 @@ def _with_new_level_numbers(design: NewDesign, block: int, nlevels: int) -> np.n
 def _report_incomplete(design: NewDesign) -> None:
     missing = int((~design.complete).sum())
     if missing:
-        warnings.warn(f"{missing} row(s) of newdata have a missing value in a variable the "
-                      "model needs; their predictions are NaN", MissingValueWarning,
-                      stacklevel=4)     # the caller of MixedModelResult.predict/simulate
+        warn(f"{missing} row(s) of newdata have a missing value in a variable the model "
+             "needs; their predictions are NaN", MissingValueWarning)
 
 
 def _check_choice(value: Any, choices: tuple[str, ...], name: str) -> None:

@@ -12,12 +12,11 @@ first; the others are reported in a warning.
 from __future__ import annotations
 
 import threading
-import warnings
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from .errors import FamilyError, FamilyPluginWarning
+from .errors import FamilyError, FamilyPluginWarning, warn
 
 GROUP = "glmmcore.families"
 OWN_DISTRIBUTION = "glmmcore"
@@ -129,18 +128,17 @@ def _discover(group: str) -> dict[str, FamilyEntry]:
             try:
                 cls = ep.load()
             except Exception as exc:  # noqa: BLE001 - any plugin failure is reported, not fatal
-                warnings.warn(f"family plugin '{name}' ({source}) failed to import and is "
-                              f"skipped: {type(exc).__name__}: {exc}", FamilyPluginWarning,
-                              stacklevel=4)
+                warn(f"family plugin '{name}' ({source}) failed to import and is "
+                     f"skipped: {type(exc).__name__}: {exc}", FamilyPluginWarning)
                 continue
             problem = interface_problem(cls)
             if problem:
-                warnings.warn(f"family plugin '{name}' ({source}) {problem} and is skipped",
-                              FamilyPluginWarning, stacklevel=4)
+                warn(f"family plugin '{name}' ({source}) {problem} and is skipped",
+                     FamilyPluginWarning)
                 continue
             if name in entries:
-                warnings.warn(f"two families are named '{name}': using {entries[name].source}, "
-                              f"ignoring {source}", FamilyPluginWarning, stacklevel=4)
+                warn(f"two families are named '{name}': using {entries[name].source}, "
+                     f"ignoring {source}", FamilyPluginWarning)
                 continue
             entries[name] = FamilyEntry(name, cls, source)
     return entries
