@@ -51,6 +51,18 @@ class Gaussian(Family):
         """A linear mixed model: fitted by penalized least squares."""
         return self.link.name == "identity"
 
+    def start_mu(self, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """The response itself where the link is defined there; elsewhere (y <= 0 under
+        the log link, y = 0 under the inverse link) a tenth of the mean |y| over the
+        rest (R's ``glm`` stops there: "cannot find valid starting values")."""
+        mu = np.asarray(y, dtype=float).copy()
+        bad = {"log": mu <= 0, "inverse": mu == 0}.get(self.link.name)
+        if bad is None or not np.any(bad):
+            return mu
+        good = np.abs(mu[~bad]) if self.link.name == "inverse" else mu[~bad]
+        mu[bad] = 0.1 * float(np.mean(good)) if good.size else 1.0
+        return mu
+
     def start_phi(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray) -> float:
         """Mean squared residual of the starting fit."""
         return float(max(np.sum(weights * (y - mu) ** 2) / len(y), 1e-8))

@@ -32,6 +32,14 @@ from typing import Any
 import numpy as np
 
 from .condvar import scaled_condvar
+from .diagnostics import (
+    Flag,
+    apply_flags,
+    check_response_varies,
+    confounded_flags,
+    report,
+    structure_flags,
+)
 from .errors import ConvergenceError, DataError, ModelSpecError
 from .kernels import family_kernels
 from .laplace_gradient import GRADIENT_MIN_THETA, LaplaceGradient, has_laplace_gradient
@@ -47,11 +55,11 @@ from .optimize import (
     lbfgsb,
     polished_and_checked,
     unchecked_convergence,
-    warn_once,
 )
 from .pirls import STEP_TOL, Pirls, PirlsOutcome
 from .predictor import Predictor
 from .quadrature import Quadrature
+from .rescale import column_scales, rescaled, scaled_back
 from .result import MixedModelResult
 from .start import lower_start, moment_theta
 from .whitening import Whitening
@@ -187,6 +195,12 @@ def fit_glmm(model: Any, response: Any, control: Any,
     """
     predictor, nagq = model.predictor, model.nagq
     _check_weights(response.weights)
+    check_response_varies(response)
+    flags = structure_flags(predictor, response) + confounded_flags(predictor,
+                                                                    response.weights)
+    scale = column_scales(predictor.X)
+    if scale is not None:       # the fit runs on rescaled columns (glmmcore.rescale)
+        predictor = rescaled(predictor, scale)
     dev = GlmmDeviance(predictor, response, nagq)
     gradient1, gradient2 = uses_gradients(dev, control.optimizer, nagq)
     family, reterms, p = response.family, predictor.reterms, predictor.p
@@ -207,7 +221,8 @@ def fit_glmm(model: Any, response: Any, control: Any,
     x1 = lower_start(objective1.remember, starts)
     opt, messages = _start_stage(dev, objective1, x1, lower1, gradient1, gradient2, control)
     if nagq == 0:
-        return _result(dev, model, opt.x, lower1, 1, control, messages, gradient1)
+        return scaled_back(_result(dev, model, opt.x, lower1, 1, control, messages, gradient1,
+                                   at_limit=opt.at_limit, flags=flags), scale)
     u1, beta1 = _start_modes(dev, opt, skipped=gradient2)
     nt = dev.ntheta
     lower = np.concatenate([reterms.theta_lower, np.full(p, -np.inf), lower1[nt:]])
@@ -224,8 +239,8 @@ def fit_glmm(model: Any, response: Any, control: Any,
         opt = _stage2_bobyqa(dev, white, white.to_z(x1), lower, control)
         messages.append(f"stage 2 (nAGQ={nagq}) bobyqa: {opt.message} after "
                         f"{opt.nevals} evaluations")
-    return _result(dev, model, white.to_x(opt.x), lower, 2, control, messages, gradient2,
-                   white)
+    return scaled_back(_result(dev, model, white.to_x(opt.x), lower, 2, control, messages,
+                               gradient2, white, at_limit=opt.at_limit, flags=flags), scale)
 
 
 def _start_stage(dev: GlmmDeviance, objective1: _KnownValues, x1: np.ndarray,
@@ -361,10 +376,11 @@ def _stage2_bobyqa(dev: GlmmDeviance, white: Whitening, z: np.ndarray, lower: np
 
 
 def _checked(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, control: Any,
-             messages: list[str], gradient: bool,
-             white: Whitening | None) -> tuple[np.ndarray, Convergence]:
+             messages: list[str], gradient: bool, white: Whitening | None,
+             at_limit: bool) -> tuple[np.ndarray, Convergence]:
     """The convergence checks at ``x``, after a Newton polish if they fail
-    (:func:`~glmmcore.optimize.polished_and_checked`).
+    (:func:`~glmmcore.optimize.polished_and_checked`); not converged when the optimizer
+    that gave ``x`` stopped at its evaluation limit (``at_limit``).
 
     With the gradient the Hessian comes from its forward differences, in the
     joint stage at :data:`~glmmcore.optimize.HESSIAN_STEP` (they give the
@@ -390,9 +406,11 @@ def _checked(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, co
         messages.append(f"the checks failed ({conv.reason}); bobyqa from there: "
                         f"{again.message} after {again.nevals} evaluations")
         if again.fun < objective(x):
-            x = again.x
+            x, at_limit = again.x, again.at_limit
             grad, hess = fd_derivatives(objective, x, lower)
             conv = check_convergence(grad, hess, x, lower, diagonal, dev.ntheta, messages)
+    if at_limit:
+        conv.stopped_at_limit(control.maxeval)
     return x, conv
 
 
@@ -408,15 +426,21 @@ def _bobyqa_from(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int
 
 def _result(dev: GlmmDeviance, model: Any, x: np.ndarray, lower: np.ndarray, stage: int,
             control: Any, messages: list[str], gradient: bool,
-            white: Whitening | None = None) -> MixedModelResult:
+            white: Whitening | None = None, *, at_limit: bool = False,
+            flags: list[Flag] | None = None) -> MixedModelResult:
+    """The result at ``x``, after the checks; ``flags`` from before the fit are added to
+    the numerical ones, and the warnings emitted (:func:`~glmmcore.diagnostics.report`)."""
     predictor, response, nt, p = dev.predictor, dev.response, dev.ntheta, dev.predictor.p
     diagonal = predictor.reterms.is_diagonal()
     if control.check_convergence:
-        x, conv = _checked(dev, x, lower, stage, control, messages, gradient, white)
+        x, conv = _checked(dev, x, lower, stage, control, messages, gradient, white,
+                           at_limit)
         hess = conv.hessian
     else:
         hess = None
         conv = unchecked_convergence(x, diagonal, messages)
+        if at_limit:
+            conv.stopped_at_limit(control.maxeval)
     deviance, out = dev.evaluate(x, stage)      # leaves the workspace at the optimum
     theta, _, phi = dev.split(x, stage)
     pirls = dev.pirls0 if stage == 1 else dev.pirls1
@@ -425,13 +449,15 @@ def _result(dev: GlmmDeviance, model: Any, x: np.ndarray, lower: np.ndarray, sta
     b = predictor.Lambda_u(theta, out.u)
     eta = predictor.X @ beta + predictor.Zb(b) + response.offset
     mu = response.family.linkinv_array(eta)
-    flags = _numerical_flags(response, predictor, mu, dev.failures)
+    flags = [*(flags or []), *_numerical_flags(response, predictor, mu, dev.failures)]
     if out.stopped_on_deviance:
-        flags.append("PIRLS stopped when the deviance settled, not at a finite mode: "
-                     "estimates drift to infinity (separation?)")
+        flags.append(Flag("no_finite_mode", "PIRLS stopped when the deviance settled, not at "
+                          "a finite mode: estimates drift to infinity (separation, or means "
+                          "the link cannot reach)"))
     conv.extra.update({"pirls_iterations": out.iterations, "pirls_halvings": out.halvings,
-                       "pirls_failures": dev.failures, "flags": flags})
-    warn_once(conv, [f for f in flags if f.startswith("fitted probabilities")], control)
+                       "pirls_failures": dev.failures})
+    apply_flags(conv, flags)
+    report(conv, control)
 
     method = {0: "nAGQ=0", 1: "Laplace"}.get(dev.nagq, "AGQ")
     has_scale = dev.has_phi and response.family.extra.name == "dispersion"
@@ -507,7 +533,7 @@ def _check_weights(w: np.ndarray) -> None:
 
 
 def _numerical_flags(response: Any, predictor: Predictor, mu: np.ndarray,
-                     failures: int) -> list[str]:
+                     failures: int) -> list[Flag]:
     """Numerical problems worth reporting (not errors: the fit completed)."""
     flags = []
     family = response.family
@@ -516,8 +542,9 @@ def _numerical_flags(response: Any, predictor: Predictor, mu: np.ndarray,
         eps = 10 * np.finfo(float).eps        # R's glm.fit threshold
         extreme = int(np.sum((mu < lo + eps) | (mu > hi - eps)))
         if extreme:
-            flags.append(f"fitted probabilities numerically 0 or 1 for {extreme} of "
-                         f"{len(mu)} observations (complete or quasi-complete separation?)")
+            flags.append(Flag("separation", f"fitted probabilities numerically 0 or 1 for "
+                              f"{extreme} of {len(mu)} observations (complete or "
+                              "quasi-complete separation?)"))
     if family.zero_responses_matter:
         for block in predictor.reterms.blocks:
             counts = np.bincount(block.factor.codes, weights=response.y * response.weights,
@@ -525,9 +552,11 @@ def _numerical_flags(response: Any, predictor: Predictor, mu: np.ndarray,
             zero = int(np.sum(counts == 0))
             if zero:
                 label = getattr(family, "zero_responses_label", "only zero responses")
-                flags.append(f"{zero} level(s) of '{block.factor.name}' have {label}: only the "
-                             "random-effects distribution keeps their conditional modes finite")
+                flags.append(Flag("zero_count_levels", f"{zero} level(s) of "
+                                  f"'{block.factor.name}' have {label}: only the "
+                                  "random-effects distribution keeps their conditional modes "
+                                  "finite"))
     if failures:
-        flags.append(f"PIRLS failed at {failures} trial parameter value(s) the optimizer "
-                     "then avoided")
+        flags.append(Flag("pirls_failures", f"PIRLS failed at {failures} trial parameter "
+                          "value(s) the optimizer then avoided"))
     return flags

@@ -21,6 +21,16 @@ import numpy as np
 from numba import njit
 
 from .condvar import scaled_condvar
+from .diagnostics import (
+    Flag,
+    apply_flags,
+    confounded_flags,
+    exact_fit,
+    has,
+    report,
+    structure_flags,
+    zero_sigma,
+)
 from .errors import DataError, ModelSpecError, show
 from .linalg.dense import solve_lower, solve_lower_t
 from .lmm_gradient import profiled_gradient
@@ -34,7 +44,6 @@ from .optimize import (
     lbfgsb,
     polished_and_checked,
     unchecked_convergence,
-    warn_once,
 )
 from .predictor import Predictor
 from .result import MixedModelResult
@@ -242,6 +251,14 @@ def fit_lmm(model: Any, response: Any, control: Any,
     """
     predictor = model.predictor
     dev = LmmDeviance(predictor, response.y, response.weights, response.offset, model.reml)
+    flags = structure_flags(predictor, response) + confounded_flags(predictor,
+                                                                    response.weights)
+    target = response.y - response.offset
+    if exact_fit(dev.ls_residuals, target):
+        result = exact_lmm_result(dev, model, response)
+        apply_flags(result.convergence, flags)
+        report(result.convergence, control)
+        return result
     if start is None:
         start = lmm_start(dev, response, control.start)
     gradient = uses_gradient(dev, control.optimizer)
@@ -260,23 +277,35 @@ def fit_lmm(model: Any, response: Any, control: Any,
                             f"{again.message} after {again.nevals} evaluations")
             if again.fun < dev(theta):
                 theta, conv = checked_optimum(dev, again, derivatives, messages)
+                opt = again
             if not conv.converged:
-                theta, conv = _bobyqa_from_start(dev, start, theta, conv, derivatives,
-                                                 control, messages)
-    warn_once(conv, [], control)
-    return lmm_result(dev, model, response, theta, conv)
+                theta, conv, opt = _bobyqa_from_start(dev, start, theta, conv, opt,
+                                                      derivatives, control, messages)
+    if opt.at_limit:
+        conv.stopped_at_limit(control.maxeval)
+    result = lmm_result(dev, model, response, theta, conv)
+    if zero_sigma(result.sigma, target) and not has(flags, "constant_within_groups"):
+        flags.append(Flag("zero_residual_variance", (
+            f"the residual SD ({result.sigma:.3g}) is numerically 0 for this response: the "
+            "fixed and random effects fit it exactly, and the likelihood has no maximum")))
+    apply_flags(conv, flags)
+    report(conv, control)
+    return result
 
 
 def _bobyqa_from_start(dev: LmmDeviance, start: np.ndarray, theta: np.ndarray, conv: Any,
+                       opt: OptimResult,
                        derivatives: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
-                       control: Any, messages: list[str]) -> tuple[np.ndarray, Any]:
+                       control: Any, messages: list[str]
+                       ) -> tuple[np.ndarray, Any, OptimResult]:
     """BOBYQA from the start, lme4's path, when L-BFGS-B's point fails the checks.
 
     L-BFGS-B can end on a face of the bounds where a diagonal of ``T`` is 0 and
     the rest of the block still takes its variance (a local optimum: 1 in 20
     responses drawn from a sleepstudy-like fit, 0.2-0.24 below the optimum in
     log-likelihood); BOBYQA from that point stays on the face, from the start
-    it does not.  The better of the two points is kept.
+    it does not.  The better of the two points is kept, with the optimizer run that
+    gave it (``opt`` gave ``theta``).
     """
     lower = dev.predictor.reterms.theta_lower
     fresh = bobyqa(dev, start, lower, rel_tol=control.rel_tol, x_tol=control.x_tol,
@@ -284,8 +313,8 @@ def _bobyqa_from_start(dev: LmmDeviance, start: np.ndarray, theta: np.ndarray, c
     messages.append(f"the checks failed again ({conv.reason}); bobyqa from the start: "
                     f"{fresh.message} after {fresh.nevals} evaluations")
     if fresh.fun < dev(theta):
-        return checked_optimum(dev, fresh, derivatives, messages)
-    return theta, conv
+        return (*checked_optimum(dev, fresh, derivatives, messages), fresh)
+    return theta, conv, opt
 
 
 def check_lmm_weights(w: np.ndarray) -> None:
@@ -384,6 +413,36 @@ def lmm_result(dev: LmmDeviance, model: Any, response: Any, theta: np.ndarray,
         extra={"has_scale": True, "pwrss": sol.pwrss, "nevals": dev.nevals})
 
 
+def exact_lmm_result(dev: LmmDeviance, model: Any, response: Any) -> MixedModelResult:
+    """The result when the fixed effects fit the response exactly.
+
+    The profiled deviance is then ``-inf`` at every theta: nothing is
+    optimized, theta is reported as 0, the fixed effects as the exact fit,
+    sigma as the round-off left, the log-likelihood as ``+inf`` and the
+    standard errors as NaN (not estimable).
+    """
+    predictor = dev.predictor
+    n, p, nt = dev.n, dev.p, predictor.reterms.ntheta
+    theta = np.zeros(nt)
+    r = dev.ls_residuals
+    dof = n - p if dev.reml else n
+    sigma = float(np.sqrt(np.sum(response.weights * r * r) / max(dof, 1)))
+    conv = unchecked_convergence(theta, predictor.reterms.is_diagonal(),
+                                 ["not optimized: the fixed effects fit the response exactly"])
+    conv.is_singular = False
+    apply_flags(conv, [Flag("perfect_fit", (
+        f"the fixed effects fit the response exactly (residual SD {sigma:.3g}): no residual "
+        "variance is left, the likelihood has no maximum and the variance components and "
+        "standard errors are not estimable"))])
+    return MixedModelResult(
+        model=model, response=response, method="REML" if dev.reml else "ML", theta=theta,
+        beta=dev.beta_ls.copy(), u=np.zeros(predictor.reterms.q),
+        b=np.zeros(predictor.reterms.q), sigma=sigma, vcov_beta=np.full((p, p), np.nan),
+        loglik=np.inf, nparams=p + nt + 1, deviance=-np.inf, convergence=conv,
+        eta=response.y - r, extra={"has_scale": True, "pwrss": float(sigma ** 2 * dof),
+                                   "nevals": 0})
+
+
 def lmm_condvar(fit: MixedModelResult) -> list[np.ndarray]:
     """Conditional covariances of a fitted LMM's random effects, block by block."""
     response = fit.response
@@ -392,9 +451,15 @@ def lmm_condvar(fit: MixedModelResult) -> list[np.ndarray]:
     return scaled_condvar(fit.predictor, dev.factor, fit.theta, fit.sigma ** 2)
 
 
-def check_identifiable(predictor: Predictor) -> None:
-    """lme4's checks that a residual variance is left for an LMM."""
-    n = predictor.n
+def check_identifiable(predictor: Predictor, reml: bool = False) -> None:
+    """lme4's checks that a residual variance is left for an LMM; REML needs residual
+    degrees of freedom (lme4: "objective in x0 returns NA")."""
+    n, p = predictor.n, predictor.p
+    if reml and p >= n:
+        raise ModelSpecError(
+            f"{p} fixed-effect columns for {n} observations leave no residual degrees of "
+            "freedom, so the REML criterion is undefined; remove fixed effects or fit by "
+            "ML (REML=False), where the fit is flagged as exact")
     for term in predictor.reterms.terms:
         block = predictor.reterms.blocks[term.block]
         if block.nlevels >= n:

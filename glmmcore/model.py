@@ -21,7 +21,7 @@ import pandas as pd
 from .arguments import check_bool, check_link, check_nagq, check_str
 from .control import FitControl
 from .derived import derive
-from .errors import ArgumentError, DataError, ModelSpecError, show
+from .errors import ArgumentError, DataError, IgnoredArgumentWarning, ModelSpecError, show, warn
 from .fixed import fixed_design
 from .formula import parse_formula
 from .frame import model_frame
@@ -73,6 +73,7 @@ class MixedModel:
         self.control = FitControl.from_any(control)
         parsed = parse_formula(formula)
         self.family = get_family(family, check_link(link))
+        _warn_ignored(self.family, self.reml, self.nagq)
         frame = model_frame(parsed, data, weights=weights, offset=offset)
         # the formula's expressions on the frame; rows they make NaN are dropped
         frame = derive(parsed, frame)
@@ -198,10 +199,12 @@ class MixedModel:
         if self.is_lmm:
             from .lmm import check_identifiable, check_lmm_weights
             check_lmm_weights(self.response.weights)
-            check_identifiable(self.predictor)
+            check_identifiable(self.predictor, self.reml)
         else:
+            from .diagnostics import check_not_saturated
             from .quadrature import check_quadrature
             check_quadrature(self.predictor.reterms.blocks, self.nagq)
+            check_not_saturated(self.predictor)
 
     def _checked_start(self, start: Any) -> np.ndarray:
         reterms = self.predictor.reterms
@@ -220,6 +223,19 @@ class MixedModel:
     def __repr__(self) -> str:
         kind = "LMM" if self.is_lmm else f"GLMM ({self.family!r})"
         return f"<MixedModel {kind} '{self.formula}': {self.nobs} obs>"
+
+
+def _warn_ignored(family: Any, reml: Any, nagq: Any) -> None:
+    """lme4's "extra argument(s) disregarded": an option that does not apply to the model."""
+    if family.is_gaussian_identity:
+        if nagq != 1:
+            warn(f"nAGQ={nagq!r} does not apply to a linear mixed model (its likelihood is "
+                 "exact, no integration is approximated) and is ignored",
+                 IgnoredArgumentWarning)
+    elif not reml:
+        warn(f"REML={reml!r} does not apply to a {family.name} model (always fitted by "
+             "maximum likelihood, with nAGQ choosing the approximation) and is ignored",
+             IgnoredArgumentWarning)
 
 
 def _missing(column: np.ndarray) -> np.ndarray:

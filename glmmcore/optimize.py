@@ -13,14 +13,12 @@ and ``converged`` with a reason.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import nlopt
 import numpy as np
 
-from .errors import ConvergenceWarning
 from .scipy_ext import extension
 
 GRAD_TOL = 2e-3        # lme4's check.conv.grad
@@ -62,6 +60,7 @@ class OptimResult:
     fun: float
     nevals: int
     message: str
+    at_limit: bool = False      # stopped by its evaluation limit, not its tolerance
 
 
 @dataclass
@@ -71,8 +70,9 @@ class Convergence:
     Attributes
     ----------
     converged
-        True when the scaled gradient is small and the Hessian is positive
-        definite on the free parameters.
+        True when the optimizer stopped on its tolerance (not its evaluation
+        limit) and, where the derivative checks ran, the scaled gradient is
+        small and the Hessian is positive definite on the free parameters.
     reason
         Why ``converged`` is what it is, in words.
     is_singular
@@ -85,6 +85,11 @@ class Convergence:
         Smallest eigenvalue of the Hessian over the free parameters.
     optimizer
         Messages and evaluation counts of the optimizer runs.
+    flags
+        What the data cannot identify or what went wrong numerically, as
+        :class:`~glmmcore.diagnostics.Flag` strings with a ``code``
+        (:data:`glmmcore.diagnostics.FLAG_CODES`); ``extra["flags"]`` is the
+        same list.
     """
 
     converged: bool
@@ -96,14 +101,29 @@ class Convergence:
     min_eigenvalue: float
     optimizer: list[str] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
+    flags: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.extra["flags"] = self.flags
 
     def as_dict(self) -> dict:
-        """Plain-data view (lists and floats) for JSON output."""
+        """Plain-data view (lists and floats) for JSON output; ``flags`` as
+        ``{"code", "message"}`` records."""
         return {"converged": self.converged, "reason": self.reason,
                 "is_singular": self.is_singular, "gradient": self.gradient.tolist(),
                 "scaled_gradient": self.scaled_gradient.tolist(),
                 "min_eigenvalue": self.min_eigenvalue, "optimizer": list(self.optimizer),
-                **self.extra}
+                **self.extra,
+                "flags": [{"code": getattr(f, "code", "other"), "message": str(f)}
+                          for f in self.flags]}
+
+    def stopped_at_limit(self, maxeval: int) -> None:
+        """Record that the optimizer ran out of evaluations: not converged, whatever
+        the checks said."""
+        checks = "the derivative checks passed there" if self.converged else self.reason
+        self.converged = False
+        self.reason = (f"the optimizer stopped at its limit of {maxeval} evaluations, not on "
+                       f"its tolerance; {checks}")
 
 
 def bobyqa(f: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray,
@@ -143,12 +163,15 @@ def bobyqa(f: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray,
     # a start within round-off of its bound (an earlier stage's) is on it
     near = np.isfinite(bound) & (start - bound <= BOUND_SNAP * np.maximum(1.0, np.abs(bound)))
     start = np.where(near, bound, start)
+    at_limit = False
     try:
         opt.optimize(start)
-        message = _NLOPT_MESSAGES.get(opt.last_optimize_result(), "stopped")
+        code = opt.last_optimize_result()
+        message = _NLOPT_MESSAGES.get(code, "stopped")
+        at_limit = code in (nlopt.MAXEVAL_REACHED, nlopt.MAXTIME_REACHED)
     except nlopt.RoundoffLimited:
         message = "round-off limited"
-    return OptimResult(best["x"], best["f"], count[0], message)
+    return OptimResult(best["x"], best["f"], count[0], message, at_limit)
 
 
 _NLOPT_MESSAGES = {
@@ -203,7 +226,8 @@ def lbfgsb(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray,
                              maxeval)
     except _StalledError as stop:
         message = str(stop)
-    return OptimResult(best["x"], best["f"], count[0], message)
+    return OptimResult(best["x"], best["f"], count[0], message,
+                       message == LBFGSB_MESSAGES[502])
 
 
 def _projected_gradient_norm(x: np.ndarray, grad: np.ndarray, lower: np.ndarray) -> float:
@@ -279,6 +303,14 @@ class _StalledError(Exception):
 
 def fd_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray,
                    step: float = FD_STEP) -> tuple[np.ndarray, np.ndarray]:
+    """Finite-difference gradient and Hessian of ``f`` at ``x`` (:func:`_fd_derivatives`);
+    differences of infinite values (a failed evaluation) are NaN, without a warning."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _fd_derivatives(f, x, lower, step)
+
+
+def _fd_derivatives(f: Callable[[np.ndarray], float], x: np.ndarray, lower: np.ndarray,
+                    step: float) -> tuple[np.ndarray, np.ndarray]:
     """Finite-difference gradient and Hessian of ``f`` at ``x``.
 
     Central differences, except one-sided (forward) for a coordinate whose
@@ -459,6 +491,13 @@ def check_convergence(grad: np.ndarray, hess: np.ndarray, x: np.ndarray, lower: 
     # a parameter on its bound with the objective rising into the interior is a KKT point
     free = ~(pinned_at_bound(x, lower, grad) & (np.arange(x.size) < n_theta))
     g, H = grad[free], hess[np.ix_(free, free)]
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
+        # the objective failed (PIRLS, a factorization) within a step of the optimum
+        return Convergence(converged=False, reason="the gradient or Hessian is not finite: "
+                           "the objective cannot be evaluated next to the optimum",
+                           is_singular=singular, gradient=grad, hessian=hess,
+                           scaled_gradient=np.full(grad.size, np.nan), min_eigenvalue=np.nan,
+                           optimizer=messages)
     eig = np.linalg.eigvalsh(H) if H.size else np.array([np.inf])
     try:
         R = np.linalg.cholesky(H).T if H.size else np.zeros((0, 0))
@@ -485,20 +524,11 @@ def check_convergence(grad: np.ndarray, hess: np.ndarray, x: np.ndarray, lower: 
 
 def unchecked_convergence(x: np.ndarray, diagonal: np.ndarray,
                           messages: list[str]) -> Convergence:
-    """Diagnostics when the derivative checks were switched off."""
+    """Diagnostics when the derivative checks were switched off (converged unless the
+    optimizer then stopped at its limit, :meth:`Convergence.stopped_at_limit`)."""
     n = x.size
     singular = bool(np.any(x[:diagonal.size][diagonal] < SINGULAR_TOL))
     return Convergence(converged=True, reason="derivative checks not run (control)",
                        is_singular=singular, gradient=np.full(n, np.nan),
                        hessian=np.full((n, n), np.nan), scaled_gradient=np.full(n, np.nan),
                        min_eigenvalue=np.nan, optimizer=messages)
-
-
-def warn_once(conv: Convergence, problems: list[str], control: object) -> None:
-    """One :class:`ConvergenceWarning` per fit for a failed check or other problems.
-
-    Diagnostics are on the result either way; ``control.warn = False`` silences it.
-    """
-    problems = ([] if conv.converged else [conv.reason]) + list(problems)
-    if problems and getattr(control, "warn", True):
-        warnings.warn("; ".join(problems), ConvergenceWarning, stacklevel=4)
