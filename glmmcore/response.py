@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
+from .errors import DataError, show
 from .expression import evaluate
 from .formula import ParsedFormula
 from .frame import ColumnTable, ModelFrame, as_pandas, check_magnitude, value_variables
@@ -74,7 +74,7 @@ def build_response(parsed: ParsedFormula, frame: ModelFrame, family: Any) -> Res
         off = evaluate_expression(expr, data, parsed.text)
         offset += _numeric(off, f"offset({expr})")
     if frame.offset is not None:
-        offset += frame.offset
+        offset += _finite_offset(frame.offset, frame.row_labels)
     weights = np.ones(frame.nobs) if frame.weights is None else frame.weights.astype(float)
     name = parsed.response[0] if len(values) == 1 else f"cbind({', '.join(parsed.response)})"
     y, weights, info = family.prepare_response(values, weights, name, frame.row_labels)
@@ -84,6 +84,19 @@ def build_response(parsed: ParsedFormula, frame: ModelFrame, family: Any) -> Res
     return Response(name=name, y=np.ascontiguousarray(y, dtype=float),
                     weights=np.ascontiguousarray(weights, dtype=float),
                     offset=offset, family=family, info=info)
+
+
+def _finite_offset(values: np.ndarray, rows: Any) -> np.ndarray:
+    """The ``offset=`` argument must be finite (the formula's ``offset(...)`` terms are
+    checked where they are evaluated, :mod:`glmmcore.derived`)."""
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        i = int(bad[0])
+        hint = (": log(0) of a zero exposure? A row without exposure carries no information "
+                "for a log-link model; drop it" if values[i] == -np.inf else "")
+        raise DataError(f"the offset argument is {values[i]} in row {show(rows[i])} "
+                        f"({bad.size} such row(s)){hint}")
+    return values
 
 
 def _numeric(series: pd.Series, label: str) -> np.ndarray:

@@ -49,7 +49,7 @@ def run(case: str, name: str):
     m = re.fullmatch(r"(g?lmer)\((.*?) ~ (.*), data = d(?:, family = (\w+))?"
                      r"(?:, REML = (FALSE))?\)", ref["call"])
     assert m, ref["call"]
-    kind, lhs, rhs, family, ml = m.groups()
+    _, lhs, rhs, family, ml = m.groups()
     if lhs == "round(exp(y))":
         data["y"] = np.round(np.exp(data["y"]))
     with warnings.catch_warnings(record=True) as caught:
