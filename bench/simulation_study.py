@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         status.append({"model": label, "fits": len(fits), "errors": len(fits) - len(ok),
                        "not converged": sum(not f["converged"] for f in ok),
                        "singular": sum(f["singular"] for f in ok),
-                       "seconds": round(seconds, 1)})
+                       "seconds": f"{seconds:.1f}"})
         tables.append(summarize(label, fits))
         print(f"{label}: {len(fits)} fits in {seconds:.1f} s", file=sys.stderr)
     print(markdown(pd.DataFrame(status)))
