@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 SCHEMA_NAME = "glmmcore.result"
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 def result_to_dict(fit: Any, *, condvar: bool = False) -> dict[str, Any]:
@@ -109,7 +109,8 @@ def _diagnostics(fit: Any) -> dict[str, Any]:
     for key in ("converged", "is_singular", "reason", "optimizer"):
         details.pop(key, None)
     return {"converged": fit.converged, "singular": fit.is_singular,
-            "reason": fit.convergence.reason, "flags": list(flags),
+            "reason": fit.convergence.reason, "flags": [f["message"] for f in flags],
+            "flag_codes": [f["code"] for f in flags],
             "optimizer": list(fit.convergence.optimizer), "details": details}
 
 

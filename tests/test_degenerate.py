@@ -67,6 +67,9 @@ def test_response_fitted_exactly_by_the_fixed_effects(small):
     assert len(only(caught, IdentifiabilityWarning)) == 1
     assert "fit the response exactly" in str(only(caught, IdentifiabilityWarning)[0].message)
     assert fit.convergence.as_dict()["flags"][0]["code"] == "perfect_fit"
+    diagnostics = fit.to_dict()["diagnostics"]
+    assert diagnostics["flag_codes"] == ["perfect_fit"]
+    assert diagnostics["flags"] == [str(fit.convergence.flags[0])]
 
 
 def test_constant_response_in_an_lmm_is_an_exact_fit(small):
