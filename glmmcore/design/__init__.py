@@ -1,0 +1,1 @@
+"""The design: fixed and random-effect matrices, the response, the model object."""

@@ -1,0 +1,1 @@
+"""Fitting strategy: control, starts, optimizers, convergence checks, diagnostics."""

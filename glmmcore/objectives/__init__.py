@@ -1,0 +1,1 @@
+"""Objectives: LMM profiled deviance, PIRLS, Laplace and quadrature, gradients."""

@@ -1,0 +1,1 @@
+"""Results: the fitted model, its summary, export, prediction."""

@@ -1,0 +1,1 @@
+"""Model specification: the formula, its expressions, the model frame and the terms."""
