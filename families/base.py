@@ -2,7 +2,7 @@
 
 A family plugin subclasses :class:`Family` and names its kernels.  Kernels
 are plain module-level ``numba.njit`` functions of scalars, so that the
-compiled core can inline them into its loops (see :mod:`glmmcore.kernels`
+compiled core can inline them into its loops (see :mod:`glmmcore.objectives.family_kernels`
 and ``docs/family-plugins.md`` for the whole contract):
 
 - link: ``linkfun(mu) -> eta``, ``linkinv(eta) -> mu``, ``mu_eta(eta, mu) ->
@@ -202,32 +202,32 @@ class Family:
         """Random draws of the response given means (for simulation)."""
         raise NotImplementedError(f"family '{self.name}' does not simulate")
 
-    # -- array versions of the kernels (compiled, see glmmcore.kernels) ---
+    # -- array versions of the kernels (compiled, see glmmcore.objectives.family_kernels) ---
     def linkinv_array(self, eta: np.ndarray) -> np.ndarray:
         """Inverse link of an array."""
-        from glmmcore import kernels
+        from glmmcore.objectives import family_kernels as kernels
         return kernels.linkinv(self, eta)
 
     def linkfun_array(self, mu: np.ndarray) -> np.ndarray:
         """Link of an array."""
-        from glmmcore import kernels
+        from glmmcore.objectives import family_kernels as kernels
         return kernels.linkfun(self, mu)
 
     def variance_array(self, mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
         """Variance of each observation per unit weight (dispersion included)."""
-        from glmmcore import kernels
+        from glmmcore.objectives import family_kernels as kernels
         return kernels.variance(self, mu, phi)
 
     def dev_resid_array(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray,
                         phi: float = 1.0) -> np.ndarray:
         """Squared deviance residuals."""
-        from glmmcore import kernels
+        from glmmcore.objectives import family_kernels as kernels
         return kernels.dev_resid(self, y, mu, weights, phi)
 
     def logpdf_array(self, y: np.ndarray, mu: np.ndarray, weights: np.ndarray,
                      phi: float = 1.0) -> np.ndarray:
         """Complete log-density of each observation."""
-        from glmmcore import kernels
+        from glmmcore.objectives import family_kernels as kernels
         return kernels.logpdf(self, y, mu, weights, phi)
 
 

@@ -13,7 +13,7 @@ A model built once is fitted to many responses by :class:`MixedModel`::
 """
 
 from .api import fit, refit
-from .control import FitControl
+from .design.model import MixedModel
 from .errors import (
     ArgumentError,
     ConvergenceError,
@@ -33,9 +33,9 @@ from .errors import (
     ResponseError,
     SingularFitWarning,
 )
-from .model import MixedModel
+from .fitting.control import FitControl
 from .registry import available_families, get_family
-from .result import MixedModelResult
+from .results.result import MixedModelResult
 from .simulation import Simulation, designs, simulate
 
 __version__ = "0.1.0"

@@ -2,18 +2,18 @@
 
 The pipeline's stages are public in their own modules (formula -> frame ->
 fixed and random terms -> predictor and response -> objective -> optimizer ->
-result); :class:`~glmmcore.model.MixedModel` strings the response-independent
-ones together once and :meth:`~glmmcore.model.MixedModel.fit` the rest.
+result); :class:`~glmmcore.design.model.MixedModel` strings the response-independent
+ones together once and :meth:`~glmmcore.design.model.MixedModel.fit` the rest.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .control import FitControl
+from .design.model import MixedModel
 from .errors import ArgumentError
-from .model import MixedModel
-from .result import MixedModelResult
+from .fitting.control import FitControl
+from .results.result import MixedModelResult
 
 __all__ = ["FitControl", "fit", "refit"]
 
@@ -23,7 +23,7 @@ def fit(formula: str, data: Any, *, family: Any = "gaussian", link: str | None =
         control: FitControl | dict | None = None, data_label: str = "data") -> MixedModelResult:
     """Fit a linear or generalized linear mixed model given by an lme4 formula.
 
-    ``fit(...)`` is ``MixedModel(...).fit()``; see :class:`~glmmcore.model.MixedModel`.
+    ``fit(...)`` is ``MixedModel(...).fit()``; see :class:`~glmmcore.design.model.MixedModel`.
 
     Parameters
     ----------

@@ -23,7 +23,7 @@ import glmmcore.api
 from conftest import DATA
 from glmmcore.cli import main
 from glmmcore.errors import ConvergenceWarning
-from glmmcore.export import schema
+from glmmcore.results.export import schema
 
 
 def test_fit_csv_prints_the_summary_and_writes_json(tmp_path, capsys, reference):

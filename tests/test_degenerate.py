@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 
 import glmmcore
-from glmmcore.diagnostics import FLAG_CODES, Flag
 from glmmcore.errors import (
     ConvergenceWarning,
     DataError,
@@ -23,6 +22,7 @@ from glmmcore.errors import (
     ResponseError,
     SingularFitWarning,
 )
+from glmmcore.fitting.diagnostics import FLAG_CODES, Flag
 
 
 @pytest.fixture(scope="module")

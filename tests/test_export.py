@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 import glmmcore
-from glmmcore.export import SCHEMA_VERSION, schema
+from glmmcore.results.export import SCHEMA_VERSION, schema
 
 
 def _fit(formula, data, **kw):

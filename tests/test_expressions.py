@@ -18,14 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import glmmcore
+from glmmcore.design.newdata import new_design
 from glmmcore.errors import (
     DataError,
     FormulaError,
     MissingColumnError,
     MissingValueWarning,
 )
-from glmmcore.formula import parse_formula
-from glmmcore.newdata import new_design
+from glmmcore.spec.formula import parse_formula
 
 REL = 1e-10
 

@@ -13,14 +13,14 @@ from numba import njit
 from scipy import integrate
 
 import glmmcore
-import glmmcore.kernels as kernels_mod
+import glmmcore.objectives.family_kernels as kernels_mod
 import glmmcore.registry as registry
 from glmmcore.errors import FamilyError, FamilyPluginWarning, ResponseError
 from glmmcore.families.base import Family
 from glmmcore.families.gaussian import Gaussian
 from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
 from glmmcore.families.vecmath import vexp
-from glmmcore.kernels import call_yms, family_kernels, uses_cumulant
+from glmmcore.objectives.family_kernels import call_yms, family_kernels, uses_cumulant
 from glmmcore.testing import check_link
 
 LINKS = [IDENTITY, LOG, INVERSE, LOGIT, PROBIT, CLOGLOG, SQRT]
@@ -262,7 +262,7 @@ def test_gamma_matches_glmmtmb(reference, datasets):
 
 def test_gaussian_identity_through_the_glmm_machinery_is_the_ml_lmm(datasets):
     from glmmcore.api import FitControl
-    from glmmcore.glmm import fit_glmm
+    from glmmcore.objectives.glmm import fit_glmm
     lmm = glmmcore.fit("gpa ~ occasion + (1 + occasion | student)", datasets["gpa"],
                        REML=False)
     # the Laplace approximation is exact for a Gaussian response with identity link

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glmmcore.errors import FormulaError
-from glmmcore.formula import parse_formula
+from glmmcore.spec.formula import parse_formula
 
 
 def test_parts_of_a_full_formula():
@@ -143,7 +143,7 @@ def test_interaction_factor_levels_and_codes(rows):
     """``a:b:c`` levels: the observed combinations, sorted by the factors' sorted levels."""
     import pandas as pd
 
-    from glmmcore.reterms import grouping_factor
+    from glmmcore.spec.reterms import grouping_factor
 
     data = pd.DataFrame(rows, columns=["a", "b", "c"])
     factor = grouping_factor(("b", "a", "c"), data)

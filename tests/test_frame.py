@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from glmmcore.errors import DataError
-from glmmcore.fixed import independent_columns
-from glmmcore.formula import _top_level_positions, parse_formula
-from glmmcore.frame import formula_variables, model_frame
-from glmmcore.model_matrix import column_values, factorize, simple_model_matrix
-from glmmcore.reterms import grouping_factor
+from glmmcore.spec.fixed import independent_columns
+from glmmcore.spec.formula import _top_level_positions, parse_formula
+from glmmcore.spec.frame import formula_variables, model_frame
+from glmmcore.spec.model_matrix import column_values, factorize, simple_model_matrix
+from glmmcore.spec.reterms import grouping_factor
 
 FORMULA = "y ~ x + s + c + i + f + o + p + b + (1 | g)"
 

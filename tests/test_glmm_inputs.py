@@ -10,7 +10,7 @@ import pytest
 from scipy.special import expit
 
 import glmmcore
-import glmmcore.pirls
+import glmmcore.objectives.pirls
 from glmmcore.errors import ConvergenceError, ConvergenceWarning, DataError, ResponseError
 
 
@@ -121,7 +121,7 @@ def test_a_group_with_all_zero_counts_is_flagged(counts):
 
 
 def test_pirls_failure_raises_with_diagnostics(counts, monkeypatch):
-    monkeypatch.setattr(glmmcore.pirls, "MAX_ITER", 1)
+    monkeypatch.setattr(glmmcore.objectives.pirls, "MAX_ITER", 1)
     with pytest.raises(ConvergenceError) as info:
         glmmcore.fit("count ~ x + (1 | g)", counts, family="poisson")
     assert "PIRLS did not converge" in str(info.value)

@@ -9,7 +9,7 @@ import pytest
 
 import glmmcore
 from conftest import lme4_name
-from glmmcore.glmm import GlmmDeviance
+from glmmcore.objectives.glmm import GlmmDeviance
 
 SEED_GLMMS = ["speed_laplace", "speed_agq9", "speed_slopes", "speed_crossed", "speed_nagq0",
               "patents_pois", "patents_pois_agq", "patents_pois_olre", "patents_opp",

@@ -9,18 +9,18 @@ import pytest
 from test_linalg import FORMULAS, SIZES, THETA, dense_Z_Lambda, simulate_frame
 
 import glmmcore
+from glmmcore.design.predictor import build_predictor
+from glmmcore.design.response import build_response
 from glmmcore.errors import ModelSpecError
-from glmmcore.fixed import fixed_design
-from glmmcore.formula import parse_formula
-from glmmcore.frame import model_frame
-from glmmcore.glmm import GlmmDeviance
-from glmmcore.laplace_gradient import has_laplace_gradient
+from glmmcore.fitting.optimize import FD_STEP
 from glmmcore.linalg.inverse import coupled_products, first_block_products
-from glmmcore.optimize import FD_STEP
-from glmmcore.predictor import build_predictor
+from glmmcore.objectives.glmm import GlmmDeviance
+from glmmcore.objectives.laplace_gradient import has_laplace_gradient
 from glmmcore.registry import get_family
-from glmmcore.response import build_response
-from glmmcore.reterms import build_reterms
+from glmmcore.spec.fixed import fixed_design
+from glmmcore.spec.formula import parse_formula
+from glmmcore.spec.frame import model_frame
+from glmmcore.spec.reterms import build_reterms
 
 
 def with_responses(size: str) -> object:

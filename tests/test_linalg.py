@@ -7,17 +7,17 @@ import pandas as pd
 import pytest
 from scipy.stats import multivariate_normal
 
-from glmmcore.fixed import fixed_design
-from glmmcore.formula import parse_formula
-from glmmcore.frame import model_frame
+from glmmcore.design.predictor import build_predictor
 from glmmcore.linalg.blocked import _coupling, _factor_first
 from glmmcore.linalg.dense import DPOTRF, chol_lower
 from glmmcore.linalg.keys import TABLE_RANGE_MIN, unique_inverse
 from glmmcore.linalg.scalar_first import one_pass_applies
 from glmmcore.linalg.schur import schur_init, schur_update, update_rest_rows
-from glmmcore.lmm import LmmDeviance, _weighted_ls
-from glmmcore.predictor import build_predictor
-from glmmcore.reterms import build_reterms
+from glmmcore.objectives.lmm import LmmDeviance, _weighted_ls
+from glmmcore.spec.fixed import fixed_design
+from glmmcore.spec.formula import parse_formula
+from glmmcore.spec.frame import model_frame
+from glmmcore.spec.reterms import build_reterms
 
 FORMULA = "y ~ x + (1 + x | g) + (1 | h) + (x || k) + (1 | g:h)"
 # scalar terms only take their own compiled paths in the blocked factor

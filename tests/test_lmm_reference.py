@@ -9,7 +9,7 @@ import pytest
 
 import glmmcore
 from conftest import lme4_name
-from glmmcore.lmm import LmmDeviance
+from glmmcore.objectives.lmm import LmmDeviance
 
 SEED_LMMS = ["gpa_ri", "gpa_ri_ml", "gpa_rs", "gpa_uncorr", "gpa_cluster", "pupils_crossed",
              "nurses_nested", "nurses_slope", "nurses_slash", "socio_m4"]
@@ -82,7 +82,7 @@ def criterion_at(fit, theta) -> float:
 
 def refit_at(fit, theta):
     """The fit's estimates evaluated at a given theta (no optimization)."""
-    from glmmcore.lmm import fit_lmm_at
+    from glmmcore.objectives.lmm import fit_lmm_at
     return fit_lmm_at(fit, np.asarray(theta, dtype=float))
 
 

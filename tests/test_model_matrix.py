@@ -9,7 +9,7 @@ from formulaic import model_matrix as formulaic_model_matrix
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from glmmcore.model_matrix import parse_simple, simple_model_matrix, simple_variables
+from glmmcore.spec.model_matrix import parse_simple, simple_model_matrix, simple_variables
 
 rng = np.random.default_rng(0)
 N = 40

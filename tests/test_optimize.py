@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glmmcore.optimize import (
+from glmmcore.fitting.optimize import (
     FD_STEP,
     HESSIAN_STEP,
     KEEP_HESSIAN_TOL,
@@ -130,7 +130,7 @@ def test_after_a_polish_the_hessian_is_kept_only_where_its_model_held(offset):
 
 def test_joint_stage_coordinates_are_unit_and_uncorrelated():
     """beta = beta1 + C z with C C' = vcov; theta and log phi pass through unchanged."""
-    from glmmcore.whitening import Whitening
+    from glmmcore.fitting.whitening import Whitening
 
     vcov = np.array([[4.0, 1.9], [1.9, 1.0]])     # correlation 0.95
     beta1 = np.array([1.0, -2.0])
@@ -159,7 +159,7 @@ def test_theta_scaling_makes_the_profiled_curvature_two():
     forward differences give ``K = -H_bb^-1 H_bt`` and scales (powers of 2) under
     which the Hessian over ``z`` is ``2`` on theta's diagonal, with no theta-beta
     coupling; the start maps to itself exactly, and an unusable parameter stays."""
-    from glmmcore.whitening import Whitening
+    from glmmcore.fitting.whitening import Whitening
 
     vcov = np.array([[0.5, 0.1], [0.1, 0.25]])
     H = np.zeros((5, 5))
@@ -257,7 +257,7 @@ def test_bobyqa_starts_on_a_bound_its_start_is_within_round_off_of():
 
 def test_a_fit_imports_neither_scipy_linalg_nor_scipy_optimize():
     """Their packages cost ~1.2 s of a fresh process's first fit; glmmcore loads the three
-    compiled modules it needs on their own (glmmcore.scipy_ext), L-BFGS-B included."""
+    compiled modules it needs on their own (glmmcore.linalg.scipy_ext), L-BFGS-B included."""
     import subprocess
     import sys
     code = ("import sys, numpy as np, pandas as pd, glmmcore\n"

@@ -9,8 +9,8 @@ from scipy.stats import norm
 from test_linalg import dense_Z_Lambda
 
 import glmmcore
-from glmmcore.glmm import GlmmDeviance
-from glmmcore.pirls import SLOW_ITER
+from glmmcore.objectives.glmm import GlmmDeviance
+from glmmcore.objectives.pirls import SLOW_ITER
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_glm_start_leaves_nothing_to_predict_from(crossed):
 @pytest.mark.parametrize("family, link", [("binomial", "logit"), ("binomial", "probit"),
                                           ("poisson", "log"), ("poisson", "sqrt")])
 def test_glm_start_is_pirls_at_theta_zero(crossed, family, link):
-    """The compiled GLM (:mod:`glmmcore.glm_irls`) leaves what PIRLS at theta = 0 leaves:
+    """The compiled GLM (:mod:`glmmcore.objectives.glm_irls`) leaves what PIRLS at theta = 0 leaves:
     beta, and the working weights and residuals the moment start reads (Newton's steps
     with a non-canonical link, Fisher's weights at the end)."""
     data, formula = crossed
@@ -180,7 +180,7 @@ def test_glm_start_with_separation_falls_back_to_pirls():
 
 def test_prediction_of_modes_and_beta_is_newtons_step(crossed):
     """With beta estimated, the prediction solves the system of [Z Lambda, X] (dense algebra)."""
-    from glmmcore.pirls_kernel import predict_modes
+    from glmmcore.objectives.pirls_kernel import predict_modes
 
     data, formula = crossed
     fit = glmmcore.fit(formula, data, family="binomial", nAGQ=0)
@@ -213,7 +213,7 @@ def test_prediction_of_modes_and_beta_is_newtons_step(crossed):
 
 def test_prediction_is_newtons_step_from_the_last_mode(crossed):
     """The predicted modes equal one Newton step of the mode equation, from dense algebra."""
-    from glmmcore.pirls_kernel import predict_modes
+    from glmmcore.objectives.pirls_kernel import predict_modes
 
     data, formula = crossed
     fit = glmmcore.fit(formula, data, family="binomial")

@@ -248,7 +248,7 @@ def test_poisson_plugin_runs_in_the_same_compiled_machinery(patents):
     Here: the plugin's kernels are compiled into the same kind of generated module as
     the built-in's, and the fits take the same path (same iterations and evaluations).
     """
-    from glmmcore.kernels import family_kernels
+    from glmmcore.objectives.family_kernels import family_kernels
     builtin = glmmcore.fit(patents.formula, patents.data, family="poisson")
     plugin = glmmcore.fit(patents.formula, patents.data, family="poisson_plugin")
     module = family_kernels(plugin.family).module

@@ -21,8 +21,8 @@ from scipy import stats
 
 import glmmcore
 from conftest import lme4_name
-from glmmcore.rformat import format_numbers, format_pvalues, print_coefmat
-from glmmcore.summary import coef_table, format_varcorr
+from glmmcore.results.rformat import format_numbers, format_pvalues, print_coefmat
+from glmmcore.results.summary import coef_table, format_varcorr
 
 PRINTOUT = json.loads((Path(__file__).parent / "data" / "lme4_printout.json").read_text())
 MODELS = [name for name in PRINTOUT if not name.startswith("_")]

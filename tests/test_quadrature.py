@@ -9,8 +9,8 @@ from scipy.special import expit, logsumexp
 
 import glmmcore
 from glmmcore.errors import ModelSpecError
-from glmmcore.glmm import GlmmDeviance
-from glmmcore.quadrature import Quadrature
+from glmmcore.objectives.glmm import GlmmDeviance
+from glmmcore.objectives.quadrature import Quadrature
 
 
 def binomial_groups(p: int, seed: int = 5, groups: int = 6, per_group: int = 12):

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 import glmmcore
-from glmmcore.fixed import fixed_design
-from glmmcore.formula import parse_formula
-from glmmcore.reterms import build_reterms
 from glmmcore.simulation import Simulation, design_parameters, designs, simulate
+from glmmcore.spec.fixed import fixed_design
+from glmmcore.spec.formula import parse_formula
+from glmmcore.spec.reterms import build_reterms
 
 DESIGNS = ["gpa", "pupils", "nurses", "sociometric", "speed_dating", "patents", "insteval"]
 GAUSSIAN = ["gpa", "pupils", "nurses", "sociometric", "insteval"]

@@ -10,9 +10,9 @@ import pytest
 
 import glmmcore
 from glmmcore.errors import ModelSpecError
-from glmmcore.formula import parse_formula
-from glmmcore.reterms import build_reterms
-from glmmcore.start import SMALLEST_GUESS, lower_start, moment_theta
+from glmmcore.fitting.start import SMALLEST_GUESS, lower_start, moment_theta
+from glmmcore.spec.formula import parse_formula
+from glmmcore.spec.reterms import build_reterms
 
 
 def one_way(n_groups: int, per_group: int, sd_group: float, sd_resid: float,
@@ -117,7 +117,7 @@ def test_glmm_start_stage_takes_the_chosen_start_from_the_last_evaluation(monkey
     """When the candidate evaluated last wins, BOBYQA's first call there runs no PIRLS:
     every run of the start stage is at a new theta, and the fit is the same.  (BOBYQA's
     joint stage: with the gradient's, the start stage is the chosen start alone.)"""
-    from glmmcore import glmm, pirls
+    from glmmcore.objectives import glmm, pirls
     sim = glmmcore.simulate("patents", n_patents=1500, seed=4)
     formula = "ncit ~ opposition + biopharm + (1 | year)"
     thetas = []
@@ -164,7 +164,7 @@ class _Workspace:
 def test_a_start_evaluated_before_the_last_reruns_from_its_own_modes():
     """The chosen start evaluated first: the call at it runs again, from its modes; the
     one evaluated last: its value, no run."""
-    from glmmcore.glmm import _KnownValues
+    from glmmcore.objectives.glmm import _KnownValues
     work, calls = _Workspace(), []
 
     def f(x):
@@ -186,7 +186,7 @@ def test_a_start_evaluated_before_the_last_reruns_from_its_own_modes():
 def test_pirls_started_from_its_modes_converges_at_once():
     """``start_from`` the modes of a converged run: the next run at that theta confirms
     them in one iteration and gives the same deviance."""
-    from glmmcore.glmm import GlmmDeviance
+    from glmmcore.objectives.glmm import GlmmDeviance
     sim = glmmcore.simulate("patents", n_patents=1500, seed=4)
     fit = glmmcore.fit("ncit ~ opposition + biopharm + (1 | year)", sim.data,
                        family="poisson")
@@ -206,7 +206,7 @@ def test_a_start_stage_of_its_start_alone_leaves_the_workspace_at_it(chosen_last
     modes and fixed effects it hands on are read off PIRLS's workspace: the ones a run
     at that start gives, whichever candidate was evaluated last."""
     from glmmcore.api import FitControl
-    from glmmcore.glmm import GlmmDeviance, _KnownValues, _start_modes, _start_stage
+    from glmmcore.objectives.glmm import GlmmDeviance, _KnownValues, _start_modes, _start_stage
     sim = glmmcore.simulate("patents", n_patents=1500, seed=4)
     fit = glmmcore.fit("ncit ~ opposition + biopharm + (1 | year)", sim.data,
                        family="poisson")

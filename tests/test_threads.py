@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from glmmcore.threads import single_threaded_blas
+from glmmcore.linalg.threads import single_threaded_blas
 
 
 def blas_threads() -> list[int]:
@@ -31,7 +31,7 @@ def test_every_fit_runs_with_one_blas_thread(monkeypatch):
     import pandas as pd
 
     import glmmcore
-    from glmmcore import glmm, lmm
+    from glmmcore.objectives import glmm, lmm
 
     seen = {}
     for module, name in ((glmm, "fit_glmm"), (lmm, "fit_lmm")):

@@ -18,19 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .arguments import check_bool, check_link, check_nagq, check_str
-from .control import FitControl
-from .derived import derive
-from .errors import ArgumentError, DataError, IgnoredArgumentWarning, ModelSpecError, show, warn
-from .fixed import fixed_design
-from .formula import parse_formula
-from .frame import model_frame
+from ..errors import ArgumentError, DataError, IgnoredArgumentWarning, ModelSpecError, show, warn
+from ..fitting.control import FitControl
+from ..linalg.threads import single_threaded_blas
+from ..registry import get_family
+from ..results.result import MixedModelResult
+from ..spec.arguments import check_bool, check_link, check_nagq, check_str
+from ..spec.derived import derive
+from ..spec.fixed import fixed_design
+from ..spec.formula import parse_formula
+from ..spec.frame import model_frame
+from ..spec.reterms import build_reterms
 from .predictor import build_predictor
-from .registry import get_family
 from .response import Response, build_response
-from .result import MixedModelResult
-from .reterms import build_reterms
-from .threads import single_threaded_blas
 
 
 class MixedModel:
@@ -149,9 +149,9 @@ class MixedModel:
         # one BLAS thread: OpenBLAS threads spin-wait, and a fit makes many small calls
         with single_threaded_blas():
             if self.is_lmm:
-                from .lmm import fit_lmm
+                from ..objectives.lmm import fit_lmm
                 return fit_lmm(self, response, ctrl, theta0)
-            from .glmm import fit_glmm
+            from ..objectives.glmm import fit_glmm
             return fit_glmm(self, response, ctrl, theta0)
 
     # -- responses -------------------------------------------------------------------
@@ -197,12 +197,12 @@ class MixedModel:
     def _check(self) -> None:
         """Checks of the model that need no fit (lme4's, before optimizing)."""
         if self.is_lmm:
-            from .lmm import check_identifiable, check_lmm_weights
+            from ..objectives.lmm import check_identifiable, check_lmm_weights
             check_lmm_weights(self.response.weights)
             check_identifiable(self.predictor, self.reml)
         else:
-            from .diagnostics import check_not_saturated
-            from .quadrature import check_quadrature
+            from ..fitting.diagnostics import check_not_saturated
+            from ..objectives.quadrature import check_quadrature
             check_quadrature(self.predictor.reterms.blocks, self.nagq)
             check_not_saturated(self.predictor)
 

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, MissingColumnError
-from .expression import evaluate, known_name
-from .fixed import matrix_from_spec
-from .frame import as_dataframe, formula_variables, value_variables
-from .model_matrix import SimpleSpec
-from .reterms import ReBlock, level_label
+from ..errors import DataError, MissingColumnError
+from ..spec.expression import evaluate, known_name
+from ..spec.fixed import matrix_from_spec
+from ..spec.frame import as_dataframe, formula_variables, value_variables
+from ..spec.model_matrix import SimpleSpec
+from ..spec.reterms import ReBlock, level_label
 
 __all__ = ["NewDesign", "level_codes", "level_keys", "new_design", "spec_matrix"]
 
@@ -85,7 +85,7 @@ def new_design(model: Any, newdata: Any, offset: Any = None) -> NewDesign:
     Parameters
     ----------
     model
-        A :class:`~glmmcore.model.MixedModel`.
+        A :class:`~glmmcore.design.model.MixedModel`.
     newdata
         A data frame with every variable of the formula's right-hand side.
     offset

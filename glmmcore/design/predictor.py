@@ -2,7 +2,7 @@
 
 Everything here is independent of the response, so one :class:`Predictor`
 serves every response fitted with the same formula and rows (the batch
-fitting reuses it).  The response side lives in :mod:`glmmcore.response`.
+fitting reuses it).  The response side lives in :mod:`glmmcore.design.response`.
 
 Choice of factorization (``backend``):
 
@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from .errors import ModelSpecError
-from .fixed import FixedDesign
-from .linalg.blocked import BlockedFactor, build_structure
-from .linalg.crossprod import all_scalar
-from .reterms import ReTerms
+from ..errors import ModelSpecError
+from ..linalg.blocked import BlockedFactor, build_structure
+from ..linalg.crossprod import all_scalar
+from ..spec.fixed import FixedDesign
+from ..spec.reterms import ReTerms
 
 DENSE_REST_MAX = 2500
 BACKENDS = ("auto", "blocked", "sparse")
@@ -76,7 +76,7 @@ class Predictor:
         """A factor workspace for ``m`` dense columns appended to Z."""
         if self.backend == "blocked":
             return BlockedFactor(self.layout, m)
-        from .linalg.sparse import SparseFactor
+        from ..linalg.sparse import SparseFactor
         return SparseFactor(self.layout, m)
 
     @cached_property
@@ -209,6 +209,6 @@ def build_predictor(fixed: FixedDesign, reterms: ReTerms, backend: str = "auto")
     if backend == "blocked":
         layout: Any = build_structure(reterms.blocks)
     else:
-        from .linalg.sparse import build_sparse_structure
+        from ..linalg.sparse import build_sparse_structure
         layout = build_sparse_structure(reterms.blocks)
     return Predictor(fixed=fixed, reterms=reterms, backend=backend, layout=layout)

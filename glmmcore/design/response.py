@@ -1,6 +1,6 @@
 """The response side of a model: y, prior weights, offset and family.
 
-Kept apart from the predictor side (:mod:`glmmcore.predictor`) as lme4 does:
+Kept apart from the predictor side (:mod:`glmmcore.design.predictor`) as lme4 does:
 the same predictor serves many responses.  The family checks and converts
 the raw response (a binomial family, for instance, accepts 0/1, booleans,
 two-level strings and ``cbind`` counts).
@@ -14,10 +14,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, show
-from .expression import evaluate
-from .formula import ParsedFormula
-from .frame import ColumnTable, ModelFrame, as_pandas, check_magnitude, value_variables
+from ..errors import DataError, show
+from ..spec.expression import evaluate
+from ..spec.formula import ParsedFormula
+from ..spec.frame import ColumnTable, ModelFrame, as_pandas, check_magnitude, value_variables
 
 
 @dataclass
@@ -53,7 +53,7 @@ def evaluate_expression(expr: str, data: pd.DataFrame | ColumnTable, formula: st
     """Values of one expression: a column as it is, or a Python expression of columns.
 
     On a model frame's table the expression was evaluated already (see
-    :mod:`glmmcore.derived`), where rows it made NaN were dropped.
+    :mod:`glmmcore.spec.derived`), where rows it made NaN were dropped.
     """
     if expr in data.columns:
         return data.series(expr) if isinstance(data, ColumnTable) else data[expr]
@@ -88,7 +88,7 @@ def build_response(parsed: ParsedFormula, frame: ModelFrame, family: Any) -> Res
 
 def _finite_offset(values: np.ndarray, rows: Any) -> np.ndarray:
     """The ``offset=`` argument must be finite (the formula's ``offset(...)`` terms are
-    checked where they are evaluated, :mod:`glmmcore.derived`)."""
+    checked where they are evaluated, :mod:`glmmcore.spec.derived`)."""
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         i = int(bad[0])

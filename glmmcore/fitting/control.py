@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .arguments import check_bool, check_choice, check_int, check_real, check_str
-from .errors import ArgumentError
+from ..design.predictor import BACKENDS
+from ..errors import ArgumentError
+from ..spec.arguments import check_bool, check_choice, check_int, check_real, check_str
 from .optimize import OPTIMIZERS
-from .predictor import BACKENDS
 from .start import check_start_rule
 
 
@@ -20,7 +20,7 @@ class FitControl:
     ----------
     backend
         ``"auto"``, ``"blocked"`` or ``"sparse"`` factorization (see
-        :mod:`glmmcore.predictor`).
+        :mod:`glmmcore.design.predictor`).
     rel_tol, x_tol
         Optimizer tolerances on the objective (relative) and the parameters.
     maxeval
@@ -30,17 +30,18 @@ class FitControl:
     start
         Starting theta: ``"auto"`` takes lme4's start or a moment guess from
         the fit without random effects, whichever has the lower objective;
-        ``"lme4"`` takes lme4's (see :mod:`glmmcore.start`).
+        ``"lme4"`` takes lme4's (see :mod:`glmmcore.fitting.start`).
     warn
         Emit a warning when a check fails (the diagnostics are on the
         result either way).
     optimizer
         ``"bobyqa"`` (lme4's), or ``"lbfgsb"``: L-BFGS-B with an analytic
-        gradient: of an LMM's profiled deviance (:mod:`glmmcore.lmm_gradient`)
+        gradient: of an LMM's profiled deviance (:mod:`glmmcore.objectives.lmm_gradient`)
         or of a canonical-link GLMM's Laplace or ``nAGQ=0`` deviance
-        (:mod:`glmmcore.laplace_gradient`); a ModelSpecError for other models.
+        (:mod:`glmmcore.objectives.laplace_gradient`); a ModelSpecError for other models.
         ``"auto"`` takes L-BFGS-B where it is the faster
-        (:func:`glmmcore.lmm.uses_gradient`, :func:`glmmcore.glmm.uses_gradients`),
+        (:func:`glmmcore.objectives.lmm.uses_gradient`,
+        :func:`glmmcore.objectives.glmm.uses_gradients`),
         BOBYQA otherwise.
     """
 

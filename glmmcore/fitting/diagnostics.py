@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import (
+from ..errors import (
     ConvergenceWarning,
     IdentifiabilityWarning,
     ModelSpecError,

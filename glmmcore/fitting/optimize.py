@@ -2,8 +2,8 @@
 
 BOBYQA (through nlopt) minimizes without derivatives; L-BFGS-B (scipy) takes
 an objective that returns its gradient too (a linear mixed model's profiled
-deviance, :mod:`glmmcore.lmm_gradient`; a GLMM's Laplace or ``nAGQ=0``
-deviance, :mod:`glmmcore.laplace_gradient`).  After the optimizer stops, the
+deviance, :mod:`glmmcore.objectives.lmm_gradient`; a GLMM's Laplace or ``nAGQ=0``
+deviance, :mod:`glmmcore.objectives.laplace_gradient`).  After the optimizer stops, the
 Hessian is estimated by finite differences at the optimum, of the objective
 (as lme4's ``deriv12``) or of the gradient when there is one, and the checks
 are reported as data: the gradient scaled by the Hessian, the smallest
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import nlopt
 import numpy as np
 
-from .scipy_ext import extension
+from ..linalg.scipy_ext import extension
 
 GRAD_TOL = 2e-3        # lme4's check.conv.grad
 SINGULAR_TOL = 1e-4    # lme4's check.conv.singular
@@ -87,8 +87,8 @@ class Convergence:
         Messages and evaluation counts of the optimizer runs.
     flags
         What the data cannot identify or what went wrong numerically, as
-        :class:`~glmmcore.diagnostics.Flag` strings with a ``code``
-        (:data:`glmmcore.diagnostics.FLAG_CODES`); ``extra["flags"]`` is the
+        :class:`~glmmcore.fitting.diagnostics.Flag` strings with a ``code``
+        (:data:`glmmcore.fitting.diagnostics.FLAG_CODES`); ``extra["flags"]`` is the
         same list.
     """
 
@@ -254,7 +254,7 @@ def run_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: 
     iterates are the same; if that private interface is not there, ``minimize``
     itself runs.
     """
-    try:      # scipy.optimize itself takes 0.8 s to import (glmmcore.scipy_ext)
+    try:      # scipy.optimize itself takes 0.8 s to import (glmmcore.linalg.scipy_ext)
         setulb = extension("scipy.optimize._lbfgsb").setulb
     except (ImportError, AttributeError):   # pragma: no cover - no C port's interface
         return _minimize_lbfgsb(objective, x0, lower, ftol, gtol, maxfun)
@@ -365,9 +365,9 @@ def gradient_hessian(fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x: np
     checks and the Newton polish at :data:`FD_STEP`, and at
     :data:`HESSIAN_STEP` (an analytic gradient's accuracy allows it) to ~1e-6
     relative, as central differences (``2n + 1`` calls) at ``FD_STEP``, which
-    the joint stage took until the ninth session.  A coordinate within
+    the joint stage once took.  A coordinate within
     ``FD_STEP`` of its bound keeps that step: a variance at 0 has a stand-in
-    derivative there (:meth:`glmmcore.glmm.GlmmDeviance.value_and_gradient`)
+    derivative there (:meth:`glmmcore.objectives.glmm.GlmmDeviance.value_and_gradient`)
     that only a step of ``FD_STEP`` matches.  The result is symmetrized.
     """
     x = np.asarray(x, dtype=float)

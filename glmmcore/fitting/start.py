@@ -30,8 +30,8 @@ from collections.abc import Callable
 import numpy as np
 from numba import njit
 
-from .errors import ModelSpecError
-from .reterms import ReTerms
+from ..errors import ModelSpecError
+from ..spec.reterms import ReTerms
 
 START_RULES = ("auto", "lme4")
 SMALLEST_GUESS = 0.05   # a variance guessed as 0 starts a little inside its bound

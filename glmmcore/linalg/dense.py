@@ -24,7 +24,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import get_cython_function_address, intrinsic
 
-from ..scipy_ext import extension
+from .scipy_ext import extension
 
 LAPACK_MIN_SIZE = 16
 ENVELOPE_MAX_WORK = 0.05   # the envelope's relative work below which the loops win at any size
@@ -178,7 +178,7 @@ def chol_lower_small(A: np.ndarray) -> bool:
 
 # LAPACK's dpotrf and dpotri as scipy exports them; compiled code receives the addresses as
 # integers (a ctypes function would pin the address into numba's cache)
-# without scipy.linalg (glmmcore.scipy_ext); numba's numpy support imports cython_blas when
+# without scipy.linalg (glmmcore.linalg.scipy_ext); numba's numpy support imports cython_blas when
 # the first compiled function loads, which would import scipy.linalg (0.45 s) too
 extension("scipy.linalg.cython_blas")
 extension("scipy.linalg.cython_lapack")

@@ -3,7 +3,7 @@
 The factorization in :mod:`glmmcore.linalg.blocked` carries its right-hand
 sides as the ``Y`` columns of the system, so that :func:`~.blocked._solve`
 only back-substitutes.  PIRLS's prediction of the next modes
-(:mod:`glmmcore.pirls_kernel`) needs ``(Lambda' Z' W Z Lambda + I)^{-1} b`` (and,
+(:mod:`glmmcore.objectives.pirls_kernel`) needs ``(Lambda' Z' W Z Lambda + I)^{-1} b`` (and,
 when PIRLS estimates the fixed effects too, the inverse of the system of
 ``[Z Lambda, X]``) for a ``b`` formed after the factorization, with the factor
 still in place: forward substitution through the first block's levels, their

@@ -1,6 +1,6 @@
 """Entries of the inverse of the blocked system where observations couple random effects.
 
-The Laplace gradient (:mod:`glmmcore.laplace_gradient`) needs, for every
+The Laplace gradient (:mod:`glmmcore.objectives.laplace_gradient`) needs, for every
 observation ``i``, the block of ``S = (L L')^{-1}`` (the random effects' system
 alone) on the random effects that ``i`` touches: its first-block level ``j``,
 and one level of every other block.  These entries lie where the

@@ -35,11 +35,11 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-_TEMPLATE = '''"""Array kernels of {family!r} with link {link!r}, made by glmmcore.kernels."""
+_TEMPLATE = '''"""Array kernels of {family!r} with link {link!r}, written by glmmcore."""
 {imports}
 from numba import carray, cfunc, types
 
-from glmmcore.kernels import run_sum
+from glmmcore.objectives.family_kernels import run_sum
 
 _P = types.CPointer(types.float64)
 
@@ -162,7 +162,8 @@ _LOGLIK_BY_CUMULANT = "wt[i] * (y[i] * eta[i] - cumulant(eta[i]))"
 _LOGLIK_BY_DEVIANCE = "-0.5 * dev_resid(y[i], linkinv(eta[i]), wt[i], phi)"
 # The update kernel's loop body.  With the cumulant (and the plain working residual) it is
 # arithmetic on eta and y, branch-free, so LLVM vectorizes the loop (Poisson: vexp, no
-# log); its deviance is dev_resid's up to a term free of eta (glmmcore.pirls.deviance_offset).
+# log); its deviance is dev_resid's up to a term free of eta
+# (glmmcore.objectives.pirls.deviance_offset).
 # Otherwise observations with zero weight skip the family's kernels, as documented.
 _UPDATE_BY_CUMULANT = """
         me = mu_eta(eta[i], m)

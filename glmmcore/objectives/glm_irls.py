@@ -5,7 +5,7 @@ gives them too (the modes are then penalized to 0), but each of its iterations
 forms and factors the whole penalized system, ``q + p`` unknowns; here one
 iteration is a pass over the ``n x p`` design and a ``p x p`` Cholesky
 (``patents_pois_olre``, 4,809 observation-level modes: the start 3.1 -> 1.0 ms).
-The same iterations as PIRLS's (:mod:`glmmcore.pirls`): Newton's weights
+The same iterations as PIRLS's (:mod:`glmmcore.objectives.pirls`): Newton's weights
 where the family asks for them (non-canonical links; Fisher scoring's where
 those are not positive), step-halving on the deviance, and the stop on the
 relative increment; the working weights and residuals at the end are the ones
@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels import call_update
-from .linalg.dense import chol_lower_small, solve_lower, solve_lower_t
+from ..linalg.dense import chol_lower_small, solve_lower, solve_lower_t
+from .family_kernels import call_update
 from .pirls_kernel import _fixed_part, _rel_change, newton_weights
 
 CONVERGED, NOT_POSITIVE_DEFINITE, HALVING_FAILED, MAX_ITERATIONS = range(4)

@@ -3,7 +3,7 @@
 Stages, as lme4's ``glmer``:
 
 0. The GLM without random effects gives starting fixed effects
-   (:mod:`glmmcore.glm_irls`); the start for theta is lme4's or the moment
+   (:mod:`glmmcore.objectives.glm_irls`); the start for theta is lme4's or the moment
    guess, whichever has the lower ``nAGQ = 0`` deviance.
 1. ``nAGQ = 0``: theta (and the family's extra parameter, on the log scale)
    is optimized while PIRLS estimates beta with the modes; by BOBYQA, or by
@@ -13,9 +13,9 @@ Stages, as lme4's ``glmer``:
    started from stage 1; the deviance is the Laplace approximation
    (``nAGQ = 1``) or adaptive Gauss-Hermite quadrature (``nAGQ > 1``).
    Where the Laplace deviance has its analytic gradient
-   (:mod:`glmmcore.laplace_gradient`: canonical link, no extra parameter,
+   (:mod:`glmmcore.objectives.laplace_gradient`: canonical link, no extra parameter,
    the blocked factorization), L-BFGS-B minimizes it over whitened
-   coordinates (:mod:`glmmcore.whitening`), and then stage 1 is its start
+   coordinates (:mod:`glmmcore.fitting.whitening`), and then stage 1 is its start
    alone (:func:`_start_stage`); otherwise BOBYQA.
 
 Standard errors come from the finite-difference Hessian of the deviance over
@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from .condvar import scaled_condvar
-from .diagnostics import (
+from ..design.predictor import Predictor
+from ..design.rescale import column_scales, rescaled, scaled_back
+from ..errors import ConvergenceError, DataError, ModelSpecError
+from ..fitting.diagnostics import (
     Flag,
     apply_flags,
     check_response_varies,
@@ -40,10 +42,7 @@ from .diagnostics import (
     report,
     structure_flags,
 )
-from .errors import ConvergenceError, DataError, ModelSpecError
-from .kernels import family_kernels
-from .laplace_gradient import GRADIENT_MIN_THETA, LaplaceGradient, has_laplace_gradient
-from .optimize import (
+from ..fitting.optimize import (
     FD_STEP,
     HESSIAN_STEP,
     Convergence,
@@ -56,20 +55,21 @@ from .optimize import (
     polished_and_checked,
     unchecked_convergence,
 )
+from ..fitting.start import lower_start, moment_theta
+from ..fitting.whitening import Whitening
+from ..linalg.condvar import scaled_condvar
+from ..results.result import MixedModelResult
+from .family_kernels import family_kernels
+from .laplace_gradient import GRADIENT_MIN_THETA, LaplaceGradient, has_laplace_gradient
 from .pirls import STEP_TOL, Pirls, PirlsOutcome
-from .predictor import Predictor
 from .quadrature import Quadrature
-from .rescale import column_scales, rescaled, scaled_back
-from .result import MixedModelResult
-from .start import lower_start, moment_theta
-from .whitening import Whitening
 
 # PIRLS's tolerance in the nAGQ=0 stage when it only starts the joint stage: its modes
 # then need not be exact to round-off (its optimizer stops at START_STAGE_REL_TOL). Start
-# stage PIRLS iterations per fit (seventh session): patents_pois_olre 101 -> 72,
+# stage PIRLS iterations per fit against 1e-12: patents_pois_olre 101 -> 72,
 # speed_slopes 78 -> 71, speed_crossed 56 -> 51, the others within 4, the same optima and
 # evaluations; 36 simulated stress fits within 1e-10 of the log-likelihood, all converged.
-# (Tried in the sixth session with the start stage at 1e-6: on a stress fit with a variance
+# (With the start stage at 1e-6, on a stress fit with a variance
 # at 0 the joint stage then failed its checks.)
 START_STAGE_STEP_TOL = 1e-9
 
@@ -180,7 +180,7 @@ class GlmmDeviance:
 # Relative tolerance of the nAGQ=0 stage when it only starts the joint stage: tighter
 # tolerances cost evaluations there that the joint stage does not need. 1e-6 against
 # 1e-12 saved 5-20% of all evaluations (seed GLMMs, crossed binomial 100k); 1e-4 against
-# 1e-6 (seventh session) 1-19 of the start stage's evaluations for up to 9 more in the
+# 1e-6 saved 1-19 of the start stage's evaluations for up to 9 more in the
 # joint stage (patents_pois_olre 22 + 23 -> 14 + 23, patents_pois_sqrt 8 + 23 -> 5 + 32,
 # gpa_gamma 47 + 137 -> 28 + 113), the same optima (36 simulated stress fits within 1e-6
 # of the log-likelihood, all converged); 1e-3 sent olre's joint stage 23 -> 45.
@@ -199,7 +199,7 @@ def fit_glmm(model: Any, response: Any, control: Any,
     flags = structure_flags(predictor, response) + confounded_flags(predictor,
                                                                     response.weights)
     scale = column_scales(predictor.X)
-    if scale is not None:       # the fit runs on rescaled columns (glmmcore.rescale)
+    if scale is not None:       # the fit runs on rescaled columns (glmmcore.design.rescale)
         predictor = rescaled(predictor, scale)
     dev = GlmmDeviance(predictor, response, nagq)
     gradient1, gradient2 = uses_gradients(dev, control.optimizer, nagq)
@@ -250,7 +250,7 @@ def _start_stage(dev: GlmmDeviance, objective1: _KnownValues, x1: np.ndarray,
 
     Where the joint stage follows with L-BFGS-B and the gradient, stage 1 is
     its chosen start alone: the joint stage's whitened coordinates take it
-    from there in fewer evaluations than stage 1 spends (ninth session, seed
+    from there in fewer evaluations than stage 1 spends (seed
     GLMMs with a joint L-BFGS-B stage: 164 -> 130 evaluations with the checks,
     the same optima; 44 simulated stress fits 1377 -> 1073, all converged,
     within 2e-9 of the log-likelihood).  Otherwise it stops at
@@ -286,7 +286,7 @@ def _start_modes(dev: GlmmDeviance, opt: OptimResult,
 
 def _scale_theta(dev: GlmmDeviance, white: Whitening, x1: np.ndarray) -> None:
     """Scale the joint stage's theta coordinates from the gradient's differences at
-    its start (:meth:`~glmmcore.whitening.Whitening.scale_theta`); the start's own
+    its start (:meth:`~glmmcore.fitting.whitening.Whitening.scale_theta`); the start's own
     value and gradient stay known for the optimizer's first call."""
     nt = dev.ntheta
     value1, grad1 = dev.value_and_gradient(x1, 2)
@@ -301,7 +301,7 @@ def _scale_theta(dev: GlmmDeviance, white: Whitening, x1: np.ndarray) -> None:
 class _KnownValues:
     """The start stage's objective, answering a call at a start candidate from its evaluation.
 
-    :func:`~glmmcore.start.lower_start` evaluates each candidate and BOBYQA's first
+    :func:`~glmmcore.fitting.start.lower_start` evaluates each candidate and BOBYQA's first
     call is at the chosen one, which PIRLS would iterate to the same mode again.  When
     the chosen one was evaluated last (the guess, on 12 of the 14 GLMM workloads) the
     PIRLS workspace still stands there: the value is all the call needs, and the next
@@ -379,11 +379,11 @@ def _checked(dev: GlmmDeviance, x: np.ndarray, lower: np.ndarray, stage: int, co
              messages: list[str], gradient: bool, white: Whitening | None,
              at_limit: bool) -> tuple[np.ndarray, Convergence]:
     """The convergence checks at ``x``, after a Newton polish if they fail
-    (:func:`~glmmcore.optimize.polished_and_checked`); not converged when the optimizer
+    (:func:`~glmmcore.fitting.optimize.polished_and_checked`); not converged when the optimizer
     that gave ``x`` stopped at its evaluation limit (``at_limit``).
 
     With the gradient the Hessian comes from its forward differences, in the
-    joint stage at :data:`~glmmcore.optimize.HESSIAN_STEP` (they give the
+    joint stage at :data:`~glmmcore.fitting.optimize.HESSIAN_STEP` (they give the
     standard errors: at ``FD_STEP`` they were 1e-4 relative off lme4's on
     ``speed_laplace``; at 1e-6, 1e-6 off central ones), and if the checks
     still fail BOBYQA continues from ``x``.
@@ -429,7 +429,7 @@ def _result(dev: GlmmDeviance, model: Any, x: np.ndarray, lower: np.ndarray, sta
             white: Whitening | None = None, *, at_limit: bool = False,
             flags: list[Flag] | None = None) -> MixedModelResult:
     """The result at ``x``, after the checks; ``flags`` from before the fit are added to
-    the numerical ones, and the warnings emitted (:func:`~glmmcore.diagnostics.report`)."""
+    the numerical ones, and the warnings emitted (:func:`~glmmcore.fitting.diagnostics.report`)."""
     predictor, response, nt, p = dev.predictor, dev.response, dev.ntheta, dev.predictor.p
     diagonal = predictor.reterms.is_diagonal()
     if control.check_convergence:
@@ -477,7 +477,7 @@ def _result(dev: GlmmDeviance, model: Any, x: np.ndarray, lower: np.ndarray, sta
 def fit_glmm_at(fit: MixedModelResult, theta: np.ndarray, beta: np.ndarray) -> MixedModelResult:
     """The estimates of a fitted GLMM's model at given theta and beta (Laplace modes),
     without optimizing; a family parameter stays at the fit's."""
-    from .control import FitControl
+    from ..fitting.control import FitControl
     dev = GlmmDeviance(fit.predictor, fit.response, 1)
     parts = [np.asarray(theta, dtype=float), np.asarray(beta, dtype=float)]
     if dev.has_phi:

@@ -38,15 +38,15 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from .kernels import call_update
-from .linalg.crossprod import all_scalar
-from .linalg.rhs_solve import solve_rhs
-from .linalg.selected import observation_inverse
-from .predictor import _apply_lambda, _zb_row, _zb_row_scalars
+from ..design.predictor import _apply_lambda, _zb_row, _zb_row_scalars
+from ..linalg.crossprod import all_scalar
+from ..linalg.rhs_solve import solve_rhs
+from ..linalg.selected import observation_inverse
+from .family_kernels import call_update
 
 WEIGHT_STEP = 1e-5    # central-difference step in eta for W' (error ~1e-11 relative)
 # Below this a variance parameter's derivative is taken at a raised point
-# (:meth:`glmmcore.glmm.GlmmDeviance.value_and_gradient`)
+# (:meth:`glmmcore.objectives.glmm.GlmmDeviance.value_and_gradient`)
 GRADIENT_MIN_THETA = 1e-6
 
 
@@ -63,7 +63,7 @@ class LaplaceGradient:
     Parameters
     ----------
     pirls
-        A :class:`~glmmcore.pirls.Pirls` workspace that has just run at the
+        A :class:`~glmmcore.objectives.pirls.Pirls` workspace that has just run at the
         point whose gradient is wanted.
     """
 

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from .condvar import scaled_condvar
-from .diagnostics import (
+from ..design.predictor import Predictor
+from ..errors import DataError, ModelSpecError, show
+from ..fitting.diagnostics import (
     Flag,
     apply_flags,
     confounded_flags,
@@ -31,10 +32,7 @@ from .diagnostics import (
     structure_flags,
     zero_sigma,
 )
-from .errors import DataError, ModelSpecError, show
-from .linalg.dense import solve_lower, solve_lower_t
-from .lmm_gradient import profiled_gradient
-from .optimize import (
+from ..fitting.optimize import (
     FD_STEP,
     Convergence,
     OptimResult,
@@ -45,9 +43,11 @@ from .optimize import (
     polished_and_checked,
     unchecked_convergence,
 )
-from .predictor import Predictor
-from .result import MixedModelResult
-from .start import lower_start, moment_theta
+from ..fitting.start import lower_start, moment_theta
+from ..linalg.condvar import scaled_condvar
+from ..linalg.dense import solve_lower, solve_lower_t
+from ..results.result import MixedModelResult
+from .lmm_gradient import profiled_gradient
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 LBFGSB_MIN_THETA = 3     # fewer covariance parameters: BOBYQA needs few evaluations anyway
@@ -143,11 +143,11 @@ class LmmDeviance:
         return value
 
     def value_and_gradient(self, theta: np.ndarray) -> tuple[float, np.ndarray]:
-        """Deviance and its gradient at ``theta`` (:mod:`glmmcore.lmm_gradient`).
+        """Deviance and its gradient at ``theta`` (:mod:`glmmcore.objectives.lmm_gradient`).
 
         A block whose ``T`` is nearly singular (on or near the boundary) takes
         its derivatives from the analytic gradient at ``theta`` with its small
-        diagonal elements raised to :data:`~glmmcore.optimize.FD_STEP`: a
+        diagonal elements raised to :data:`~glmmcore.fitting.optimize.FD_STEP`: a
         forward difference's accuracy, at the cost of one more factorization.
         There the derivative of an even deviance (a variance at 0) is
         ``f'' FD_STEP`` instead of 0, which shows L-BFGS-B which way it falls.
@@ -377,7 +377,7 @@ def uses_gradient(dev: LmmDeviance, optimizer: str) -> bool:
 
 
 def lmm_start(dev: LmmDeviance, response: Any, rule: str) -> np.ndarray:
-    """Starting theta by ``rule`` (:mod:`glmmcore.start`), guessed from weighted LS residuals."""
+    """Starting theta by ``rule`` (:mod:`glmmcore.fitting.start`), from weighted LS residuals."""
     reterms = dev.predictor.reterms
     if rule == "lme4":
         return reterms.theta_start()

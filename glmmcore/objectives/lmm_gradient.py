@@ -35,7 +35,7 @@ whole gradient 102 -> 95 us).
 element below :data:`GRADIENT_MIN_DIAG` (a fit on or near its boundary), where
 the identity above loses its precision, is reported missing; the caller
 takes those derivatives at a nearby point
-(:meth:`glmmcore.lmm.LmmDeviance.value_and_gradient`).
+(:meth:`glmmcore.objectives.lmm.LmmDeviance.value_and_gradient`).
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from .linalg.blocked import BlockedFactor, _solve
-from .linalg.dense import solve_lower_t
-from .linalg.inverse import diag_blocks_into
+from ..linalg.blocked import BlockedFactor, _solve
+from ..linalg.dense import solve_lower_t
+from ..linalg.inverse import diag_blocks_into
 
 GRADIENT_MIN_DIAG = 1e-6
 
@@ -58,7 +58,7 @@ def profiled_gradient(dev: Any, theta: np.ndarray) -> tuple[np.ndarray, np.ndarr
     Parameters
     ----------
     dev
-        An :class:`~glmmcore.lmm.LmmDeviance` whose factor was just computed at
+        An :class:`~glmmcore.objectives.lmm.LmmDeviance` whose factor was just computed at
         ``theta`` (by calling ``dev(theta)``).
     theta
         Covariance parameters.

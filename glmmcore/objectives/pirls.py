@@ -19,7 +19,7 @@ deviance, as R's ``glm.fit`` does, and says so on its outcome.
 
 Each run warm-starts from the previous modes; with the blocked factorization
 the compiled loop starts from the modes (and, for ``nAGQ=0``, the fixed
-effects) predicted for the new parameters instead (:mod:`glmmcore.pirls_kernel`).
+effects) predicted for the new parameters instead (:mod:`glmmcore.objectives.pirls_kernel`).
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import ConvergenceError
+from ..design.predictor import Predictor
+from ..errors import ConvergenceError
+from .family_kernels import FamilyKernels, call_map, call_observed, call_update, call_yms
 from .glm_irls import CONVERGED as GLM_CONVERGED
 from .glm_irls import glm_irls
-from .kernels import FamilyKernels, call_map, call_observed, call_update, call_yms
 from .pirls_kernel import (
     HALVING_FAILED,
     MAX_ITERATIONS,
@@ -40,7 +41,6 @@ from .pirls_kernel import (
     newton_weights,
     pirls_loop,
 )
-from .predictor import Predictor
 
 STEP_TOL = 1e-12     # on max|increment| / (1 + max|value|)
 # Below FLOOR_TOL a step no smaller than the one before is round-off, not convergence still
@@ -348,7 +348,7 @@ def deviance_offset(kernels: FamilyKernels, y: np.ndarray, wt: np.ndarray) -> fl
 
 
 def _start_state(predictor: Predictor) -> tuple:
-    """State of the compiled loop's predicted start (see :mod:`glmmcore.pirls_kernel`)."""
+    """State of the compiled loop's predicted start (:mod:`glmmcore.objectives.pirls_kernel`)."""
     n, p, q = predictor.n, predictor.p, predictor.reterms.q
     ntheta = predictor.reterms.ntheta
     return (np.zeros(1, dtype=np.int64), np.zeros(ntheta), np.zeros(p), np.zeros(q),

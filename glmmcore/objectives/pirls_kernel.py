@@ -1,6 +1,6 @@
 """The PIRLS iterations compiled in one loop, for the blocked factorization.
 
-The same algorithm as :meth:`glmmcore.pirls.Pirls.run` (which documents it and
+The same algorithm as :meth:`glmmcore.objectives.pirls.Pirls.run` (which documents it and
 runs it in Python for the CHOLMOD factorization), without a Python round trip
 per iteration: for small and medium models the interpreter's overhead would
 otherwise cost as much as the arithmetic.  The tests check that both loops
@@ -31,11 +31,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .kernels import call_observed, call_update, call_yms
-from .linalg.blocked import _factor, _solve
-from .linalg.crossprod import _crossprod, all_scalar
-from .linalg.rhs_solve import solve_rhs
-from .predictor import _apply_lambda, _linear_predictor, _zb_row, _zb_row_scalars
+from ..design.predictor import _apply_lambda, _linear_predictor, _zb_row, _zb_row_scalars
+from ..linalg.blocked import _factor, _solve
+from ..linalg.crossprod import _crossprod, all_scalar
+from ..linalg.rhs_solve import solve_rhs
+from .family_kernels import call_observed, call_update, call_yms
 
 CONVERGED, STOPPED_ON_DEVIANCE, HALVING_FAILED, MAX_ITERATIONS, NOT_POSITIVE_DEFINITE = range(5)
 # With a non-canonical link the penalized deviance need not be convex (Poisson's sqrt

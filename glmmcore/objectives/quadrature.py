@@ -30,8 +30,8 @@ import itertools
 import numpy as np
 from numba import njit
 
-from .errors import ModelSpecError
-from .kernels import FamilyKernels, call_yms, run_sum
+from ..errors import ModelSpecError
+from .family_kernels import FamilyKernels, call_yms, run_sum
 from .pirls import Pirls
 
 MAX_DIM = 3

@@ -25,12 +25,12 @@ def result_to_dict(fit: Any, *, condvar: bool = False) -> dict[str, Any]:
     Parameters
     ----------
     fit
-        A :class:`~glmmcore.result.MixedModelResult`.
+        A :class:`~glmmcore.results.result.MixedModelResult`.
     condvar
         Include the conditional covariances of the random effects (one
         ``p x p`` matrix per level, which can be large).
     """
-    from . import __version__
+    from .. import __version__
     from .summary import coef_table
     table = coef_table(fit)
     out = {

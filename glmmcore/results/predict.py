@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, MissingValueWarning, ModelSpecError, warn
-from .formula import parse_formula
-from .newdata import NewDesign, new_design
-from .reterms import CovarianceTerm, term_source
+from ..design.newdata import NewDesign, new_design
+from ..errors import DataError, MissingValueWarning, ModelSpecError, warn
+from ..spec.formula import parse_formula
+from ..spec.reterms import CovarianceTerm, term_source
 
 NEW_LEVELS = ("population", "error", "nan")
 TYPES = ("response", "link")

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .optimize import Convergence
-from .predictor import Predictor
-from .response import Response
+from ..design.predictor import Predictor
+from ..design.response import Response
+from ..fitting.optimize import Convergence
 
 
 @dataclass(eq=False)
@@ -25,7 +25,7 @@ class MixedModelResult:
 
     A result holds its estimates and what its methods need (the response it
     was fitted to, the linear predictor) and a reference to its
-    :class:`~glmmcore.model.MixedModel`, which many results share; no fitting
+    :class:`~glmmcore.design.model.MixedModel`, which many results share; no fitting
     workspace.  Conditional variances are computed when first asked for.
 
     Attributes
@@ -226,10 +226,10 @@ class MixedModelResult:
         ``postVar``), given theta, beta and the scale.
         """
         if self.is_lmm:
-            from .lmm import lmm_condvar
+            from ..objectives.lmm import lmm_condvar
             blocks = lmm_condvar(self)
         else:
-            from .glmm import glmm_condvar
+            from ..objectives.glmm import glmm_condvar
             blocks = glmm_condvar(self)
         return {b.factor.name: v for b, v in zip(self.predictor.reterms.blocks, blocks)}
 

@@ -12,7 +12,7 @@ from .rformat import format_numbers, print_coefmat
 
 
 def format_summary(fit: Any) -> str:
-    """The whole summary text of a :class:`~glmmcore.result.MixedModelResult`."""
+    """The whole summary text of a :class:`~glmmcore.results.result.MixedModelResult`."""
     parts = [_header(fit), _criteria(fit), _scaled_residuals(fit), _random_effects(fit),
              _fixed_effects(fit), _correlation(fit), _convergence(fit)]
     return "\n".join(p for p in parts if p) + "\n"

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArgumentError, FamilyError
+from ..errors import ArgumentError, FamilyError
 
 
 def check_bool(value: Any, name: str) -> bool:

@@ -5,7 +5,7 @@ R evaluates every variable of a formula (``log(y)``, ``I(1/x)``, ``offset(log(t)
 that gives ``NaN`` drops its rows as a missing value would.  Here the
 expressions that are not plain columns are evaluated on the rows the
 model frame kept: Python expressions (response, ``cbind`` arguments, offsets,
-grouping factors written as calls) by :mod:`glmmcore.expression`, model
+grouping factors written as calls) by :mod:`glmmcore.spec.expression`, model
 matrices of the fixed part and of each random term by formulaic.  Rows where
 any of them is ``NaN`` are dropped and counted with the other missing rows
 (one :class:`~glmmcore.errors.MissingValueWarning` names the terms); an
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError, MissingValueWarning, show, user_stacklevel
+from ..errors import DataError, MissingValueWarning, show, user_stacklevel
 from .expression import evaluate
 from .fixed import formulaic_matrix
 from .formula import ParsedFormula

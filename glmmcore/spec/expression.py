@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import FormulaError
+from ..errors import FormulaError
 
 _BACKQUOTED = re.compile(r"`([^`]+)`")
 # a column name as a formula writes it: an identifier, or R's dotted names (dose.1)

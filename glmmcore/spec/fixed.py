@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import DataError, FormulaError, RankDeficiencyWarning, warn
+from ..errors import DataError, FormulaError, RankDeficiencyWarning, warn
 from .expression import formulaic_context, hint
 from .formula import matching_close, split_top_level
 from .frame import ColumnTable, as_pandas, check_magnitude
@@ -65,7 +65,7 @@ def matrix_from_spec(spec: Any, data: pd.DataFrame) -> np.ndarray:
     Parameters
     ----------
     spec
-        A :class:`~glmmcore.model_matrix.SimpleSpec` or formulaic's ``ModelSpec``.
+        A :class:`~glmmcore.spec.model_matrix.SimpleSpec` or formulaic's ``ModelSpec``.
     data
         The new data (a DataFrame with the columns the spec uses).
 
@@ -107,7 +107,7 @@ def model_matrix(expr: str, data: pd.DataFrame | ColumnTable,
                  formula: str) -> tuple[np.ndarray, list[str], Any]:
     """Model matrix, column names (lme4's ``(Intercept)``) and the spec to rebuild it.
 
-    Simple formulas are built directly (:mod:`glmmcore.model_matrix`), the rest
+    Simple formulas are built directly (:mod:`glmmcore.spec.model_matrix`), the rest
     by formulaic; both give the same columns.
     """
     simple = simple_model_matrix(expr, data)

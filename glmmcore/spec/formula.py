@@ -15,7 +15,7 @@ Grammar of a random-effects term, as in lme4::
                                                 is evaluated on the data, as lme4 does
 
 The response, each argument of ``cbind(...)`` and the inside of ``offset()``
-are Python expressions evaluated on the data (:mod:`glmmcore.expression`),
+are Python expressions evaluated on the data (:mod:`glmmcore.spec.expression`),
 never formula syntax: ``cbind(s, N - s)`` has ``N - s`` failures.
 """
 
@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from itertools import pairwise
 
-from .errors import FormulaError
+from ..errors import FormulaError
 from .expression import parse_python
 from .model_matrix import parse_simple
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.extensions import ExtensionArray
 
-from .errors import DataError, MissingColumnError, show
+from ..errors import DataError, MissingColumnError, show
 from .expression import evaluate, free_names, is_plain_name, known_name, parse_python
 from .formula import ParsedFormula
 from .model_matrix import column_values, simple_variables
@@ -40,7 +40,7 @@ class ColumnTable:
         self.values = values
         self.nrows = nrows
         self._frame: pd.DataFrame | None = None
-        # the formula's evaluated expressions by (kind, text) (see glmmcore.derived)
+        # the formula's evaluated expressions by (kind, text) (see glmmcore.spec.derived)
         self.derived: dict[tuple[str, str], Any] = {}
 
     @property
@@ -158,7 +158,7 @@ def formula_variables(parsed: ParsedFormula) -> list[str]:
     Every name an expression refers to, whatever function wraps it
     (``scale(age)`` uses ``age``), except names called as functions and the
     modules ``np``/``numpy``.  A name that is not a column may still be a
-    function of the namespace (:func:`glmmcore.expression.known_name`).
+    function of the namespace (:func:`glmmcore.spec.expression.known_name`).
     """
     found = [value_variables(e) for e in parsed.response]
     found.append(rhs_variables(parsed.fixed))

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from pandas.api.extensions import ExtensionArray
 
-from .errors import ModelSpecError
+from ..errors import ModelSpecError
 from .fixed import model_matrix
 from .formula import ParsedFormula, RandomTerm
 from .frame import ColumnTable, check_magnitude
