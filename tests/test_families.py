@@ -262,7 +262,7 @@ def test_gamma_matches_glmmtmb(reference, datasets):
 
 def test_gaussian_identity_through_the_glmm_machinery_is_the_ml_lmm(datasets):
     from glmmcore.api import FitControl
-    from glmmcore.objectives.glmm import fit_glmm
+    from glmmcore.fitting.glmm_fit import fit_glmm
     lmm = glmmcore.fit("gpa ~ occasion + (1 + occasion | student)", datasets["gpa"],
                        REML=False)
     # the Laplace approximation is exact for a Gaussian response with identity link

@@ -12,7 +12,7 @@ import glmmcore
 from glmmcore.design.predictor import build_predictor
 from glmmcore.design.response import build_response
 from glmmcore.errors import ModelSpecError
-from glmmcore.fitting.optimize import FD_STEP
+from glmmcore.fitting.checks import FD_STEP
 from glmmcore.linalg.inverse import coupled_products, first_block_products
 from glmmcore.objectives.glmm import GlmmDeviance
 from glmmcore.objectives.laplace_gradient import has_laplace_gradient

@@ -8,7 +8,8 @@ from test_linalg import FORMULAS, THETA, dense_Z_Lambda, parts, simulate_frame
 
 import glmmcore
 from glmmcore.errors import ModelSpecError
-from glmmcore.objectives.lmm import LmmDeviance, uses_gradient
+from glmmcore.fitting.lmm_fit import uses_gradient
+from glmmcore.objectives.lmm import LmmDeviance
 from glmmcore.objectives.lmm_gradient import profiled_gradient
 
 FORMULA_MIXED = FORMULAS["mixed"]

@@ -82,7 +82,7 @@ def criterion_at(fit, theta) -> float:
 
 def refit_at(fit, theta):
     """The fit's estimates evaluated at a given theta (no optimization)."""
-    from glmmcore.objectives.lmm import fit_lmm_at
+    from glmmcore.fitting.lmm_fit import fit_lmm_at
     return fit_lmm_at(fit, np.asarray(theta, dtype=float))
 
 

@@ -5,20 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from glmmcore.fitting.optimize import (
+import glmmcore
+from glmmcore.fitting.checks import (
     FD_STEP,
     HESSIAN_STEP,
     KEEP_HESSIAN_TOL,
-    LBFGSB_GTOL,
-    _minimize_lbfgsb,
-    bobyqa,
     fd_derivatives,
     gradient_hessian,
-    lbfgsb,
     newton_polish,
     polished_and_checked,
-    run_lbfgsb,
 )
+from glmmcore.fitting.optimizers.bobyqa import bobyqa
+from glmmcore.fitting.optimizers.lbfgsb import LBFGSB_GTOL, _minimize_lbfgsb, lbfgsb, run_lbfgsb
 
 A = np.array([[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 2.0]])
 CENTER = np.array([1.5, 0.7, 2.0])
@@ -273,3 +271,33 @@ def test_a_fit_imports_neither_scipy_linalg_nor_scipy_optimize():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_registered_optimizer_fits_the_model(monkeypatch):
+    """An optimizer is a function and a registry entry: Nelder-Mead registered by name
+    fits an LMM and a GLMM's joint stage to the default optimum, its message in the fit."""
+    from scipy.optimize import minimize
+
+    from glmmcore.fitting.optimizers import OPTIMIZERS, Optimizer, OptimResult
+
+    def nelder_mead(f, x0, lower, *, rel_tol, x_tol, maxeval, initial_step=None):
+        bounds = [(lo if np.isfinite(lo) else None, None) for lo in lower]
+        res = minimize(f, x0, method="Nelder-Mead", bounds=bounds,
+                       options={"xatol": 1e-9, "fatol": 1e-12, "maxfev": maxeval})
+        return OptimResult(np.asarray(res.x), float(res.fun), int(res.nfev), "done")
+
+    monkeypatch.setitem(OPTIMIZERS, "nelder_mead", Optimizer("nelder_mead", nelder_mead, False))
+    sim = glmmcore.simulate("gpa", n_students=60, seed=3)
+    default = glmmcore.fit(sim.formula, sim.data)
+    fit = glmmcore.fit(sim.formula, sim.data, control={"optimizer": "nelder_mead"})
+    assert fit.loglik == pytest.approx(default.loglik, rel=1e-7)
+    assert fit.convergence.optimizer[0].startswith("nelder_mead: done after")
+    pois = glmmcore.simulate("patents", n_patents=600, seed=1)
+    base = glmmcore.fit(pois.formula, pois.data, family="poisson")
+    other = glmmcore.fit(pois.formula, pois.data, family="poisson",
+                         control={"optimizer": "nelder_mead"})
+    assert other.loglik == pytest.approx(base.loglik, rel=1e-7)
+    assert any(m.startswith("stage 2 (nAGQ=1) nelder_mead") for m in other.convergence.optimizer)
+    with pytest.raises(glmmcore.ArgumentError, match="nelder_mead"):
+        monkeypatch.delitem(OPTIMIZERS, "nelder_mead")
+        glmmcore.fit(sim.formula, sim.data, control={"optimizer": "nelder_mead"})

@@ -20,8 +20,8 @@ import pytest
 
 import glmmcore
 from conftest import lme4_name
-from glmmcore.objectives.glmm import fit_glmm_at
-from glmmcore.objectives.lmm import fit_lmm_at
+from glmmcore.fitting.glmm_fit import fit_glmm_at
+from glmmcore.fitting.lmm_fit import fit_lmm_at
 
 DATA = Path(__file__).parent / "data" / "lme4_predict.json"
 with open(DATA) as fh:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import glmmcore
-from glmmcore.fitting.optimize import LBFGSB_MAXLS
+from glmmcore.fitting.optimizers.lbfgsb import LBFGSB_MAXLS
 
 MAXEVAL = 400
 FORMULAS = ["y ~ 1 + (1 | g)", "y ~ x + (1 | g)", "y ~ x + (x | g)", "y ~ x + (1 | g) + (1 | h)",

@@ -117,7 +117,8 @@ def test_glmm_start_stage_takes_the_chosen_start_from_the_last_evaluation(monkey
     """When the candidate evaluated last wins, BOBYQA's first call there runs no PIRLS:
     every run of the start stage is at a new theta, and the fit is the same.  (BOBYQA's
     joint stage: with the gradient's, the start stage is the chosen start alone.)"""
-    from glmmcore.objectives import glmm, pirls
+    from glmmcore.fitting import glmm_fit as glmm
+    from glmmcore.objectives import pirls
     sim = glmmcore.simulate("patents", n_patents=1500, seed=4)
     formula = "ncit ~ opposition + biopharm + (1 | year)"
     thetas = []
@@ -164,7 +165,7 @@ class _Workspace:
 def test_a_start_evaluated_before_the_last_reruns_from_its_own_modes():
     """The chosen start evaluated first: the call at it runs again, from its modes; the
     one evaluated last: its value, no run."""
-    from glmmcore.objectives.glmm import _KnownValues
+    from glmmcore.fitting.glmm_fit import _KnownValues
     work, calls = _Workspace(), []
 
     def f(x):
@@ -206,7 +207,8 @@ def test_a_start_stage_of_its_start_alone_leaves_the_workspace_at_it(chosen_last
     modes and fixed effects it hands on are read off PIRLS's workspace: the ones a run
     at that start gives, whichever candidate was evaluated last."""
     from glmmcore.api import FitControl
-    from glmmcore.objectives.glmm import GlmmDeviance, _KnownValues, _start_modes, _start_stage
+    from glmmcore.fitting.glmm_fit import _KnownValues, _start_modes, _start_stage
+    from glmmcore.objectives.glmm import GlmmDeviance
     sim = glmmcore.simulate("patents", n_patents=1500, seed=4)
     fit = glmmcore.fit("ncit ~ opposition + biopharm + (1 | year)", sim.data,
                        family="poisson")

@@ -31,7 +31,8 @@ def test_every_fit_runs_with_one_blas_thread(monkeypatch):
     import pandas as pd
 
     import glmmcore
-    from glmmcore.objectives import glmm, lmm
+    from glmmcore.fitting import glmm_fit as glmm
+    from glmmcore.fitting import lmm_fit as lmm
 
     seen = {}
     for module, name in ((glmm, "fit_glmm"), (lmm, "fit_lmm")):

@@ -149,9 +149,9 @@ class MixedModel:
         # one BLAS thread: OpenBLAS threads spin-wait, and a fit makes many small calls
         with single_threaded_blas():
             if self.is_lmm:
-                from ..objectives.lmm import fit_lmm
+                from ..fitting.lmm_fit import fit_lmm
                 return fit_lmm(self, response, ctrl, theta0)
-            from ..objectives.glmm import fit_glmm
+            from ..fitting.glmm_fit import fit_glmm
             return fit_glmm(self, response, ctrl, theta0)
 
     # -- responses -------------------------------------------------------------------
@@ -197,7 +197,7 @@ class MixedModel:
     def _check(self) -> None:
         """Checks of the model that need no fit (lme4's, before optimizing)."""
         if self.is_lmm:
-            from ..objectives.lmm import check_identifiable, check_lmm_weights
+            from ..fitting.lmm_fit import check_identifiable, check_lmm_weights
             check_lmm_weights(self.response.weights)
             check_identifiable(self.predictor, self.reml)
         else:

@@ -8,7 +8,7 @@ from typing import Any
 from ..design.predictor import BACKENDS
 from ..errors import ArgumentError
 from ..spec.arguments import check_bool, check_choice, check_int, check_real, check_str
-from .optimize import OPTIMIZERS
+from .optimizers import OPTIMIZERS
 from .start import check_start_rule
 
 
@@ -66,7 +66,7 @@ class FitControl:
             check_bool(getattr(self, name), f"control {name}")
         check_str(self.start, "control start")
         check_start_rule(self.start)
-        check_choice(self.optimizer, "control optimizer", OPTIMIZERS)
+        check_choice(self.optimizer, "control optimizer", ("auto", *OPTIMIZERS))
 
     @classmethod
     def from_any(cls, control: Any) -> FitControl:

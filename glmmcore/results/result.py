@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..design.predictor import Predictor
 from ..design.response import Response
-from ..fitting.optimize import Convergence
+from ..fitting.checks import Convergence
 
 
 @dataclass(eq=False)
@@ -226,10 +226,10 @@ class MixedModelResult:
         ``postVar``), given theta, beta and the scale.
         """
         if self.is_lmm:
-            from ..objectives.lmm import lmm_condvar
+            from ..fitting.lmm_fit import lmm_condvar
             blocks = lmm_condvar(self)
         else:
-            from ..objectives.glmm import glmm_condvar
+            from ..fitting.glmm_fit import glmm_condvar
             blocks = glmm_condvar(self)
         return {b.factor.name: v for b, v in zip(self.predictor.reterms.blocks, blocks)}
 
