@@ -13,6 +13,14 @@ and cached once for every family.
 
 Kernels defined where they cannot be imported from a file (``__main__``, a
 notebook) are compiled in memory instead: same speed, no disk cache.
+
+The generated modules live only in the process that made them, and the
+addresses only mean something there.  So :class:`FamilyKernels` pickles as
+its family (a class importable by name, or pickled by value by cloudpickle,
+and a link): unpickling in another process (a spawned or forked worker, a
+Dask worker on another machine with no shared disk) calls
+:func:`family_kernels` there, which regenerates and compiles the module if
+that process's kernel directory does not hold it.
 """
 
 from __future__ import annotations
@@ -203,9 +211,26 @@ class FamilyKernels:
     newton: bool = False        # PIRLS steps with the observed information (see newton_steps)
     canonical: bool = True      # the link is the family's canonical one (PIRLS is convex)
     by_cumulant: bool = False   # update's deviance from the cumulant (pirls.deviance_offset)
+    family: Any = None          # the family they were made for (what a pickle keeps)
+
+    def __reduce__(self) -> tuple:
+        # the addresses and the generated module belong to this process: another one
+        # rebuilds the kernels from the family (pickle by the module's name would fail
+        # there with "No module named 'glmmcore_kernels_...'")
+        return family_kernels, (self.family,)
 
 
 _lock = threading.Lock()
+
+
+def _reset_lock_in_child() -> None:
+    # a fork while another thread held the lock would leave the child's copy locked
+    global _lock
+    _lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
 _loaded: dict[tuple[str, bool, bool], FamilyKernels] = {}
 # _key by the family's and link's names and the kernel objects themselves: hashing the
 # sources reads and tokenizes files, ~16 ms per fit (a quarter of a small GLMM's fit)
@@ -247,7 +272,7 @@ def family_kernels(family: Any) -> FamilyKernels:
                 module=module, observed_weights=observed.address if observed else 0,
                 laplace_observed=laplace_observed, newton=newton,
                 canonical=family.link.name == getattr(cls, "canonical_link", None),
-                by_cumulant=_update_by_cumulant(family, scalars))
+                by_cumulant=_update_by_cumulant(family, scalars), family=family)
         return _loaded[flags]
 
 

@@ -142,12 +142,21 @@ class Pirls:
             self._cwork = f.crossprod_work()
             self._work = (self.eta, self.mu, self.w, self.r, self.dev, self.zb, self.base,
                           np.empty(n))
-            self._kernel_ptrs = (kernels.update, kernels.logpdf_vec, kernels.observed_weights,
-                                 int(kernels.laplace_observed), int(kernels.newton),
-                                 int(kernels.canonical))
+            self._kernel_ptrs = _kernel_pointers(kernels)
             self._limits = (step_tol, float(MAX_ITER), float(MAX_HALVINGS), float(SLOW_ITER),
                             DEV_TOL, self.dev_offset, FLOOR_TOL)
             self._start = _start_state(predictor)
+
+    def __getstate__(self) -> dict:
+        # the inputs and the modes, not the workspace: kernel addresses are this process's
+        # (the kernels pickle by family), and the compiled loop's arguments are views
+        # into the factor's buffers that a pickle would copy apart
+        return {"args": (self.predictor, self.y, self.wt, self.offset, self.kernels,
+                         self.beta_in_pirls, self.step_tol), "u": self.u, "beta": self.beta}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(*state["args"])
+        self.start_from(state["u"], state["beta"])
 
     def start_from(self, u: np.ndarray, beta: np.ndarray) -> None:
         """Start the next run from these modes, not from a prediction off the last run."""
@@ -327,6 +336,12 @@ class Pirls:
         return PirlsOutcome(u=u.copy(), beta=beta.copy(), pdev=pdev,
                             ldL2=float(self.factor.logdet_re), loglik_y=float(loglik),
                             iterations=iterations, halvings=halvings)
+
+
+def _kernel_pointers(kernels: FamilyKernels) -> tuple:
+    """What the compiled loop needs of the kernels: addresses and flags."""
+    return (kernels.update, kernels.logpdf_vec, kernels.observed_weights,
+            int(kernels.laplace_observed), int(kernels.newton), int(kernels.canonical))
 
 
 def deviance_offset(kernels: FamilyKernels, y: np.ndarray, wt: np.ndarray) -> float:
