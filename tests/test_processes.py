@@ -20,8 +20,8 @@ import pytest
 import glmmcore
 from conftest import load_data
 from glmmcore.families.binomial import Binomial
-from glmmcore.glmm import GlmmDeviance
-from glmmcore.kernels import family_kernels
+from glmmcore.objectives.family_kernels import family_kernels
+from glmmcore.objectives.glmm import GlmmDeviance
 
 joblib = pytest.importorskip("joblib")
 cloudpickle = pytest.importorskip("cloudpickle")   # what joblib and Dask pickle with

@@ -231,6 +231,7 @@ def _reset_lock_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_reset_lock_in_child)
+
 _loaded: dict[tuple[str, bool, bool], FamilyKernels] = {}
 # _key by the family's and link's names and the kernel objects themselves: hashing the
 # sources reads and tokenizes files, ~16 ms per fit (a quarter of a small GLMM's fit)
