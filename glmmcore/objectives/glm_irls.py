@@ -19,18 +19,20 @@ from numba import njit
 
 from ..linalg.dense import chol_lower_small, solve_lower, solve_lower_t
 from .family_kernels import call_update
-from .pirls_kernel import _fixed_part, _rel_change, newton_weights
+from .pirls_kernel import _fixed_part, _rel_change, at_mode, newton_weights
 
 CONVERGED, NOT_POSITIVE_DEFINITE, HALVING_FAILED, MAX_ITERATIONS = range(4)
 
 
 @njit(cache=True, nogil=True)
-def glm_irls(update, observed, newton, X, y, wt, offset, phi, beta, limits, eta, mu, w, r,
-             dev):
+def glm_irls(update, observed, newton, canonical, X, y, wt, offset, phi, beta, limits, eta,
+             mu, w, r, dev):
     """Iterate ``beta`` (in place) to the GLM's maximum likelihood; returns a status.
 
     ``update`` and ``observed`` are the family's kernels (``observed`` used when
-    ``newton``); ``limits`` = (step_tol, floor_tol, max_iter, max_halvings);
+    ``newton``; ``canonical``: the link is canonical, so Fisher scoring is Newton's
+    method, :func:`.pirls_kernel.at_mode`); ``limits`` = (step_tol, floor_tol, max_iter,
+    max_halvings);
     ``eta``, ``mu``, ``w``, ``r``, ``dev`` end at the returned ``beta`` (working
     weights and residuals there, as the moment start reads them).
     """
@@ -41,7 +43,9 @@ def glm_irls(update, observed, newton, X, y, wt, offset, phi, beta, limits, eta,
     trial = np.empty(p)
     wbuf = np.empty(w.shape[0] if newton else 0)
     deviance = _deviance_at(update, X, y, wt, offset, phi, beta, eta, mu, w, r, dev)
+    quadratic = newton or canonical
     step = np.inf
+    full_step = np.inf
     for _ in range(int(max_iter)):
         if newton:
             newton_weights(observed, eta, y, wt, phi, mu, w, r, wbuf)
@@ -49,7 +53,7 @@ def glm_irls(update, observed, newton, X, y, wt, offset, phi, beta, limits, eta,
             return NOT_POSITIVE_DEFINITE
         last_step = step
         step = _rel_change(b, beta)
-        if step < step_tol or (step < floor_tol and step >= last_step):
+        if at_mode(step, last_step, full_step, quadratic, step_tol, floor_tol):
             return CONVERGED
         t = 1.0
         for _ in range(int(max_halvings)):
@@ -64,6 +68,7 @@ def glm_irls(update, observed, newton, X, y, wt, offset, phi, beta, limits, eta,
             return HALVING_FAILED
         beta[:] = trial
         deviance = value
+        full_step = step if t == 1.0 else np.inf
     return MAX_ITERATIONS
 
 

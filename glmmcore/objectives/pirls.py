@@ -8,13 +8,13 @@ penalized least-squares system with the model's factor workspace, the same
 one a linear mixed model uses, with the working response as its ``Y``
 column(s).
 
-The iterations stop when the Newton increment is below :data:`STEP_TOL`
-(or below :data:`FLOOR_TOL` and no smaller than the last: round-off) before
-it is taken, so the factor left in the workspace belongs to the
-weights at the returned mode: ``log|L|^2`` and the conditional variances are
-consistent with ``u``.  When there is no finite mode (complete separation
-drives ``beta`` to infinity), the deviance settles while the increments do
-not shrink; after :data:`SLOW_ITER` iterations PIRLS then stops on the
+The iterations stop when the Newton increment is below :data:`STEP_TOL` (or
+below :data:`FLOOR_TOL` where it can only be round-off:
+:func:`.pirls_kernel.at_mode`) before it is taken, so the factor left in the
+workspace belongs to the weights at the returned mode: ``log|L|^2`` and the
+conditional variances are consistent with ``u``.  When there is no finite mode
+(complete separation drives ``beta`` to infinity), the deviance settles while
+the increments do not shrink; after :data:`SLOW_ITER` iterations PIRLS then stops on the
 deviance, as R's ``glm.fit`` does, and says so on its outcome.
 
 Each run warm-starts from the previous modes; with the blocked factorization
@@ -38,15 +38,18 @@ from .pirls_kernel import (
     MAX_ITERATIONS,
     NOT_POSITIVE_DEFINITE,
     STOPPED_ON_DEVIANCE,
+    at_mode,
     newton_weights,
     pirls_loop,
 )
 
 STEP_TOL = 1e-12     # on max|increment| / (1 + max|value|)
-# Below FLOOR_TOL a step no smaller than the one before is round-off, not convergence still
-# to come (Newton's and Fisher's steps shrink monotonically near the mode): converged.  With
-# beta in PIRLS (nAGQ=0 stage) the floor can lie above STEP_TOL: patents_pois_olre's steps
-# settle at 2-7e-12 and runs went on to SLOW_ITER (25 iterations where 5 do).
+# Below FLOOR_TOL a step can be round-off, not convergence still to come (at_mode says
+# when): with beta in PIRLS (nAGQ=0 stage) the floor can lie above STEP_TOL:
+# patents_pois_olre's steps settle at 2-7e-12 and runs went on to SLOW_ITER (25 iterations
+# where 5 do).  Whether successive round-off steps grow or shrink depends on the machine's
+# summation order, so Newton's iterations do not ask: one full step below FLOOR_TOL reaches
+# the mode.
 FLOOR_TOL = 1e-10
 MAX_ITER = 60
 MAX_HALVINGS = 40
@@ -213,13 +216,14 @@ class Pirls:
         u, b = self.u.copy(), self.beta.copy()
         pdev = self._evaluate(theta, u, b, phi)
         halvings = 0
-        step = np.inf
+        step = full_step = np.inf
+        quadratic = self.kernels.newton or self.kernels.canonical
         for iteration in range(1, MAX_ITER + 1):
             u_new, b_new = self._newton(theta, phi)
             last_step = step
             step = max(_rel_change(u_new, u), _rel_change(b_new, b) if self.beta_in_pirls
                        else 0.0)
-            if step < self.step_tol or (step < FLOOR_TOL and step >= last_step):
+            if at_mode(step, last_step, full_step, quadratic, self.step_tol, FLOOR_TOL):
                 self.u, self.beta = u, b
                 return self._outcome(theta, u, b, pdev, phi, iteration, halvings, complete)
             t = 1.0
@@ -246,6 +250,7 @@ class Pirls:
                 out.stopped_on_deviance = step >= DRIFT_STEP
                 return out
             u, b, pdev = u_t, b_t, pdev_t
+            full_step = step if t == 1.0 else np.inf
         raise ConvergenceError(f"PIRLS did not converge in {MAX_ITER} iterations",
                                {"theta": theta.tolist(), "beta": b.tolist(),
                                 "penalized_deviance": pdev, "last_step": step,
@@ -267,9 +272,9 @@ class Pirls:
         beta = self.beta.copy()
         limits = (self.step_tol, FLOOR_TOL, float(MAX_ITER), float(MAX_HALVINGS))
         k = self.kernels
-        status = glm_irls(k.update, k.observed_weights, k.newton, X, self.y, self.wt,
-                          self.offset, 1.0, beta, limits, self.eta, self.mu, self.w, self.r,
-                          self.dev)
+        status = glm_irls(k.update, k.observed_weights, k.newton, k.canonical, X, self.y,
+                          self.wt, self.offset, 1.0, beta, limits, self.eta, self.mu, self.w,
+                          self.r, self.dev)
         if status != GLM_CONVERGED:
             # separation or worse: PIRLS at theta = 0 stops on the deviance or says why
             beta = self.run(np.zeros(self.predictor.reterms.ntheta), None, 1.0).beta

@@ -124,8 +124,10 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
     b_new = np.empty(nsolve)
     u_try = np.empty_like(u)
     b_try = beta.copy()
+    quadratic = kernels[4] != 0 or kernels[5] != 0
     halvings = 0
     step = np.inf
+    full_step = np.inf       # the last step taken, if taken in full
     status = MAX_ITERATIONS
     iteration = 0
     while iteration < int(max_iter):
@@ -140,7 +142,7 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
         step = _rel_change(u_new, u)
         if beta_in_pirls:
             step = max(step, _rel_change(b_new, beta))
-        if step < step_tol or (step < floor_tol and step >= last_step):
+        if at_mode(step, last_step, full_step, quadratic, step_tol, floor_tol):
             status = CONVERGED
             if capture:
                 for i in range(w.shape[0]):
@@ -165,6 +167,7 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
         if not accepted:
             status = HALVING_FAILED
             break
+        full_step = step if t == 1.0 else np.inf
         settled = (iteration >= slow_iter
                    and abs(pdev - pdev_t) < dev_tol * (abs(pdev_t) + 0.1))
         u[:] = u_try
@@ -338,6 +341,27 @@ def _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, cwork, fargs,
         return False
     _solve(m - 1, *sargs, u_new, b_new)
     return True
+
+
+@njit(cache=True, nogil=True)
+def at_mode(step, last_step, full_step, quadratic, step_tol, floor_tol):
+    """Whether the iterations stop before taking the Newton step ``step`` (relative).
+
+    Converged below ``step_tol``.  Below ``floor_tol`` a step is also taken as
+    round-off: Newton's steps (``quadratic``: the canonical link, or Newton's
+    weights) shrink quadratically, so after a full step below ``floor_tol`` the
+    iterate is at the mode to round-off and the next step measures nothing but
+    round-off, however it compares with the last one (whose size, near 1e-12,
+    varies with the machine's summation order).  Fisher scoring with another link
+    converges linearly: there only a step no smaller than the last is round-off.
+    """
+    if step < step_tol:
+        return True
+    if step >= floor_tol:
+        return False
+    if quadratic:
+        return full_step < floor_tol
+    return step >= last_step
 
 
 @njit(cache=True, nogil=True)
