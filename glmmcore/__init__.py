@@ -13,9 +13,11 @@ A model built once is fitted to many responses by :class:`MixedModel`::
 """
 
 from .api import fit, refit
+from .batch import BatchResult, fit_many
 from .design.model import MixedModel
 from .errors import (
     ArgumentError,
+    CheckpointError,
     ConvergenceError,
     ConvergenceWarning,
     DataError,
@@ -41,10 +43,11 @@ from .simulation import Simulation, designs, simulate
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArgumentError", "ConvergenceError", "ConvergenceWarning", "DataError", "FamilyError",
-    "FamilyPluginWarning", "FitControl", "FormulaError", "GlmmError", "GlmmWarning",
-    "IdentifiabilityWarning", "IgnoredArgumentWarning", "MissingColumnError",
-    "MissingValueWarning", "MixedModel", "MixedModelResult", "ModelSpecError",
-    "RankDeficiencyWarning", "ResponseError", "Simulation", "SingularFitWarning",
-    "__version__", "available_families", "designs", "fit", "get_family", "refit", "simulate",
+    "ArgumentError", "BatchResult", "CheckpointError", "ConvergenceError",
+    "ConvergenceWarning", "DataError", "FamilyError", "FamilyPluginWarning", "FitControl",
+    "FormulaError", "GlmmError", "GlmmWarning", "IdentifiabilityWarning",
+    "IgnoredArgumentWarning", "MissingColumnError", "MissingValueWarning", "MixedModel",
+    "MixedModelResult", "ModelSpecError", "RankDeficiencyWarning", "ResponseError",
+    "Simulation", "SingularFitWarning", "__version__", "available_families", "designs", "fit",
+    "fit_many", "get_family", "refit", "simulate",
 ]

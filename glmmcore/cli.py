@@ -4,6 +4,8 @@
 
     glmm fit DATA FORMULA [--ml] [--family F] [--link L] [--nagq K]
                           [--json OUT] [--condvar] [--quiet] [--traceback]
+    glmm batch DATA RESPONSES FORMULA --out OUT [--reduced F] [--family F] [--jobs N]
+               [--scheduler ADDRESS] [--checkpoint DIR] ...   (see glmmcore.batch.cli)
     glmm demo [--seed S]
 
 Every error a user can cause ends in one ``glmm: error: ...`` message on
@@ -72,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="include the random effects' conditional covariances in the JSON")
     fit.add_argument("-q", "--quiet", action="store_true", help="do not print the summary")
     fit.set_defaults(run=_run_fit)
+    from .batch.cli import add_parser as add_batch_parser
+    add_batch_parser(sub, common)
     demo = sub.add_parser("demo", parents=[common], help="fit simulated reference designs "
                           "and compare with the true values (no data file needed)")
     demo.add_argument("--seed", type=int, default=2024, help="simulation seed")

@@ -80,6 +80,11 @@ class CommandLineError(GlmmError, ValueError):
     """A command-line argument of ``glmm`` that cannot be used (e.g. an unwritable ``--json``)."""
 
 
+class CheckpointError(GlmmError, ValueError):
+    """A batch checkpoint directory that belongs to another batch (other arguments or data)
+    or cannot be read."""
+
+
 class ModelSpecError(GlmmError, ValueError):
     """A model that cannot be estimated as specified (e.g. no residual variance left)."""
 

@@ -1,0 +1,182 @@
+"""One feature's fit as table rows, and a chunk of features as two small tables.
+
+:func:`fit_one` is the only place a batch fits a model: ``model.fit(y)``.
+:class:`ChunkFitter` knows the columns every feature gets (from the models,
+before any fit, so a failed feature has the same columns as the others) and
+turns a block of responses into the chunk's ``fits`` and ``coefs`` tables with
+numpy only: per-feature pandas work would cost more than a small fit.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+FIT_COLUMNS = ("converged", "singular", "loglik", "deviance", "aic")
+LRT_COLUMNS = ("loglik_reduced", "lrt_statistic", "lrt_df", "lrt_p_value")
+TAIL_COLUMNS = ("n_evaluations", "seconds", "error", "flags")
+COEF_COLUMNS = ("estimate", "std_error", "statistic", "p_value")
+
+
+def fit_one(model: Any, y: np.ndarray) -> Any:
+    """Fit one feature's response ``y`` (one value per row of the data) to ``model``."""
+    return model.fit(y)
+
+
+@dataclass
+class ChunkTables:
+    """One chunk's results: ``fits`` (one row per feature) and ``coefs`` (long)."""
+
+    index: int
+    fits: pd.DataFrame
+    coefs: pd.DataFrame
+
+
+class ChunkFitter:
+    """Fits features to a model (and its reduced model) and lays the results out.
+
+    Parameters
+    ----------
+    model
+        The :class:`~glmmcore.MixedModel` of every feature.
+    reduced
+        The reduced model of the likelihood-ratio test, or None.
+    on_error
+        ``"record"``: a failing feature gets its row with the error;
+        ``"raise"``: the exception propagates.
+    """
+
+    def __init__(self, model: Any, reduced: Any = None, on_error: str = "record") -> None:
+        self.model, self.reduced, self.on_error = model, reduced, on_error
+        self.terms = list(model.predictor.fixed.names)
+        self.component_names, self.component_slots = _components(model)
+        family = model.family
+        self.has_sigma = bool(model.is_lmm or (family.extra is not None
+                                               and family.extra.name == "dispersion"))
+        self.family_params = ([] if model.is_lmm or family.extra is None
+                              else list(family.display_params(1.0)))
+        self.lrt_df = (_nparams(model) - _nparams(reduced)) if reduced is not None else None
+
+    @property
+    def fit_columns(self) -> list[str]:
+        """Columns of the ``fits`` table, in order (``feature`` first)."""
+        columns = ["feature", *FIT_COLUMNS, *self.component_names]
+        columns += ["sigma"] if self.has_sigma else []
+        columns += [f"family_{name}" for name in self.family_params]
+        columns += list(LRT_COLUMNS) if self.reduced is not None else []
+        return columns + list(TAIL_COLUMNS)
+
+    def fit_chunk(self, index: int, names: list[str], Y: np.ndarray) -> ChunkTables:
+        """Fit every column of ``Y`` (dense, observations x features) and tabulate."""
+        n, p = len(names), len(self.terms)
+        numbers = {c: np.full(n, np.nan) for c in self.fit_columns
+                   if c not in ("feature", "converged", "singular", "error", "flags")}
+        converged = np.zeros(n, dtype=bool)
+        singular = np.zeros(n, dtype=bool)
+        errors: list[str | None] = [None] * n
+        flags = [""] * n
+        estimate, std_error = np.full((n, p), np.nan), np.full((n, p), np.nan)
+        for i in range(n):
+            start = time.perf_counter()
+            try:
+                fit = fit_one(self.model, Y[:, i])
+                small = fit_one(self.reduced, Y[:, i]) if self.reduced is not None else None
+            except Exception as exc:        # any failure is the feature's row, never the batch's
+                if self.on_error == "raise":
+                    raise
+                errors[i] = _describe(exc)
+                numbers["seconds"][i] = time.perf_counter() - start
+                continue
+            converged[i] = fit.converged and (small is None or small.converged)
+            singular[i] = fit.is_singular
+            flags[i] = ";".join(getattr(f, "code", "other") for f in fit.convergence.flags)
+            self._fill(numbers, i, fit, small)
+            estimate[i] = fit.beta
+            std_error[i] = np.sqrt(np.diag(fit.vcov_beta))
+            numbers["seconds"][i] = time.perf_counter() - start
+        fits = pd.DataFrame({"feature": pd.Series(names, dtype=object),
+                             "converged": converged, "singular": singular, **numbers,
+                             "error": pd.Series(errors, dtype=object),
+                             "flags": pd.Series(flags, dtype=object)})[self.fit_columns]
+        fits.loc[fits["error"].notna(), ["converged", "singular"]] = False
+        statistic = estimate / std_error
+        coefs = pd.DataFrame({
+            "feature": pd.Series(np.repeat(np.array(names, dtype=object), p), dtype=object),
+            "term": pd.Series(np.tile(np.array(self.terms, dtype=object), n), dtype=object),
+            "estimate": estimate.ravel(), "std_error": std_error.ravel(),
+            "statistic": statistic.ravel(),
+            "p_value": 2 * stats.norm.sf(np.abs(statistic.ravel()))})
+        return ChunkTables(index=index, fits=fits, coefs=coefs)
+
+    def _fill(self, numbers: dict[str, np.ndarray], i: int, fit: Any, small: Any) -> None:
+        numbers["loglik"][i] = fit.loglik
+        numbers["deviance"][i] = fit.deviance
+        numbers["aic"][i] = -2.0 * fit.loglik + 2.0 * fit.nparams
+        numbers["n_evaluations"][i] = fit.extra.get("nevals", np.nan)
+        scale2 = fit.sigma ** 2 if self.model.is_lmm else 1.0
+        Ts = self.model.predictor.reterms.T_matrices(fit.theta)
+        for block, cols, entries in self.component_slots:
+            T = Ts[block][np.ix_(cols, cols)]
+            S = scale2 * (T @ T.T)
+            for name, (a, b) in entries:
+                if a == b:
+                    numbers[name][i] = np.sqrt(S[a, a])
+                else:
+                    denominator = np.sqrt(S[a, a] * S[b, b])
+                    numbers[name][i] = S[a, b] / denominator if denominator > 0 else np.nan
+        if self.has_sigma:
+            numbers["sigma"][i] = fit.sigma
+        for key, value in fit.extra.get("family_params", {}).items():
+            numbers[f"family_{key}"][i] = value
+        if small is not None:
+            statistic = 2.0 * (fit.loglik - small.loglik)
+            numbers["loglik_reduced"][i] = small.loglik
+            numbers["lrt_statistic"][i] = statistic
+            numbers["lrt_df"][i] = self.lrt_df
+            numbers["lrt_p_value"][i] = stats.chi2.sf(max(statistic, 0.0), self.lrt_df)
+
+
+def _components(model: Any) -> tuple[list[str], list[tuple[int, list[int], list]]]:
+    """Names of the variance-component columns (standard deviations ``sd__COL|GROUP``,
+    correlations ``cor__COL1.COL2|GROUP``, broom.mixed's names) and, per term, its
+    block, its columns there and each name's place in the term's covariance matrix
+    (computed as :attr:`MixedModelResult.varcorr` computes it)."""
+    names, slots = [], []
+    for term in model.predictor.reterms.terms:
+        entries = []
+        k_cols = len(term.colnames)
+        for k, col in enumerate(term.colnames):
+            entries.append((f"sd__{col}|{term.label}", (k, k)))
+        for k in range(k_cols):
+            for m in range(k + 1, k_cols):
+                entries.append((f"cor__{term.colnames[k]}.{term.colnames[m]}|{term.label}",
+                                (k, m)))
+        names += [name for name, _ in entries]
+        slots.append((term.block, list(term.cols), entries))
+    return names, slots
+
+
+def _nparams(model: Any) -> int:
+    """Parameters a fit of the model estimates: theta, beta and the family's extra one."""
+    extra = 0 if model.is_lmm else int(model.family.extra is not None)
+    return (model.predictor.reterms.ntheta + len(model.predictor.fixed.names) + extra
+            + int(model.is_lmm))
+
+
+def _describe(exc: BaseException) -> str:
+    """The error of a failed feature on one line: class, message, and where for an
+    error that is not glmmcore's own (a plugin family's bug, say)."""
+    from ..errors import GlmmError
+    text = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    if not isinstance(exc, GlmmError):
+        frames = traceback.extract_tb(exc.__traceback__)
+        if frames:
+            last = frames[-1]
+            text += f" (at {last.filename}:{last.lineno})"
+    return text
