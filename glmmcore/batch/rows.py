@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 FIT_COLUMNS = ("converged", "singular", "loglik", "deviance", "aic")
 LRT_COLUMNS = ("loglik_reduced", "lrt_statistic", "lrt_df", "lrt_p_value")
@@ -74,6 +73,7 @@ class ChunkFitter:
 
     def fit_chunk(self, index: int, names: list[str], Y: np.ndarray) -> ChunkTables:
         """Fit every column of ``Y`` (dense, observations x features) and tabulate."""
+        from scipy import stats  # here: importing glmmcore does not load scipy.stats
         n, p = len(names), len(self.terms)
         numbers = {c: np.full(n, np.nan) for c in self.fit_columns
                    if c not in ("feature", "converged", "singular", "error", "flags")}
@@ -115,6 +115,7 @@ class ChunkFitter:
         return ChunkTables(index=index, fits=fits, coefs=coefs)
 
     def _fill(self, numbers: dict[str, np.ndarray], i: int, fit: Any, small: Any) -> None:
+        from scipy import stats
         numbers["loglik"][i] = fit.loglik
         numbers["deviance"][i] = fit.deviance
         numbers["aic"][i] = -2.0 * fit.loglik + 2.0 * fit.nparams
