@@ -43,6 +43,11 @@ class FitControl:
         (:func:`glmmcore.objectives.lmm.uses_gradient`,
         :func:`glmmcore.objectives.glmm.uses_gradients`),
         BOBYQA otherwise.
+    fast_path
+        Let a model with one scalar random-effects term take the compiled
+        whole fit (:mod:`glmmcore.fitting.scalar_fast`) where it applies; the
+        same optimum, found without the interpreter.  False always takes the
+        regular path.
     """
 
     backend: str = "auto"
@@ -53,6 +58,7 @@ class FitControl:
     warn: bool = True
     start: str = "auto"
     optimizer: str = "auto"
+    fast_path: bool = True
 
     def __post_init__(self) -> None:
         # types and ranges first: a string tolerance or a float maxeval fails deep inside
@@ -62,7 +68,7 @@ class FitControl:
                                                       minimum=0.0))
         object.__setattr__(self, "maxeval", check_int(self.maxeval, "control maxeval",
                                                       minimum=1))
-        for name in ("check_convergence", "warn"):
+        for name in ("check_convergence", "warn", "fast_path"):
             check_bool(getattr(self, name), f"control {name}")
         check_str(self.start, "control start")
         check_start_rule(self.start)

@@ -1,0 +1,222 @@
+"""The fast path (glmmcore.fitting.scalar_fast): the regular path's optimum, faster.
+
+Each simulated feature is fitted twice, by the fast path and by the regular
+one (``fast_path=False``): the log-likelihoods must agree to 1e-8 relative
+and the estimates to the optimizers' accuracy, on easy features and hard ones
+(a variance at or near 0, mostly zeros, a level with zero counts only).
+"""
+
+from __future__ import annotations
+
+import pickle
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import glmmcore
+from glmmcore.fitting.scalar_fast import applies, fast_fitter
+
+FORMULA = "y ~ cond + offset(lsf) + (1 | subject)"
+REGULAR = {"fast_path": False, "warn": False}
+FAST = {"warn": False}
+
+
+@pytest.fixture(scope="module")
+def design():
+    """A per-gene design: 30 subjects in 2 conditions, 8 samples each, library sizes."""
+    rng = np.random.default_rng(7)
+    subject = np.repeat(np.arange(30), 8)
+    return pd.DataFrame({"subject": [f"s{s}" for s in subject],
+                         "cond": np.where(subject < 15, "A", "B"),
+                         "lsf": rng.normal(0.0, 0.3, subject.size)})
+
+
+def _counts(design, seed, sd, intercept):
+    rng = np.random.default_rng(seed)
+    codes = design["subject"].str[1:].astype(int).to_numpy()
+    b = rng.normal(0.0, sd, 30)[codes]
+    eta = intercept + 0.4 * (design["cond"] == "B") + b + design["lsf"]
+    return rng.poisson(np.exp(eta)).astype(float)
+
+
+def _features(design):
+    """Easy features, variances 0 and near 0, mostly zeros, a level of zeros only."""
+    ys = [_counts(design, k, 0.6, 1.0) for k in range(6)]
+    ys += [_counts(design, 10 + k, 0.0, 1.0) for k in range(4)]
+    ys += [_counts(design, 20 + k, 0.05, 0.5) for k in range(3)]
+    ys += [_counts(design, 30 + k, 0.8, -2.5) for k in range(4)]
+    zero_level = _counts(design, 40, 0.5, 0.5)
+    zero_level[design["subject"] == "s3"] = 0.0
+    ys.append(zero_level)
+    return ys
+
+
+def _compare(fast, regular, beta_tol=1e-4):
+    assert fast.extra.get("fast_path"), fast.convergence.optimizer
+    assert "fast_path" not in regular.extra
+    assert fast.loglik == pytest.approx(regular.loglik, rel=1e-8)
+    assert fast.deviance == pytest.approx(regular.deviance, rel=1e-8)
+    np.testing.assert_allclose(fast.beta, regular.beta, atol=beta_tol)
+    np.testing.assert_allclose(fast.theta, regular.theta, atol=1e-3)
+    np.testing.assert_allclose(np.sqrt(np.diag(fast.vcov_beta)),
+                               np.sqrt(np.diag(regular.vcov_beta)), rtol=1e-3)
+    assert fast.converged == regular.converged
+    assert fast.is_singular == regular.is_singular
+    assert fast.method == regular.method
+    assert fast.nparams == regular.nparams
+
+
+@pytest.mark.parametrize("nagq", [1, 0])
+def test_poisson_features_match_the_regular_path(design, nagq):
+    data = design.assign(y=_counts(design, 0, 0.6, 1.0))
+    model = glmmcore.MixedModel(FORMULA, data, family="poisson", nAGQ=nagq)
+    assert applies(model)
+    singular = 0
+    for y in _features(design):
+        fast, regular = model.fit(y, control=FAST), model.fit(y, control=REGULAR)
+        _compare(fast, regular)
+        singular += fast.is_singular
+        np.testing.assert_allclose(fast.ranef["subject"], regular.ranef["subject"], atol=1e-3)
+        np.testing.assert_allclose(fast.fitted(), regular.fitted(), rtol=1e-4)
+    assert singular >= 3        # the hard features are there
+    flagged = model.fit(_features(design)[-1], control=FAST)
+    assert any(f.code == "zero_count_levels" for f in flagged.convergence.flags)
+
+
+def test_binomial_features_match_the_regular_path(design):
+    rng = np.random.default_rng(3)
+    codes = design["subject"].str[1:].astype(int).to_numpy()
+    data = design.assign(y=0.0)
+    model = glmmcore.MixedModel("y ~ cond + (1 | subject)", data.assign(
+        y=rng.integers(0, 2, len(data)).astype(float)), family="binomial")
+    assert applies(model)
+    for sd in (1.0, 0.3, 0.0):
+        eta = -0.5 + 0.8 * (design["cond"] == "B") + rng.normal(0.0, sd, 30)[codes]
+        y = (rng.random(len(data)) < 1 / (1 + np.exp(-eta))).astype(float)
+        _compare(model.fit(y, control=FAST), model.fit(y, control=REGULAR))
+
+
+@pytest.mark.parametrize("reml", [True, False])
+def test_lmm_features_match_the_regular_path(design, reml):
+    rng = np.random.default_rng(11)
+    codes = design["subject"].str[1:].astype(int).to_numpy()
+    data = design.assign(y=rng.normal(size=len(design)))
+    model = glmmcore.MixedModel("y ~ cond + lsf + (1 | subject)", data, REML=reml)
+    assert applies(model)
+    for sd in (2.0, 0.5, 0.1, 0.0):
+        y = 1.0 + 0.3 * design["lsf"] + rng.normal(0.0, sd, 30)[codes] + rng.normal(
+            size=len(design))
+        fast, regular = model.fit(y, control=FAST), model.fit(y, control=REGULAR)
+        _compare(fast, regular, beta_tol=1e-6)
+        assert fast.sigma == pytest.approx(regular.sigma, rel=1e-5)
+        np.testing.assert_allclose(fast.ranef["subject"], regular.ranef["subject"], atol=1e-4)
+
+
+def test_weighted_lmm_and_a_random_slope_alone(design):
+    rng = np.random.default_rng(5)
+    codes = design["subject"].str[1:].astype(int).to_numpy()
+    y = 0.5 * design["lsf"] + rng.normal(0.0, 1.0, 30)[codes] * design["lsf"] + rng.normal(
+        size=len(design))
+    data = design.assign(y=y, w=rng.uniform(0.5, 2.0, len(design)))
+    model = glmmcore.MixedModel("y ~ lsf + (0 + lsf | subject)", data, weights="w")
+    assert applies(model)
+    _compare(model.fit(control=FAST), model.fit(control=REGULAR), beta_tol=1e-6)
+
+
+def test_columns_match_single_fits_and_threads_are_bit_identical(design):
+    data = design.assign(y=_counts(design, 0, 0.6, 1.0))
+    model = glmmcore.MixedModel(FORMULA, data, family="poisson")
+    fitter = fast_fitter(model)
+    Y = np.column_stack(_features(design) * 3)
+    serial = fitter.fit_columns(Y)
+    assert np.all(serial.status == 0)
+    single = model.fit(Y[:, 4], control=FAST)
+    assert serial.loglik[4] == single.loglik
+    np.testing.assert_array_equal(serial.beta[4], single.beta)
+    halves = [None, None]
+
+    def work(k):
+        halves[k] = fitter.fit_columns(Y[:, k::2])
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for k in range(2):
+        np.testing.assert_array_equal(halves[k].loglik, serial.loglik[k::2])
+        np.testing.assert_array_equal(halves[k].beta, serial.beta[k::2])
+        np.testing.assert_array_equal(halves[k].vcov, serial.vcov[k::2])
+
+
+def test_models_it_does_not_apply_to_and_controls_that_opt_out(design):
+    rng = np.random.default_rng(2)
+    data = design.assign(y=_counts(design, 0, 0.6, 1.0), x=rng.normal(size=len(design)),
+                         h=np.tile(["a", "b", "c", "d"], len(design) // 4))
+    for formula, kw in [("y ~ cond + (1 + x | subject)", {}),
+                        ("y ~ cond + (1 | subject) + (1 | h)", {}),
+                        ("y ~ cond + (1 | subject)", {"nAGQ": 5}),
+                        ("y ~ cond + (1 | subject)", {"family": "negative_binomial"})]:
+        model = glmmcore.MixedModel(formula, data, **{"family": "poisson", **kw})
+        assert not applies(model) and fast_fitter(model) is None
+        assert "fast_path" not in model.fit(control=FAST).extra
+    model = glmmcore.MixedModel(FORMULA, data, family="poisson")
+    for control in ({"optimizer": "bobyqa"}, {"start": "lme4"}, {"fast_path": False},
+                    {"check_convergence": False}):
+        assert "fast_path" not in model.fit(control={**FAST, **control}).extra
+    assert "fast_path" not in model.fit(start=[0.5], control=FAST).extra
+
+
+def test_flagged_responses_take_the_regular_path(design):
+    codes = design["subject"].str[1:].astype(int).to_numpy()
+    data = design.assign(y=np.random.default_rng(1).normal(size=len(design)))
+    model = glmmcore.MixedModel("y ~ cond + (1 | subject)", data)
+    constant_within = np.arange(30.0)[codes]
+    fit = model.fit(constant_within, control=FAST)
+    assert "fast_path" not in fit.extra
+    assert any(f.code == "constant_within_groups" for f in fit.convergence.flags)
+    binomial = glmmcore.MixedModel("y ~ cond + (1 | subject)",
+                                   data.assign(y=(codes % 2).astype(float)), family="binomial")
+    fit = binomial.fit(control=FAST)       # every subject all 0 or all 1
+    assert "fast_path" not in fit.extra
+    with pytest.raises(glmmcore.errors.ResponseError):
+        binomial.fit(np.ones(len(data)), control=FAST)
+
+
+def test_models_with_a_fast_fitter_pickle(design):
+    data = design.assign(y=_counts(design, 0, 0.6, 1.0))
+    model = glmmcore.MixedModel(FORMULA, data, family="poisson")
+    before = model.fit(control=FAST)
+    again = pickle.loads(pickle.dumps(model))
+    after = again.fit(control=FAST)
+    assert after.extra["fast_path"] and after.loglik == before.loglik
+    np.testing.assert_array_equal(after.beta, before.beta)
+
+
+@pytest.mark.parametrize("family", ["poisson", "gaussian"])
+def test_blocks_agree_with_single_fits(design, family):
+    from glmmcore.fitting.scalar_block import fit_block
+    features = _features(design)
+    if family == "gaussian":
+        features = [np.log1p(y) for y in features]
+        codes = design["subject"].str[1:].astype(int).to_numpy()
+        features.append(np.arange(30.0)[codes] + design["lsf"].to_numpy())   # less the offset:
+        # constant within subjects
+    features.append(np.full(len(design), 2.0))          # constant: an error (GLMM)
+    Y = np.column_stack(features)
+    data = design.assign(y=Y[:, 0])
+    model = glmmcore.MixedModel(FORMULA, data, family=family,
+                                control={"warn": False})
+    block = fit_block(model, Y)
+    assert block.regular[-2 if family == "gaussian" else -1] and block.regular.sum() <= 2
+    for j in range(Y.shape[1]):
+        if block.regular[j]:
+            continue
+        fit = model.fit(Y[:, j])
+        assert fit.extra["fast_path"]
+        assert block.fits.loglik[j] == fit.loglik
+        assert block.converged[j] == fit.converged
+        assert block.singular[j] == fit.is_singular
+        np.testing.assert_array_equal(block.std_error[j], np.sqrt(np.diag(fit.vcov_beta)))
+        assert block.flags[j] == [f.code for f in fit.convergence.flags]
