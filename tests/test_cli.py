@@ -189,3 +189,19 @@ def test_the_api_error_for_a_two_level_response_names_the_binomial_family():
     with pytest.raises(glmmcore.ResponseError) as info:             # three levels: no hint
         glmmcore.fit("y ~ x + (1 | g)", data, family="poisson")
     assert info.value.suggested_family is None and "binomial" not in str(info.value)
+
+
+def test_a_command_line_fit_loads_no_scipy_subpackage(tmp_path):
+    """scipy.stats (0.7 s of CPU to import), scipy.linalg, scipy.optimize and scipy.sparse
+    are what made a small ``glmm fit`` take seconds; a summary needs none of them."""
+    code = ("import sys\nfrom glmmcore.cli import main\n"
+            f"assert main(['fit', {str(DATA / 'patents.csv')!r}, 'opposition ~ biopharm + "
+            "(1 | year)', '--family', 'binomial']) == 0\n"
+            "print(sorted(m for m in ('scipy.stats', 'scipy.special', 'scipy.linalg',"
+            " 'scipy.optimize', 'scipy.sparse') if m in sys.modules))")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": path}, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "Pr(>|z|)" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,216 @@
+"""Cold start: the first fits of a fresh process with empty compilation caches.
+
+``python -m bench.cold_start`` runs each step in a fresh subprocess whose
+``NUMBA_CACHE_DIR`` and ``GLMMCORE_KERNEL_DIR`` are new empty directories (the
+state of a new install, Docker image or CI run), then once more with the caches
+it filled (every later process), and prints:
+
+- the wall and CPU seconds of ``import glmmcore``, of the first LMM fit (the demo's
+  first model, a 2,400-row LMM) and of the first binomial GLMM after it (the
+  demo's second model), cold and cached;
+- per compiled function, the seconds spent compiling it (its own time, the time
+  of the functions it made numba compile meanwhile subtracted) and how many type
+  specializations were compiled, from numba's ``numba:compile`` events; the
+  family kernels (``numba.cfunc``, which send no events) as one line;
+- with ``--demo``, the wall time of ``python -m glmmcore demo`` from empty caches.
+
+The machine's load average is printed with the numbers: compile time is CPU
+time, so the CPU seconds are the figures to compare on a loaded machine.
+
+Options: ``--top N`` functions (default 25), ``--json PATH`` to keep the numbers,
+``--demo`` to time the demo too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULT_TAG = "COLD_START "
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: tuple[float, float]) -> dict[str, float]:
+    wall, cpu = _clock()
+    return {"wall": wall - start[0], "cpu": cpu - start[1]}
+
+
+class _CompileLog:
+    """Own compile time per dispatcher from numba's nested ``numba:compile`` events
+    (the methods of a ``numba.core.event.Listener``)."""
+
+    def __init__(self) -> None:
+        self.stack: list[list] = []
+        self.functions: dict[str, dict[str, float]] = {}
+        self.step = ""
+        self.llvm_depth, self.llvm_start = 0, 0.0
+
+    def on_start(self, event) -> None:
+        if event.kind == "numba:llvm_lock":     # re-entrant: time the outermost
+            self.llvm_depth += 1
+            if self.llvm_depth == 1:
+                self.llvm_start = time.process_time()
+            return
+        self.stack.append([event, *_clock(), 0.0, 0.0, 0.0])
+
+    def on_end(self, event) -> None:
+        if event.kind == "numba:llvm_lock":
+            self.llvm_depth -= 1
+            if self.llvm_depth == 0 and self.stack:
+                self.stack[-1][5] += time.process_time() - self.llvm_start
+            return
+        _, wall0, cpu0, child_wall, child_cpu, llvm = self.stack.pop()
+        wall, cpu = _clock()
+        total_wall, total_cpu = wall - wall0, cpu - cpu0
+        if self.stack:
+            self.stack[-1][3] += total_wall
+            self.stack[-1][4] += total_cpu
+        func = event.data["dispatcher"].py_func
+        name = f"{func.__module__}.{func.__qualname__}"
+        entry = self.functions.setdefault(name, {"wall": 0.0, "cpu": 0.0, "llvm": 0.0,
+                                                 "versions": 0, "step": self.step})
+        entry["wall"] += total_wall - child_wall
+        entry["cpu"] += total_cpu - child_cpu
+        entry["llvm"] += llvm
+        entry["versions"] += 1
+
+
+def child(steps: list[str]) -> None:
+    """Run in the fresh process: import, fit, and print the timings as JSON."""
+    start = _clock()
+    from numba.core import event
+
+    listener_class = type("CompileListener", (_CompileLog, event.Listener), {})
+    log = listener_class()
+    event.register("numba:compile", log)
+    event.register("numba:llvm_lock", log)
+
+    import glmmcore
+    from glmmcore.objectives import family_kernels
+
+    out: dict = {"import": _since(start)}
+    kernel_time = {"wall": 0.0, "cpu": 0.0}
+    load_module = family_kernels._load_module
+
+    def timed_load(*args, **kwargs):
+        t = _clock()
+        try:
+            return load_module(*args, **kwargs)
+        finally:
+            for key, value in _since(t).items():
+                kernel_time[key] += value
+
+    family_kernels._load_module = timed_load
+    designs = {"lmm": ("gpa", {"n_students": 400}), "binomial": ("speed_dating", {})}
+    for step in steps:
+        design, size = designs[step]
+        sim = glmmcore.simulate(design, seed=2024, **size)
+        log.step = step
+        t = _clock()
+        glmmcore.fit(sim.formula, sim.data, family=sim.family)
+        out[step] = _since(t)
+    out["total"] = _since(start)
+    out["functions"] = log.functions
+    out["family_kernels"] = kernel_time
+    print(RESULT_TAG + json.dumps(out), flush=True)
+
+
+def _run(args: list[str], env: dict[str, str]) -> tuple[float, str]:
+    t = time.perf_counter()
+    done = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True,
+                          cwd=REPO, timeout=3600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed:\n{done.stderr[-3000:]}")
+    return time.perf_counter() - t, done.stdout
+
+
+def fresh_env(cache_root: Path) -> dict[str, str]:
+    """The environment of a process whose numba and kernel caches live under cache_root."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_root / "numba"),
+               GLMMCORE_KERNEL_DIR=str(cache_root / "kernels"))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def measure(demo: bool) -> dict:
+    """Cold and cached runs of the first fits (and the demo), each in a fresh process."""
+    results: dict = {"load_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="glmmcore-cold-") as tmp:
+        env = fresh_env(Path(tmp))
+        for label in ("cold", "cached"):
+            _, stdout = _run(["-m", "bench.cold_start", "--child", "lmm,binomial"], env)
+            line = next(ln for ln in stdout.splitlines() if ln.startswith(RESULT_TAG))
+            results[label] = json.loads(line[len(RESULT_TAG):])
+    if demo:
+        with tempfile.TemporaryDirectory(prefix="glmmcore-demo-") as tmp:
+            env = fresh_env(Path(tmp))
+            t = _clock()
+            subprocess.run([sys.executable, "-m", "glmmcore", "demo"], env=env, check=True,
+                           capture_output=True, cwd=REPO, timeout=3600)
+            results["demo"] = _since_children(t)
+    results["load_after"] = os.getloadavg()
+    return results
+
+
+def _since_children(start: tuple[float, float]) -> dict[str, float]:
+    usage = os.times()
+    return {"wall": time.perf_counter() - start[0],
+            "cpu": usage.children_user + usage.children_system}
+
+
+def report(results: dict, top: int) -> str:
+    """The figures as markdown tables."""
+    lines = [f"load average {results['load_before'][0]:.2f} before, "
+             f"{results['load_after'][0]:.2f} after", "",
+             "| step | cold wall s | cold CPU s | cached wall s | cached CPU s |",
+             "|---|---:|---:|---:|---:|"]
+    cold, cached = results["cold"], results["cached"]
+    for step in ("import", "lmm", "binomial", "total"):
+        lines.append(f"| {step} | {cold[step]['wall']:.2f} | {cold[step]['cpu']:.2f} | "
+                     f"{cached[step]['wall']:.2f} | {cached[step]['cpu']:.2f} |")
+    if "demo" in results:
+        lines.append(f"| demo (`python -m glmmcore demo`, cold) | {results['demo']['wall']:.2f} "
+                     f"| {results['demo']['cpu']:.2f} | | |")
+    functions = sorted(cold["functions"].items(), key=lambda kv: -kv[1]["cpu"])
+    compiled = sum(f["cpu"] for _, f in functions)
+    lines += ["", f"Compiling: {compiled:.1f} CPU s in {len(functions)} functions "
+              f"({sum(f['versions'] for _, f in functions)} specializations), family kernels "
+              f"{cold['family_kernels']['cpu']:.1f} CPU s.", "",
+              "| function | first fit | own compile CPU s | of which LLVM | wall s "
+              "| specializations |", "|---|---|---:|---:|---:|---:|"]
+    for name, f in functions[:top]:
+        lines.append(f"| {name.removeprefix('glmmcore.')} | {f['step']} | {f['cpu']:.2f} "
+                     f"| {f['llvm']:.2f} | {f['wall']:.2f} | {f['versions']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cold_start", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--demo", action="store_true", help="time the demo from empty caches")
+    parser.add_argument("--json", type=Path, help="write the numbers here")
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child.split(","))
+        return 0
+    results = measure(args.demo)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    print(report(results, args.top))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
