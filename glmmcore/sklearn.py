@@ -54,6 +54,12 @@ _Y, _GROUP = "y", "group"
 class _GLMMBase(BaseEstimator):
     """What both estimators share: fitting, the fitted attributes, prediction."""
 
+    # with metadata routing, groups routed to fit (set_fit_request(groups=True)) reach
+    # score and the predictions too, without a request of their own: new levels there
+    # follow the new_levels rule, known ones get their random effects
+    __metadata_request__score = {"groups": True}
+    __metadata_request__predict = {"groups": True}
+
     # -- fitting -----------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, sample_weight: Any = None,
             offset: Any = None) -> _GLMMBase:
@@ -374,6 +380,9 @@ class GLMMClassifier(ClassifierMixin, _GLMMBase):
         classifiers.
     """
 
+    __metadata_request__predict_proba = {"groups": True}
+    __metadata_request__decision_function = {"groups": True}
+
     def __init__(self, formula: str | None = None, *, link: str = "logit", nAGQ: int = 1,
                  new_levels: str = "population", control: Any = None) -> None:
         self.formula = formula
@@ -489,8 +498,8 @@ def _column_frame(X: np.ndarray, groups: np.ndarray | None) -> pd.DataFrame:
 def _glm_coefficients(family: Any, X: np.ndarray, y: np.ndarray, sample_weight: Any,
                       offset: Any) -> np.ndarray:
     """Intercept and coefficients of the GLM (no random effect), by glmmcore's IRLS."""
-    from .glm_irls import CONVERGED, NOT_POSITIVE_DEFINITE, glm_irls
     from .fixed import independent_columns
+    from .glm_irls import CONVERGED, NOT_POSITIVE_DEFINITE, glm_irls
     from .kernels import family_kernels
     from .pirls import FLOOR_TOL, MAX_HALVINGS, MAX_ITER, STEP_TOL
     if family.extra is not None and family.name not in ("gaussian", "gamma"):
