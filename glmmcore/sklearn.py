@@ -39,11 +39,11 @@ except ImportError as exc:      # pragma: no cover - the extra is installed in C
     raise ImportError('glmmcore.sklearn needs scikit-learn >= 1.6: '
                       'pip install "glmmcore[sklearn]"') from exc
 
+from .design.model import MixedModel
 from .errors import ConvergenceWarning, GlmmWarning, RankDeficiencyWarning, warn
-from .frame import as_dataframe
-from .model import MixedModel
-from .predict import NEW_LEVELS
 from .registry import get_family
+from .results.predict import NEW_LEVELS
+from .spec.frame import as_dataframe
 
 __all__ = ["GLMMClassifier", "GLMMRegressor"]
 
@@ -498,10 +498,10 @@ def _column_frame(X: np.ndarray, groups: np.ndarray | None) -> pd.DataFrame:
 def _glm_coefficients(family: Any, X: np.ndarray, y: np.ndarray, sample_weight: Any,
                       offset: Any) -> np.ndarray:
     """Intercept and coefficients of the GLM (no random effect), by glmmcore's IRLS."""
-    from .fixed import independent_columns
-    from .glm_irls import CONVERGED, NOT_POSITIVE_DEFINITE, glm_irls
-    from .kernels import family_kernels
-    from .pirls import FLOOR_TOL, MAX_HALVINGS, MAX_ITER, STEP_TOL
+    from .objectives.family_kernels import family_kernels
+    from .objectives.glm_irls import CONVERGED, NOT_POSITIVE_DEFINITE, glm_irls
+    from .objectives.pirls import FLOOR_TOL, MAX_HALVINGS, MAX_ITER, STEP_TOL
+    from .spec.fixed import independent_columns
     if family.extra is not None and family.name not in ("gaussian", "gamma"):
         raise ValueError(f"the {family.name} family's {family.extra.name} is estimated with "
                          "the random effects; give groups=")
