@@ -29,7 +29,7 @@ import pandas as pd
 
 try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-    from sklearn.utils.multiclass import check_classification_targets, type_of_target
+    from sklearn.utils.multiclass import type_of_target
     from sklearn.utils.validation import (
         _check_sample_weight,
         check_is_fitted,
@@ -122,7 +122,8 @@ class _GLMMBase(BaseEstimator):
         values = self._encode_response(y)
         if values.shape[0] != len(frame):
             raise ValueError(f"y has {values.shape[0]} values but X has {len(frame)} rows")
-        frame = frame.assign(**{name: values})
+        frame = frame.copy(deep=False)     # the caller's X keeps its columns
+        frame[name] = values
         return f"{name} ~{right}", frame
 
     def _fit_columns(self, X: Any, y: Any, groups: Any, sample_weight: Any,
@@ -144,8 +145,7 @@ class _GLMMBase(BaseEstimator):
         if groups is None:
             self._fit_fixed_only(X, y, sample_weight, offset)
             return self
-        frame = _column_frame(X, _column(groups, X.shape[0], "groups", numeric=False))
-        frame[_Y] = y
+        frame = _column_frame(X, _column(groups, X.shape[0], "groups", numeric=False), y)
         terms = " + ".join(frame.columns[:X.shape[1]])
         formula = f"{_Y} ~ {terms} + (1 | {_GROUP})"
         self._set_result(MixedModel(formula, frame, **self._model_options(),
@@ -160,12 +160,17 @@ class _GLMMBase(BaseEstimator):
         family = get_family(self.family_argument(), self.link)
         beta = _glm_coefficients(family, X, y, sample_weight, offset)
         self.result_ = None
-        self.ranef_ = {}
         self._set_coefficients(beta[0], beta[1:])
+
+    @property
+    def ranef_(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects, one data frame per grouping factor
+        (``result_.ranef``; empty without a random effect)."""
+        check_is_fitted(self)
+        return {} if self.result_ is None else self.result_.ranef
 
     def _set_result(self, result: Any) -> None:
         self.result_ = result
-        self.ranef_ = result.ranef
         fixef = result.fixef
         intercept = float(fixef.get("(Intercept)", 0.0))
         if self.formula is None:    # one coefficient per column of X (0 where dropped)
@@ -411,8 +416,10 @@ class GLMMClassifier(ClassifierMixin, _GLMMBase):
         if labels.ndim != 1:
             labels = np.ravel(labels) if labels.ndim == 2 and labels.shape[1] == 1 else labels
         missing = pd.isna(labels)
-        check_classification_targets(labels[~missing])
-        kind = type_of_target(labels[~missing], input_name="y")
+        kind = type_of_target(labels[~missing], input_name="y", raise_unknown=True)
+        if kind.startswith("continuous"):
+            raise ValueError(f"Unknown label type: {kind}: a classifier takes classes, "
+                             "not continuous values")
         if kind != "binary":
             raise ValueError(f"Only binary classification is supported. The type of the "
                              f"target is {kind}.")
@@ -487,11 +494,14 @@ def _column(values: Any, n: int, name: str, numeric: bool = True) -> np.ndarray:
     return array
 
 
-def _column_frame(X: np.ndarray, groups: np.ndarray | None) -> pd.DataFrame:
-    """Column mode's data frame: ``x0, x1, ...`` and the ``group`` column."""
+def _column_frame(X: np.ndarray, groups: np.ndarray | None,
+                  y: np.ndarray | None = None) -> pd.DataFrame:
+    """Column mode's data frame: ``x0, x1, ...``, the ``group`` column and ``y``."""
     columns = {f"x{j}": X[:, j] for j in range(X.shape[1])}
     if groups is not None:
         columns[_GROUP] = groups
+    if y is not None:
+        columns[_Y] = y
     return pd.DataFrame(columns)
 
 
