@@ -533,9 +533,9 @@ def _glm_coefficients(family: Any, X: np.ndarray, y: np.ndarray, sample_weight: 
     beta = np.linalg.lstsq(design * root[:, None], (start - off) * root, rcond=None)[0]
     work = [np.empty(n) for _ in range(5)]      # eta, mu, working weights, residuals, deviance
     kernels = family_kernels(family)
-    status = glm_irls(kernels.update, kernels.observed_weights, kernels.newton, design, y,
-                      weights, off, 1.0, beta, (STEP_TOL, FLOOR_TOL, float(MAX_ITER),
-                                                float(MAX_HALVINGS)), *work)
+    limits = (STEP_TOL, FLOOR_TOL, float(MAX_ITER), float(MAX_HALVINGS))
+    status = glm_irls(kernels.update, kernels.observed_weights, kernels.newton,
+                      kernels.canonical, design, y, weights, off, 1.0, beta, limits, *work)
     if status == NOT_POSITIVE_DEFINITE:
         raise ValueError("the columns of X and the intercept are linearly dependent (or "
                          "every weight is 0): the fixed effects are not identified")
