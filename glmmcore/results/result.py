@@ -362,16 +362,41 @@ class MixedModelResult:
         return simulate(self, nsim, seed=seed, newdata=newdata, re_form=re_form)
 
     # -- presentation ------------------------------------------------------
-    def summary(self) -> Summary:
-        """lme4-style summary; ``print(fit.summary())``."""
-        from .summary import format_summary
-        return Summary(format_summary(self))
+    def summary(self, ddf: str | None = None) -> Summary:
+        """lme4-style summary; ``print(fit.summary())``.
 
-    def coef_table(self) -> pd.DataFrame:
+        ``ddf`` (``"satterthwaite"``, ``"kenward-roger"``, ``"asymptotic"``)
+        prints the fixed effects as lmerTest does, with degrees of freedom and
+        p-values (:meth:`coef_table`).
+        """
+        from .summary import format_summary
+        return Summary(format_summary(self, ddf=ddf))
+
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
         """Fixed-effects table of the summary: estimates, standard errors, t or z
-        values and (GLMMs) Wald p-values, as lme4's ``coef(summary(fit))``."""
+        values and (GLMMs) Wald p-values, as lme4's ``coef(summary(fit))``.
+
+        With ``ddf``, lmerTest's table with denominator degrees of freedom:
+        ``"satterthwaite"`` or ``"kenward-roger"`` (linear mixed models; columns
+        ``Estimate``, ``Std. Error``, ``df``, ``t value``, ``Pr(>|t|)``) or
+        ``"asymptotic"`` (z tests; the only choice for a GLMM).  See
+        docs/inference.md.
+        """
+        if ddf is not None:
+            from ..inference.ddf import coef_table as ddf_table
+            return ddf_table(self, ddf)
         from .summary import coef_table
         return coef_table(self)
+
+    def anova(self, ddf: str = "satterthwaite") -> pd.DataFrame:
+        """Type III F tests of the fixed-effects terms, as lmerTest's ``anova(fit)``.
+
+        ``ddf``: ``"satterthwaite"`` (default), ``"kenward-roger"`` (REML fits)
+        or ``"asymptotic"`` (Wald chi-square over its df; GLMMs).  Columns
+        ``Sum Sq``, ``Mean Sq``, ``NumDF``, ``DenDF``, ``F value``, ``Pr(>F)``.
+        """
+        from ..inference.ddf import anova_table
+        return anova_table(self, ddf)
 
     def to_dict(self, *, condvar: bool = False) -> dict:
         """Everything the fit reports as JSON-ready data, in the documented schema

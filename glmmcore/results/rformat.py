@@ -148,29 +148,30 @@ def significance_stars(pvalues: Sequence[float]) -> list[str]:
 
 def format_coef_columns(estimate: np.ndarray, std_error: np.ndarray, statistic: np.ndarray,
                         pvalue: np.ndarray | None, digits: int = 4,
-                        stars: bool = True) -> list[list[str]]:
-    """The formatted columns of R's ``printCoefmat`` (estimate, SE, statistic[, p, stars]).
+                        stars: bool = True, df: np.ndarray | None = None) -> list[list[str]]:
+    """The formatted columns of R's ``printCoefmat`` (estimate, SE[, df], statistic[, p, stars]).
 
-    Estimates and standard errors are rounded to ``max(1, digits - d)``
+    Estimates and standard errors (and lmerTest's degrees of freedom ``df``,
+    which ``printCoefmat`` counts among them) are rounded to ``max(1, digits - d)``
     decimals (``d``: digits left of the point of the smallest nonzero absolute
     value) and formatted together; statistics are rounded to ``dig.tst =
     max(1, min(5, digits - 1))`` decimals; a nonzero estimate or error that
     would print as zero is formatted alone with ``digits - 1`` digits.
     """
     dig_tst = max(1, min(5, digits - 1))
-    cs = np.column_stack([estimate, std_error]).astype(float)
+    cs = np.column_stack([estimate, std_error] + ([] if df is None else [df])).astype(float)
     acs = np.abs(cs[np.isfinite(cs) & (cs != 0)])
     digmin = 1 + (math.floor(math.log10(acs.min())) if acs.size else 0)
-    both = format_numbers(round_half_even(cs.T.ravel(), max(1, digits - digmin)), digits)
+    joint = format_numbers(round_half_even(cs.T.ravel(), max(1, digits - digmin)), digits)
     n = len(estimate)
-    columns = [both[:n], both[n:]]
-    for col, raw in zip(columns, (cs[:, 0], cs[:, 1])):
+    columns = [joint[k * n:(k + 1) * n] for k in range(cs.shape[1])]
+    for col, raw in zip(columns, cs.T):
         for i, text in enumerate(col):
             if math.isfinite(raw[i]) and raw[i] != 0 and float(text) == 0:
                 col[i] = format_numbers([raw[i]], max(1, digits - 1))[0]
     columns.append(format_numbers(round_half_even(statistic, dig_tst), digits))
     # printCoefmat prints every missing value (NA or NaN) as NA
-    raws = (cs[:, 0], cs[:, 1], np.asarray(statistic, dtype=float))
+    raws = (*cs.T, np.asarray(statistic, dtype=float))
     for col, raw in zip(columns, raws):
         for i in np.flatnonzero(np.isnan(raw)):
             col[i] = "NA"
@@ -205,18 +206,21 @@ def print_matrix(rownames: Sequence[str], colnames: Sequence[str],
 
 def print_coefmat(rownames: Sequence[str], estimate: np.ndarray, std_error: np.ndarray,
                   statistic: np.ndarray, stat_name: str, pvalue: np.ndarray | None = None,
-                  p_name: str = "Pr(>|z|)", digits: int = 4, stars: bool = True) -> str:
-    """The text of R's ``printCoefmat`` for a coefficient table (legend included)."""
+                  p_name: str = "Pr(>|z|)", digits: int = 4, stars: bool = True,
+                  df: np.ndarray | None = None) -> str:
+    """The text of R's ``printCoefmat`` for a coefficient table (legend included); ``df``
+    adds lmerTest's degrees of freedom column."""
     columns = format_coef_columns(np.asarray(estimate, float), np.asarray(std_error, float),
                                   np.asarray(statistic, float),
                                   None if pvalue is None else np.asarray(pvalue, float),
-                                  digits, stars)
-    names = ["Estimate", "Std. Error", stat_name]
+                                  digits, stars, None if df is None else np.asarray(df, float))
+    names = ["Estimate", "Std. Error"] + ([] if df is None else ["df"]) + [stat_name]
     if pvalue is not None:
         names.append(p_name)
-    if len(columns) > len(names):
+    has_stars = len(columns) > len(names)
+    if has_stars:
         names.append("")
     text = print_matrix(list(rownames), names, columns)
-    if len(columns) > 4:
+    if has_stars:
         text += "\n---\n" + STAR_LEGEND
     return text

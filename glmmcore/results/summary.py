@@ -11,18 +11,33 @@ import pandas as pd
 from .rformat import format_numbers, print_coefmat
 
 
-def format_summary(fit: Any) -> str:
-    """The whole summary text of a :class:`~glmmcore.results.result.MixedModelResult`."""
-    parts = [_header(fit), _criteria(fit), _scaled_residuals(fit), _random_effects(fit),
-             _fixed_effects(fit), _correlation(fit), _convergence(fit)]
+def format_summary(fit: Any, ddf: str | None = None) -> str:
+    """The whole summary text of a :class:`~glmmcore.results.result.MixedModelResult`; with
+    ``ddf``, the fixed effects with degrees of freedom and p-values, as lmerTest prints them."""
+    table = None
+    if ddf is not None:
+        from ..inference.ddf import coef_table as ddf_table
+        table = ddf_table(fit, ddf)
+    parts = [_header(fit, ddf if table is not None and "df" in table else None),
+             _criteria(fit), _scaled_residuals(fit), _random_effects(fit),
+             _fixed_effects(fit, table), _correlation(fit), _convergence(fit)]
     return "\n".join(p for p in parts if p) + "\n"
 
 
-def _header(fit: Any) -> str:
+_DDF_NAMES = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger"}
+
+
+def _header(fit: Any, ddf: str | None = None) -> str:
     fam = fit.family
     if fit.is_lmm:
         how = "REML" if fit.reml else "maximum likelihood "
-        lines = [f"Linear mixed model fit by {how} ['lmerMod']"]
+        if ddf is None:
+            lines = [f"Linear mixed model fit by {how} ['lmerMod']"]
+        else:
+            from ..inference.ddf import check_ddf
+            name = _DDF_NAMES[check_ddf(fit, ddf)]
+            lines = [f"Linear mixed model fit by {how}. t-tests use {name}'s method "
+                     "['lmerModLmerTest']"]
     else:
         how = {"Laplace": "Laplace Approximation", "nAGQ=0": "nAGQ = 0 (beta in PIRLS)"}.get(
             fit.method, f"Adaptive Gauss-Hermite Quadrature, nAGQ = {fit.nagq}")
@@ -147,12 +162,17 @@ def normal_two_sided_p(z: np.ndarray) -> np.ndarray:
                      for v in np.asarray(z, dtype=float)])
 
 
-def _fixed_effects(fit: Any) -> str:
-    table = coef_table(fit)
-    pvalue = table["Pr(>|z|)"] if "Pr(>|z|)" in table else None
+def _fixed_effects(fit: Any, table: pd.DataFrame | None = None) -> str:
+    """lme4's fixed-effects block, or lmerTest's from a table with a ``df`` column."""
+    if table is None:
+        table = coef_table(fit)
+    df = table["df"] if "df" in table else None
+    pcol = table.columns[-1] if table.columns[-1].startswith("Pr(") else None
+    stat = table.columns[3] if df is not None else table.columns[2]
     lines = ["Fixed effects:", print_coefmat(list(table.index), table["Estimate"],
-                                             table["Std. Error"], table.iloc[:, 2],
-                                             table.columns[2], pvalue)]
+                                             table["Std. Error"], table[stat], stat,
+                                             None if pcol is None else table[pcol],
+                                             pcol or "Pr(>|z|)", df=df)]
     if fit.predictor.fixed.dropped:
         lines.append("fixed-effect model matrix is rank deficient so dropping "
                      f"{len(fit.predictor.fixed.dropped)} column(s): "

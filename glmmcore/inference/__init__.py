@@ -1,0 +1,1 @@
+"""Inference after the fit: tests, intervals and degrees of freedom."""
