@@ -229,3 +229,16 @@ def test_summary_prints_lmertest_layout(at_lme4):
     assert str(ml.summary(ddf="satterthwaite")).startswith(
         "Linear mixed model fit by maximum likelihood . t-tests use Satterthwaite's method")
     assert "df" not in str(ml.summary()).split("Fixed effects:\n")[1].splitlines()[0]
+
+
+def test_asymptotic_anova_of_a_glmm_is_the_wald_test(fitted):
+    """One-column terms: F(1, inf) is the square of the z statistic, and its p-value the
+    z test's."""
+    fit = fitted("patents_opp")
+    table = fit.anova(ddf="asymptotic")
+    z = fit.coef_table(ddf="asymptotic")
+    assert list(table.index) == ["biopharm", "ustwin", "patus", "patgsgr", "ncountryc",
+                                 "nclaimsc"]
+    assert np.all(np.isinf(table["DenDF"])) and np.all(table["NumDF"] == 1)
+    np.testing.assert_allclose(table["F value"], z["z value"].iloc[1:] ** 2, rtol=1e-12)
+    np.testing.assert_allclose(table["Pr(>F)"], z["Pr(>|z|)"].iloc[1:], rtol=1e-10)
