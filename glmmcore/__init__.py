@@ -12,6 +12,7 @@ A model built once is fitted to many responses by :class:`MixedModel`::
     results = [model.fit(y) for y in responses]
 """
 
+from . import _numba_cache  # noqa: F401  (first: before any cache=True function)
 from .api import fit, refit
 from .batch import BatchResult, fit_many
 from .design.model import MixedModel
@@ -36,6 +37,7 @@ from .errors import (
     SingularFitWarning,
 )
 from .fitting.control import FitControl
+from .fitting.warmup import warmup
 from .registry import available_families, get_family
 from .results.result import MixedModelResult
 from .simulation import Simulation, designs, simulate
@@ -49,5 +51,5 @@ __all__ = [
     "IgnoredArgumentWarning", "MissingColumnError", "MissingValueWarning", "MixedModel",
     "MixedModelResult", "ModelSpecError", "RankDeficiencyWarning", "ResponseError",
     "Simulation", "SingularFitWarning", "__version__", "available_families", "designs", "fit",
-    "fit_many", "get_family", "refit", "simulate",
+    "fit_many", "get_family", "refit", "simulate", "warmup",
 ]

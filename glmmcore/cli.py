@@ -7,6 +7,7 @@
     glmm batch DATA RESPONSES FORMULA --out OUT [--reduced F] [--family F] [--jobs N]
                [--scheduler ADDRESS] [--checkpoint DIR] ...   (see glmmcore.batch.cli)
     glmm demo [--seed S]
+    glmm warmup [--quiet]
 
 Every error a user can cause ends in one ``glmm: error: ...`` message on
 standard error and exit status 2 (1 for an internal error, whose traceback
@@ -80,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
                           "and compare with the true values (no data file needed)")
     demo.add_argument("--seed", type=int, default=2024, help="simulation seed")
     demo.set_defaults(run=_run_demo)
+    warm = sub.add_parser("warmup", parents=[common], help="compile every kernel ahead, "
+                          "so that no later fit waits for the compiler (images, clusters)")
+    warm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    warm.set_defaults(run=_run_warmup)
     return parser
 
 
@@ -200,6 +205,13 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"   {sim.formula}")
         print(_compare(result, sim))
         print(f"   log-likelihood {result.loglik:.3f}; converged: {result.converged}\n")
+    return 0
+
+
+def _run_warmup(args: argparse.Namespace) -> int:
+    from .fitting.warmup import warmup
+    seconds = warmup(progress=not args.quiet)
+    print(f"glmmcore kernels compiled and cached in {seconds:.0f} s")
     return 0
 
 

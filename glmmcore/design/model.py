@@ -21,6 +21,7 @@ import pandas as pd
 from ..errors import ArgumentError, DataError, IgnoredArgumentWarning, ModelSpecError, show, warn
 from ..fitting.control import FitControl
 from ..fitting.scalar_fast import control_allows, fast_fitter
+from ..fitting.warmup import announce_compilation
 from ..linalg.threads import single_threaded_blas
 from ..registry import get_family
 from ..results.result import MixedModelResult
@@ -147,11 +148,15 @@ class MixedModel:
             raise ModelSpecError(f"control backend {ctrl.backend!r} differs from the model's "
                                  f"{self.predictor.backend!r}; build a MixedModel with it")
         theta0 = None if start is None else self._checked_start(start)
+        kind = "lmm" if self.is_lmm else "glmm"
         if theta0 is None and control_allows(ctrl):
             fast = fast_fitter(self)
+            if fast is not None:
+                announce_compilation(kind, "fast")
             result = None if fast is None else fast.fit(response, ctrl)
             if result is not None:
                 return result
+        announce_compilation(kind, "regular")
         # one BLAS thread: OpenBLAS threads spin-wait, and a fit makes many small calls
         with single_threaded_blas():
             if self.is_lmm:
