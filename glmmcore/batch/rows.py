@@ -1,6 +1,11 @@
 """One feature's fit as table rows, and a chunk of features as two small tables.
 
-:func:`fit_one` is the only place a batch fits a model: ``model.fit(y)``.
+:func:`fit_one` is the only place a batch fits one feature: ``model.fit(y)``.
+Where the model has one scalar random-effects term, the chunk is first fitted
+as a block on the compiled fast path (:func:`glmmcore.fitting.scalar_block.fit_block`:
+the same optima and checks as ``model.fit``, with no Python step per feature);
+the features it leaves (errors, flags before the fit, failed checks) go to
+:func:`fit_one`.
 :class:`ChunkFitter` knows the columns every feature gets (from the models,
 before any fit, so a failed feature has the same columns as the others) and
 turns a block of responses into the chunk's ``fits`` and ``coefs`` tables with
@@ -82,7 +87,10 @@ class ChunkFitter:
         errors: list[str | None] = [None] * n
         flags = [""] * n
         estimate, std_error = np.full((n, p), np.nan), np.full((n, p), np.nan)
+        done = self._fill_block(Y, numbers, converged, singular, flags, estimate, std_error)
         for i in range(n):
+            if done[i]:
+                continue
             start = time.perf_counter()
             try:
                 fit = fit_one(self.model, Y[:, i])
@@ -113,6 +121,49 @@ class ChunkFitter:
             "statistic": statistic.ravel(),
             "p_value": 2 * stats.norm.sf(np.abs(statistic.ravel()))})
         return ChunkTables(index=index, fits=fits, coefs=coefs)
+
+    def _fill_block(self, Y: np.ndarray, numbers: dict[str, np.ndarray], converged: np.ndarray,
+                    singular: np.ndarray, flags: list[str], estimate: np.ndarray,
+                    std_error: np.ndarray) -> np.ndarray:
+        """The chunk's rows that the fast path answers (of the model and, with a
+        likelihood-ratio test, of the reduced model); returns which."""
+        from scipy import stats
+
+        from ..fitting.scalar_block import fit_block
+        start = time.perf_counter()
+        block = fit_block(self.model, Y)
+        small = fit_block(self.reduced, Y) if self.reduced is not None else None
+        n = Y.shape[1]
+        if block is None or (self.reduced is not None and small is None):
+            return np.zeros(n, dtype=bool)
+        done = ~block.regular & (np.ones(n, dtype=bool) if small is None else ~small.regular)
+        rows = np.flatnonzero(done)
+        fits = block.fits
+        numbers["loglik"][rows] = fits.loglik[rows]
+        numbers["deviance"][rows] = fits.deviance[rows]
+        numbers["aic"][rows] = -2.0 * fits.loglik[rows] + 2.0 * _nparams(self.model)
+        numbers["n_evaluations"][rows] = fits.nevals[rows]
+        scale = fits.sigma[rows] if self.model.is_lmm else 1.0
+        (name,) = self.component_names         # one scalar term
+        numbers[name][rows] = fits.theta[rows, 0] * scale
+        if self.has_sigma:
+            numbers["sigma"][rows] = fits.sigma[rows]
+        if small is not None:
+            statistic = 2.0 * (fits.loglik[rows] - small.fits.loglik[rows])
+            numbers["loglik_reduced"][rows] = small.fits.loglik[rows]
+            numbers["lrt_statistic"][rows] = statistic
+            numbers["lrt_df"][rows] = self.lrt_df
+            numbers["lrt_p_value"][rows] = stats.chi2.sf(np.maximum(statistic, 0.0),
+                                                         self.lrt_df)
+        converged[rows] = block.converged[rows] & (True if small is None
+                                                   else small.converged[rows])
+        singular[rows] = block.singular[rows]
+        for i in rows:
+            flags[i] = ";".join(block.flags[i])
+        estimate[rows] = fits.beta[rows]
+        std_error[rows] = block.std_error[rows]
+        numbers["seconds"][rows] = (time.perf_counter() - start) / max(len(rows), 1)
+        return done
 
     def _fill(self, numbers: dict[str, np.ndarray], i: int, fit: Any, small: Any) -> None:
         from scipy import stats
