@@ -98,6 +98,40 @@ def test_binomial_features_match_the_regular_path(design):
         _compare(model.fit(y, control=FAST), model.fit(y, control=REGULAR))
 
 
+def test_negative_binomial_features_match_the_regular_path(design):
+    """The size estimated with (theta, beta): log link (not canonical: Newton's PIRLS
+    steps), the log-determinant at Fisher's weights."""
+    codes = design["subject"].str[1:].astype(int).to_numpy()
+    rng = np.random.default_rng(9)
+
+    def draw(sd, intercept, size):
+        eta = intercept + 0.4 * (design["cond"] == "B") + rng.normal(0.0, sd, 30)[codes]
+        mu = np.exp(eta + design["lsf"])
+        return rng.poisson(rng.gamma(size, mu / size)).astype(float)
+    ys = [draw(0.5, 1.0, 3.0), draw(0.5, 1.0, 3.0), draw(0.0, 1.0, 3.0),
+          draw(0.4, -1.5, 1.0)]
+    model = glmmcore.MixedModel(FORMULA, design.assign(y=ys[0]), family="negative_binomial")
+    assert applies(model)
+    for y in ys:
+        fast, regular = model.fit(y, control=FAST), model.fit(y, control=REGULAR)
+        _compare(fast, regular)
+        assert fast.extra["phi"] == pytest.approx(regular.extra["phi"], rel=1e-4)
+        assert fast.extra["family_params"]["theta"] == fast.extra["phi"]
+
+
+def test_a_non_canonical_link_matches_the_regular_path(design):
+    rng = np.random.default_rng(4)
+    codes = design["subject"].str[1:].astype(int).to_numpy()
+    model = glmmcore.MixedModel("y ~ cond + (1 | subject)",
+                                design.assign(y=rng.integers(0, 2, len(design)).astype(float)),
+                                family="binomial", link="probit")
+    assert applies(model)
+    for sd in (1.0, 0.0):
+        eta = 0.3 * (design["cond"] == "B") + rng.normal(0.0, sd, 30)[codes]
+        y = (rng.random(len(design)) < 1 / (1 + np.exp(-eta))).astype(float)
+        _compare(model.fit(y, control=FAST), model.fit(y, control=REGULAR))
+
+
 @pytest.mark.parametrize("reml", [True, False])
 def test_lmm_features_match_the_regular_path(design, reml):
     rng = np.random.default_rng(11)
@@ -157,10 +191,14 @@ def test_models_it_does_not_apply_to_and_controls_that_opt_out(design):
     for formula, kw in [("y ~ cond + (1 + x | subject)", {}),
                         ("y ~ cond + (1 | subject) + (1 | h)", {}),
                         ("y ~ cond + (1 | subject)", {"nAGQ": 5}),
-                        ("y ~ cond + (1 | subject)", {"family": "negative_binomial"})]:
+                        ("y ~ cond + (1 | subject)", {"family": "negative_binomial",
+                                                      "nAGQ": 0})]:
         model = glmmcore.MixedModel(formula, data, **{"family": "poisson", **kw})
         assert not applies(model) and fast_fitter(model) is None
         assert "fast_path" not in model.fit(control=FAST).extra
+    gamma = glmmcore.MixedModel("y ~ cond + (1 | subject)", data.assign(y=data["y"] + 0.5),
+                                family="gamma", link="log")     # Laplace at the observed
+    assert not applies(gamma)                                   # information
     model = glmmcore.MixedModel(FORMULA, data, family="poisson")
     for control in ({"optimizer": "bobyqa"}, {"start": "lme4"}, {"fast_path": False},
                     {"check_convergence": False}):

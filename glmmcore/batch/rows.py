@@ -148,6 +148,10 @@ class ChunkFitter:
         numbers[name][rows] = fits.theta[rows, 0] * scale
         if self.has_sigma:
             numbers["sigma"][rows] = fits.sigma[rows]
+        for i in rows:
+            for key, value in self.model.family.display_params(fits.phi[i]).items() if (
+                    self.family_params) else ():
+                numbers[f"family_{key}"][i] = value
         if small is not None:
             statistic = 2.0 * (fits.loglik[rows] - small.fits.loglik[rows])
             numbers["loglik_reduced"][rows] = small.fits.loglik[rows]

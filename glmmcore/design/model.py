@@ -231,6 +231,10 @@ class MixedModel:
                                  f"(diagonal elements >= 0), not {theta.tolist()}")
         return theta
 
+    def __getstate__(self) -> dict:
+        # the fast path's workspace is rebuilt on first use, not shipped with the model
+        return {k: v for k, v in self.__dict__.items() if k != "_fast_fitter"}
+
     def __repr__(self) -> str:
         kind = "LMM" if self.is_lmm else f"GLMM ({self.family!r})"
         return f"<MixedModel {kind} '{self.formula}': {self.nobs} obs>"

@@ -24,7 +24,7 @@ from .diagnostics import EXACT_TOL, ZERO_SIGMA_TOL
 from .scalar_fast import FastFits, fast_fitter
 
 # families whose response is a plain column of numbers, checked here for the block
-_PLAIN = {"gaussian": "finite", "poisson": "counts"}
+_PLAIN = {"gaussian": "finite", "poisson": "counts", "negative_binomial": "counts"}
 
 
 @dataclass
@@ -116,7 +116,8 @@ def _spread_fits(fits: FastFits | None, ready: np.ndarray, m: int, p: int,
     full = FastFits(status=np.full(m, -1), theta=np.full((m, 1), np.nan),
                     beta=np.full((m, p), np.nan), u=np.full((m, G), np.nan),
                     loglik=np.full(m, np.nan), deviance=np.full(m, np.nan),
-                    sigma=np.full(m, np.nan), vcov=np.full((m, p, p), np.nan),
+                    phi=np.full(m, np.nan), sigma=np.full(m, np.nan),
+                    vcov=np.full((m, p, p), np.nan),
                     gradient=np.full((m, nk), np.nan), hessian=np.full((m, nk, nk), np.nan),
                     nevals=np.zeros(m, dtype=np.int64),
                     pirls_iterations=np.zeros(m, dtype=np.int64))

@@ -63,8 +63,10 @@ def applies(model: Any) -> bool:
 
     One random-effects term with one column (``(1 | g)``, ``(0 + x | g)``), the
     blocked factorization, fixed effects on sane scales; an LMM, or a GLMM by
-    Laplace or ``nAGQ=0`` with a canonical link and no extra family parameter
-    (the families whose Laplace deviance has the analytic gradient).
+    Laplace or ``nAGQ=0`` with a canonical link and no extra family parameter, or
+    by Laplace with a link whose observed information the family gives (Newton's
+    PIRLS steps) and an extra parameter (the negative binomial's size), the
+    log-determinant at Fisher's weights (lme4's Laplace approximation).
     """
     predictor = model.predictor
     blocks = predictor.reterms.blocks
@@ -75,10 +77,13 @@ def applies(model: Any) -> bool:
     if model.is_lmm:
         return True
     family = model.family
-    if family.extra is not None or model.nagq not in (0, 1):
+    if model.nagq not in (0, 1):
         return False
     kernels = family_kernels(family)
-    return kernels.canonical and not kernels.newton and not kernels.laplace_observed
+    if kernels.laplace_observed or not (kernels.canonical or kernels.newton):
+        return False
+    simple = kernels.canonical and family.extra is None
+    return simple or model.nagq == 1
 
 
 def control_allows(control: Any) -> bool:
@@ -105,6 +110,7 @@ class FastFits:
     u: np.ndarray
     loglik: np.ndarray
     deviance: np.ndarray
+    phi: np.ndarray
     sigma: np.ndarray
     vcov: np.ndarray
     gradient: np.ndarray
@@ -134,6 +140,7 @@ class ScalarFastFitter:
             self.ldW = float(np.sum(np.log(self.weights)))
         else:
             family = model.family
+            self._has_scale = family.extra is not None and family.extra.name == "dispersion"
             builtin = type(family).__module__.startswith("glmmcore.families.")
             self.slope = {("poisson", "log"): 1, ("binomial", "logit"): 2}.get(
                 (family.name, family.link.name), 0) if builtin else 0
@@ -153,16 +160,24 @@ class ScalarFastFitter:
         for j in range(m):
             eta0[:, j] = family.linkfun_array(family.start_mu(Y[:, j], wt))
         kernels = family_kernels(family)    # (this process's addresses: not kept, pickled)
-        k = 1 + p
+        has_phi = family.extra is not None
+        phi0 = np.ones(m)
+        if has_phi:         # the family's start, from the fit without random effects
+            mu = np.empty_like(Y)
+            scalar_glmm.glm_means(self.X, self.codes, self.G, self.z, Y, wt, self.offset,
+                                  eta0, kernels.update, mu)
+            phi0 = np.array([family.start_phi(Y[:, j], mu[:, j], wt) for j in range(m)])
+        kern = (kernels.update, self.slope, kernels.logpdf_vec,
+                kernels.observed_weights if kernels.newton else 0, has_phi)
+        k = 1 + p + int(has_phi)
         out_x, out_u = np.full((m, k), np.nan), np.zeros((m, self.G))
         out_beta, out_grad = np.full((m, p), np.nan), np.full((m, k), np.nan)
         out_hess, info = np.full((m, k, k), np.nan), np.zeros((m, 4))
         given_theta = np.full((m, p, p), np.nan)
         info[:, 0] = -1
         scalar_glmm.fit_columns(self.X, self.codes, self.G, self.z, Y, wt, self.offset, eta0,
-                                kernels.update, self.slope, kernels.logpdf_vec,
-                                self.model.nagq, out_x, out_u, out_beta, out_grad, out_hess,
-                                given_theta, info)
+                                phi0, kern, self.model.nagq, out_x, out_u, out_beta, out_grad,
+                                out_hess, given_theta, info)
         status = info[:, 0].astype(np.int64)
         laplace = self.model.nagq >= 1
         vcov = given_theta
@@ -170,12 +185,14 @@ class ScalarFastFitter:
             for j in np.flatnonzero(status == 0):
                 try:
                     np.linalg.cholesky(out_hess[j])
-                    vcov[j] = 2.0 * np.linalg.inv(out_hess[j])[1:, 1:]
+                    vcov[j] = 2.0 * np.linalg.inv(out_hess[j])[1:1 + p, 1:1 + p]
                 except np.linalg.LinAlgError:
                     pass
         nk = k if laplace else 1
+        phi = np.exp(out_x[:, 1 + p]) if has_phi else np.ones(m)
         return FastFits(status=status, theta=out_x[:, :1].copy(), beta=out_beta, u=out_u,
-                        loglik=-0.5 * info[:, 1], deviance=info[:, 1], sigma=np.ones(m),
+                        loglik=-0.5 * info[:, 1], deviance=info[:, 1], phi=phi,
+                        sigma=np.sqrt(phi) if self._has_scale else np.ones(m),
                         vcov=vcov, gradient=out_grad[:, :nk], hessian=out_hess[:, :nk, :nk],
                         nevals=info[:, 2].astype(np.int64),
                         pirls_iterations=info[:, 3].astype(np.int64))
@@ -204,7 +221,8 @@ class ScalarFastFitter:
         out_beta[bad] = np.nan
         return FastFits(status=status, theta=theta, beta=out_beta, u=u,
                         loglik=np.where(bad, np.nan, -0.5 * info[:, 2]),
-                        deviance=np.where(bad, np.nan, info[:, 3]), sigma=sigma, vcov=vcov,
+                        deviance=np.where(bad, np.nan, info[:, 3]), phi=sigma ** 2,
+                        sigma=sigma, vcov=vcov,
                         gradient=info[:, 5:6].copy(), hessian=info[:, 6:7, None].copy(),
                         nevals=info[:, 8].astype(np.int64),
                         pirls_iterations=np.zeros(m, dtype=np.int64))
@@ -240,7 +258,10 @@ class ScalarFastFitter:
         model, p = self.model, self.X.shape[1]
         theta, beta = fits.theta[0].copy(), fits.beta[0].copy()
         laplace = not self.is_lmm and model.nagq >= 1
-        x = np.concatenate([theta, beta]) if laplace else theta
+        has_phi = not self.is_lmm and model.family.extra is not None
+        phi = float(fits.phi[0])
+        x = (np.concatenate([theta, beta, [np.log(phi)] if has_phi else []]) if laplace
+             else theta)
         lower = np.concatenate([[0.0], np.full(x.size - 1, -np.inf)])
         what = ("Newton on (theta, beta), Laplace" if laplace else
                 "Newton on theta, nAGQ=0" if not self.is_lmm else "grid and Brent on theta")
@@ -274,12 +295,14 @@ class ScalarFastFitter:
                            "pirls_halvings": 0, "pirls_failures": 0})
         apply_flags(conv, _numerical_flags(response, model.predictor, mu, 0))
         report(conv, control)
-        extra = {"phi": 1.0, "nevals": int(fits.nevals[0]), "has_scale": False,
+        extra = {"phi": phi, "nevals": int(fits.nevals[0]), "has_scale": self._has_scale,
                  "stage": 2 if laplace else 1, "fast_path": True,
                  "conditional_deviance": float(np.sum(family.dev_resid_array(
-                     response.y, mu, response.weights, 1.0)))}
+                     response.y, mu, response.weights, phi)))}
+        if has_phi:
+            extra["family_params"] = family.display_params(phi)
         return MixedModelResult(
             model=model, response=response, method="Laplace" if laplace else "nAGQ=0",
-            theta=theta, beta=beta, u=u, b=b, sigma=1.0, vcov_beta=fits.vcov[0],
-            loglik=float(fits.loglik[0]), nparams=1 + p, deviance=float(fits.deviance[0]),
-            convergence=conv, eta=eta, extra=extra)
+            theta=theta, beta=beta, u=u, b=b, sigma=float(fits.sigma[0]),
+            vcov_beta=fits.vcov[0], loglik=float(fits.loglik[0]), nparams=1 + p + has_phi,
+            deviance=float(fits.deviance[0]), convergence=conv, eta=eta, extra=extra)

@@ -30,7 +30,7 @@ import numpy as np
 from numba import njit
 
 from ..fitting.checks import FD_STEP, HESSIAN_STEP
-from .family_kernels import call_update, call_yms
+from .family_kernels import call_observed, call_update, call_yms
 from .laplace_gradient import GRADIENT_MIN_THETA, WEIGHT_STEP
 from .pirls import FLOOR_TOL, MAX_HALVINGS, MAX_ITER, STEP_TOL
 
@@ -43,12 +43,13 @@ NEWTON_TOL = 1e-13
 ROUNDOFF_TOL = 1e-9
 MAX_NEWTON = 50
 SMALLEST_START = 0.05
+PHI_STEP = 1e-5         # central differences in log phi (error ~1e-10 relative)
 
 
 @njit(cache=True, nogil=True)
 def _workspace(n, G):
     """Buffers of one fit: per observation and per level."""
-    return np.empty((10, n)), np.empty((8, G))
+    return np.empty((14, n)), np.empty((10, G))
 
 
 @njit(cache=True, nogil=True)
@@ -62,13 +63,13 @@ def _fixed_part(X, beta, offset, base):
 
 
 @njit(cache=True, nogil=True)
-def _pdev(theta, u, codes, z, base, y, wt, upd, obs):
+def _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs):
     """Penalized deviance at ``u`` (the update kernel's deviance plus ``|u|^2``); leaves
     eta, mu, w, r there."""
     eta, mu, w, r, dev = obs[0], obs[1], obs[2], obs[3], obs[4]
     for i in range(eta.shape[0]):
         eta[i] = base[i] + theta * z[i] * u[codes[i]]
-    total = call_update(upd, eta, y, wt, 1.0, mu, w, r, dev)
+    total = call_update(upd, eta, y, wt, phi, mu, w, r, dev)
     for j in range(u.shape[0]):
         total += u[j] * u[j]
     return total
@@ -84,26 +85,47 @@ def _rel_change(new, old):
 
 
 @njit(cache=True, nogil=True)
-def modes(theta, codes, z, y, wt, upd, base, u, obs, lev):
-    """PIRLS for the modes ``u`` given theta and the fixed part ``base``.
+def _observed(obsw, phi, y, wt, obs):
+    """``-d s / d eta`` into obs[10]: the observed information from the family's kernel
+    (a non-canonical link), or where that is not positive, and for a canonical link
+    (where they agree), the working weights (the regular path's rule)."""
+    w, info = obs[2], obs[10]
+    if obsw != 0:
+        call_observed(obsw, obs[0], y, wt, phi, obs[1], info)
+        for i in range(info.shape[0]):
+            if wt[i] != 0.0 and not (info[i] > 0.0 and np.isfinite(info[i])):
+                info[:] = w
+                return
+        return
+    info[:] = w
 
-    Returns (converged, pdev, iterations); at convergence ``lev[0]`` holds
-    ``sum w z^2`` per level at the weights of ``u`` (and eta, mu, w, r are there).
+
+@njit(cache=True, nogil=True)
+def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
+    """PIRLS for the modes ``u`` given theta, phi and the fixed part ``base``: Newton's
+    steps level by level (Fisher scoring where the information is Fisher's).
+
+    Returns (converged, pdev, iterations); at convergence eta, mu, w, r and the
+    information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
+    ``lev[7]`` ``sum O z^2`` (O the information).
     """
-    w, r = obs[2], obs[3]
-    wz2, rz, u_new, u_try = lev[0], lev[1], lev[2], lev[3]
-    pdev = _pdev(theta, u, codes, z, base, y, wt, upd, obs)
+    w, r, info = obs[2], obs[3], obs[10]
+    wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
+    pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs)
     step = np.inf
+    t2 = theta * theta
     for iteration in range(MAX_ITER):
+        _observed(obsw, phi, y, wt, obs)
         wz2[:] = 0.0
-        rz[:] = 0.0
+        oz2[:] = 0.0
+        sz[:] = 0.0
         for i in range(codes.shape[0]):
             g, zi = codes[i], z[i]
-            wz = w[i] * zi
-            wz2[g] += wz * zi
-            rz[g] += wz * (theta * zi * u[g] + r[i])
+            wz2[g] += w[i] * zi * zi
+            oz2[g] += info[i] * zi * zi
+            sz[g] += zi * w[i] * r[i]
         for j in range(u.shape[0]):
-            u_new[j] = theta * rz[j] / (1.0 + theta * theta * wz2[j])
+            u_new[j] = u[j] + (theta * sz[j] - u[j]) / (1.0 + t2 * oz2[j])
         last = step
         step = _rel_change(u_new, u)
         if step < STEP_TOL or (step < FLOOR_TOL and step >= last):
@@ -114,7 +136,7 @@ def modes(theta, codes, z, y, wt, upd, base, u, obs, lev):
         for _ in range(MAX_HALVINGS):
             for j in range(u.shape[0]):
                 u_try[j] = u[j] + t * (u_new[j] - u[j])
-            pdev_t = _pdev(theta, u_try, codes, z, base, y, wt, upd, obs)
+            pdev_t = _pdev(theta, phi, u_try, codes, z, base, y, wt, upd, obs)
             if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
                 accepted = True
                 break
@@ -177,7 +199,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
     wz2, rz, u_new, u_try = lev[0], lev[1], lev[2], lev[3]
     b_new, b_try, rhs, xwz = np.empty(p), np.empty(p), np.empty(p), np.empty(p)
     _fixed_part(X, beta, offset, base)
-    pdev = _pdev(theta, u, codes, z, base, y, wt, upd, obs)
+    pdev = _pdev(theta, 1.0, u, codes, z, base, y, wt, upd, obs)
     step = np.inf
     t2 = theta * theta
     for iteration in range(MAX_ITER):
@@ -231,7 +253,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
             for a in range(p):
                 b_try[a] = beta[a] + t * (b_new[a] - beta[a])
             _fixed_part(X, b_try, offset, base)
-            pdev_t = _pdev(theta, u_try, codes, z, base, y, wt, upd, obs)
+            pdev_t = _pdev(theta, 1.0, u_try, codes, z, base, y, wt, upd, obs)
             if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
                 accepted = True
                 break
@@ -245,7 +267,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
 
 
 @njit(cache=True, nogil=True)
-def _weight_slope(upd, slope, y, wt, obs, dW):
+def _weight_slope(upd, slope, y, wt, phi, obs, dW):
     """``dW/d eta`` at obs' eta: exact for the log-linear (``slope`` = 1: ``W' = W``)
     and logistic (2: ``W' = W (1 - 2 mu)``) models, else by a central difference of the
     update kernel (0)."""
@@ -261,10 +283,10 @@ def _weight_slope(upd, slope, y, wt, obs, dW):
     for i in range(n):
         e2[i] = eta[i] + WEIGHT_STEP
     # obs[4] (the deviance terms) is scratch here: the deviance is summed already
-    call_update(upd, e2, y, wt, 1.0, m2, wp, dW, r2)
+    call_update(upd, e2, y, wt, phi, m2, wp, dW, r2)
     for i in range(n):
         e2[i] = eta[i] - WEIGHT_STEP
-    call_update(upd, e2, y, wt, 1.0, m2, wm, dW, r2)
+    call_update(upd, e2, y, wt, phi, m2, wm, dW, r2)
     for i in range(n):
         dW[i] = (wp[i] - wm[i]) * (0.5 / WEIGHT_STEP)
 
@@ -278,13 +300,17 @@ def _logdet(theta, wz2):
 
 
 @njit(cache=True, nogil=True)
-def _laplace_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, grad):
-    """Gradient of the Laplace objective over (theta, beta) at the mode in place."""
+def _laplace_gradient(theta, phi, has_phi, X, codes, z, y, wt, upd, slope, logpdf, u, obs,
+                      lev, grad):
+    """Gradient of the Laplace objective over (theta, beta[, log phi]) at the mode in
+    place.  The log-determinant is at Fisher's weights ``W`` (``A_j``), the modes'
+    response to the parameters at the information ``O`` (``B_j``; the same for a
+    canonical link)."""
     n, p = X.shape
-    w, r = obs[2], obs[3]
-    wz2, za, zs = lev[0], lev[4], lev[5]
+    w, r, info = obs[2], obs[3], obs[10]
+    wz2, za, zs, oz2 = lev[0], lev[4], lev[5], lev[7]
     dW = np.empty(n)
-    _weight_slope(upd, slope, y, wt, obs, dW)
+    _weight_slope(upd, slope, y, wt, phi, obs, dW)
     t2 = theta * theta
     za[:] = 0.0
     zs[:] = 0.0
@@ -296,17 +322,43 @@ def _laplace_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, grad):
         zs[g] += zi * w[i] * r[i]
     gt = 0.0
     for j in range(za.shape[0]):
-        A = 1.0 + t2 * wz2[j]
-        za[j] = theta * za[j] / A               # v_j
-        gt += za[j] * zs[j] + 2.0 * theta * wz2[j] / A
+        za[j] = theta * za[j] / (1.0 + t2 * oz2[j])          # v_j
+        gt += za[j] * zs[j] + 2.0 * theta * wz2[j] / (1.0 + t2 * wz2[j])
     grad[:] = 0.0
     for i in range(n):
         g, zi = codes[i], z[i]
-        t = dW[i] - w[i] * theta * zi * za[g] - 2.0 * w[i] * r[i]
+        t = dW[i] - info[i] * theta * zi * za[g] - 2.0 * w[i] * r[i]
         gt += t * zi * u[g]
         for a in range(p):
             grad[1 + a] += X[i, a] * t
     grad[0] = gt
+    if has_phi:
+        grad[1 + p] = _phi_derivative(theta, phi, codes, z, y, wt, upd, logpdf, obs, lev)
+
+
+@njit(cache=True, nogil=True)
+def _phi_derivative(theta, phi, codes, z, y, wt, upd, logpdf, obs, lev):
+    """The Laplace objective's derivative in ``log phi``: the conditional
+    log-likelihood's and the log-determinant's at the mode, and through the modes
+    (their equations' derivative); central differences of the kernels in log phi,
+    no PIRLS."""
+    eta, mu = obs[0], obs[1]
+    wz2, v = lev[0], lev[4]
+    up, down = phi * np.exp(PHI_STEP), phi * np.exp(-PHI_STEP)
+    scale = 0.5 / PHI_STEP
+    d_loglik = (call_yms(logpdf, y, mu, wt, up, obs[13])
+                - call_yms(logpdf, y, mu, wt, down, obs[13])) * scale
+    call_update(upd, eta, y, wt, up, obs[7], obs[8], obs[11], obs[4])
+    call_update(upd, eta, y, wt, down, obs[7], obs[9], obs[12], obs[4])
+    wp, wm, rp, rm = obs[8], obs[9], obs[11], obs[12]
+    t2 = theta * theta
+    g = -2.0 * d_loglik
+    for i in range(eta.shape[0]):
+        j, zi = codes[i], z[i]
+        d_w = (wp[i] - wm[i]) * scale
+        d_s = (wp[i] * rp[i] - wm[i] * rm[i]) * scale
+        g += t2 * zi * zi * d_w / (1.0 + t2 * wz2[j]) + v[j] * theta * zi * d_s
+    return g
 
 
 @njit(cache=True, nogil=True)
@@ -317,7 +369,7 @@ def _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L):
     w, r = obs[2], obs[3]
     wz2, za, zs, vu = lev[0], lev[4], lev[5], lev[6]
     dW = np.empty(n)
-    _weight_slope(upd, slope, y, wt, obs, dW)
+    _weight_slope(upd, slope, y, wt, 1.0, obs, dW)
     t2 = theta * theta
     za[:] = 0.0
     zs[:] = 0.0
@@ -358,22 +410,30 @@ def _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L):
 
 @njit(cache=True, nogil=True)
 def _evaluate(theta, x, joint, P, u, beta, W):
-    """The objective ``pdev + sum log A`` at theta (and beta = x[1:] if joint): PIRLS
-    from ``u`` (again from 0 if that fails); inf where it fails from both."""
-    X, codes, z, y, wt, offset, upd, _ = P
+    """The objective ``pdev + sum log A`` at theta (and beta = x[1:1+p], log phi =
+    x[1+p] if joint; with phi the deviance is complete, its "constants" depend on
+    phi): PIRLS from ``u`` (again from 0 if that fails); inf where it fails from both."""
+    X, codes, z, y, wt, offset, upd, _, obsw, logpdf, has_phi = P
     obs, lev, cx, S, L, counts = W
+    p = X.shape[1]
+    phi = np.exp(x[1 + p]) if has_phi else 1.0
     saved_b = beta.copy()
     for _ in range(2):
         if joint:
-            for a in range(beta.shape[0]):
+            for a in range(p):
                 beta[a] = x[1 + a]
             _fixed_part(X, beta, offset, obs[5])
-            ok, pdev, its = modes(theta, codes, z, y, wt, upd, obs[5], u, obs, lev)
+            ok, pdev, its = modes(theta, phi, codes, z, y, wt, upd, obsw, obs[5], u, obs,
+                                  lev)
         else:
             ok, pdev, its = modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta,
                                            obs, lev, cx, S, L)
         counts[1] += its
         if ok and np.isfinite(pdev):
+            if has_phi:
+                pdev = -2.0 * call_yms(logpdf, y, obs[1], wt, phi, obs[13])
+                for j in range(u.shape[0]):
+                    pdev += u[j] * u[j]
             return pdev + _logdet(theta, lev[0])
         u[:] = 0.0
         beta[:] = saved_b
@@ -381,11 +441,13 @@ def _evaluate(theta, x, joint, P, u, beta, W):
 
 
 @njit(cache=True, nogil=True)
-def _gradient(theta, joint, P, u, W, grad):
-    X, codes, z, y, wt, _, upd, slope = P
+def _gradient(theta, x, joint, P, u, W, grad):
+    X, codes, z, y, wt, _, upd, slope, _, logpdf, has_phi = P
     obs, lev, cx, _, L, _ = W
     if joint:
-        _laplace_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, grad)
+        phi = np.exp(x[1 + X.shape[1]]) if has_phi else 1.0
+        _laplace_gradient(theta, phi, has_phi, X, codes, z, y, wt, upd, slope, logpdf, u,
+                          obs, lev, grad)
     else:
         grad[0] = _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L)
 
@@ -404,7 +466,7 @@ def _objective(x, joint, P, u, beta, W, grad):
     value = _evaluate(theta, x, joint, P, u, beta, W)
     if not np.isfinite(value):
         return np.inf
-    _gradient(theta, joint, P, u, W, grad)
+    _gradient(theta, x, joint, P, u, W, grad)
     if theta < GRADIENT_MIN_THETA:
         u2, b2 = u.copy(), beta.copy()
         raised = x.copy()
@@ -412,7 +474,7 @@ def _objective(x, joint, P, u, beta, W, grad):
         g2 = np.empty_like(grad)
         if not np.isfinite(_evaluate(FD_STEP, raised, joint, P, u2, b2, W)):
             return np.inf
-        _gradient(FD_STEP, joint, P, u2, W, g2)
+        _gradient(FD_STEP, raised, joint, P, u2, W, g2)
         grad[0] = g2[0]
         _evaluate(theta, x, joint, P, u, beta, W)    # the workspace back at x's mode
     return value
@@ -422,22 +484,22 @@ def _objective(x, joint, P, u, beta, W, grad):
 def _slopes(theta, P, u, W, dU):
     """Derivatives of the modes in (theta, beta) at the mode in the workspace (the
     mode equations ``u_j = theta sum_j z s``, differentiated): they predict the
-    modes at a nearby point, so that PIRLS starts a step's square away."""
+    modes at a nearby point, so that PIRLS starts a step's square away (log phi's
+    column stays 0)."""
     X, codes, z = P[0], P[1], P[2]
     obs, lev = W[0], W[1]
-    w, r = obs[2], obs[3]
+    w, r, info = obs[2], obs[3], obs[10]
     n, p = X.shape
     dU[:, :] = 0.0
     for i in range(n):
         g, zi = codes[i], z[i]
-        wz = w[i] * zi
-        dU[g, 0] += wz * r[i]
+        dU[g, 0] += zi * w[i] * r[i]
         for c in range(p):
-            dU[g, 1 + c] += wz * X[i, c]
+            dU[g, 1 + c] += info[i] * zi * X[i, c]
     t2 = theta * theta
     for j in range(u.shape[0]):
-        A = 1.0 + t2 * lev[0][j]
-        dU[j, 0] = (dU[j, 0] - theta * lev[0][j] * u[j]) / A
+        A = 1.0 + t2 * lev[7][j]
+        dU[j, 0] = (dU[j, 0] - theta * lev[7][j] * u[j]) / A
         for c in range(p):
             dU[j, 1 + c] = -theta * dU[j, 1 + c] / A
 
@@ -629,21 +691,25 @@ def moment_start(theta_lm, codes, G, z, obs, lev):
 
 
 @njit(cache=True, nogil=True)
-def fit_one(X, codes, G, z, y, wt, offset, eta0, upd, slope, logpdf, nagq, out_x, out_u, out_beta,
+def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u, out_beta,
             out_grad, out_hess, out_cov, out_info):
     """One whole fit; results into the ``out_*`` arrays.
 
+    ``kern`` = (update, weight slope rule, logpdf, observed-information kernel or 0,
+    has phi); ``phi0`` the family parameter's start (unused without one).
     ``out_info`` = (status, complete deviance, evaluations, PIRLS iterations).
-    ``out_x`` is (theta, beta) for nAGQ=1, (theta,) for nAGQ=0, ``out_grad`` and
-    ``out_hess`` its derivatives; ``out_cov`` beta's covariance given theta.
+    ``out_x`` is (theta, beta[, log phi]) for nAGQ=1, (theta,) for nAGQ=0,
+    ``out_grad`` and ``out_hess`` its derivatives; ``out_cov`` beta's covariance
+    given theta.
     """
+    upd, slope, logpdf, obsw, has_phi = kern
     n, p = X.shape
     obs, lev = _workspace(n, G)
     cx = np.zeros((G, p))
     S = np.zeros((p, p))
     L = np.zeros((p, p))
     counts = np.zeros(2, dtype=np.int64)
-    P = (X, codes, z, y, wt, offset, upd, slope)
+    P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi)
     W = (obs, lev, cx, S, L, counts)
     beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
     u = np.zeros(G)
@@ -655,11 +721,13 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, upd, slope, logpdf, nagq, out_x
         return
     theta0 = moment_start(1.0, codes, G, z, obs, lev)
     joint = nagq >= 1
-    k = 1 + p if joint else 1
+    k = 1 + p + int(has_phi) if joint else 1
     x = np.empty(k)
     x[0] = theta0
     if joint:
-        x[1:] = beta
+        x[1:1 + p] = beta
+        if has_phi:
+            x[1 + p] = np.log(phi0)
     grad = np.empty(k)
     H = np.empty((k, k))
     u[:] = 0.0
@@ -674,9 +742,8 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, upd, slope, logpdf, nagq, out_x
     if not np.isfinite(_evaluate(theta, x, joint, P, u, beta, W)):
         out_info[0] = PIRLS_FAILED
         return
-    mu = obs[1]
-    lp = obs[6]
-    loglik = call_yms(logpdf, y, mu, wt, 1.0, lp)
+    phi = np.exp(x[1 + p]) if has_phi and joint else 1.0
+    loglik = call_yms(logpdf, y, obs[1], wt, phi, obs[6])
     uu = 0.0
     for j in range(G):
         uu += u[j] * u[j]
@@ -687,6 +754,25 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, upd, slope, logpdf, nagq, out_x
     out_grad[:k] = grad
     out_hess[:k, :k] = H
     _given_theta_cov(theta, X, codes, z, obs[2], out_cov)
+
+
+@njit(cache=True, nogil=True)
+def glm_means(X, codes, G, z, Y, wt, offset, eta0, upd, out_mu):
+    """The fitted means of the GLM without random effects (phi = 1) of each column of
+    ``Y``: a family parameter's start (the family's ``start_phi``) is taken from them."""
+    n, p = X.shape
+    obs, lev = _workspace(n, G)
+    cx = np.zeros((G, p))
+    S = np.zeros((p, p))
+    L = np.zeros((p, p))
+    u = np.zeros(G)
+    for j in range(Y.shape[1]):
+        y = np.ascontiguousarray(Y[:, j])
+        beta = glm_beta(X, y, wt, offset, upd, np.ascontiguousarray(eta0[:, j]), obs, lev,
+                        cx, S, L)
+        u[:] = 0.0
+        modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx, S, L)
+        out_mu[:, j] = obs[1]
 
 
 @njit(cache=True, nogil=True)
@@ -732,10 +818,10 @@ def _given_theta_cov(theta, X, codes, z, w, out):
 
 
 @njit(cache=True, nogil=True)
-def fit_columns(X, codes, G, z, Y, wt, offset, eta0, upd, slope, logpdf, nagq, out_x, out_u,
+def fit_columns(X, codes, G, z, Y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
                 out_beta, out_grad, out_hess, out_cov, out_info):
     """:func:`fit_one` for each column of ``Y`` (and of ``eta0``), row j of each output."""
     for j in range(Y.shape[1]):
         fit_one(X, codes, G, z, np.ascontiguousarray(Y[:, j]), wt, offset,
-                np.ascontiguousarray(eta0[:, j]), upd, slope, logpdf, nagq, out_x[j], out_u[j],
+                np.ascontiguousarray(eta0[:, j]), phi0[j], kern, nagq, out_x[j], out_u[j],
                 out_beta[j], out_grad[j], out_hess[j], out_cov[j], out_info[j])
