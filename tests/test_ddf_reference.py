@@ -242,3 +242,35 @@ def test_asymptotic_anova_of_a_glmm_is_the_wald_test(fitted):
     assert np.all(np.isinf(table["DenDF"])) and np.all(table["NumDF"] == 1)
     np.testing.assert_allclose(table["F value"], z["z value"].iloc[1:] ** 2, rtol=1e-12)
     np.testing.assert_allclose(table["Pr(>F)"], z["Pr(>|z|)"].iloc[1:], rtol=1e-10)
+
+
+PRINTOUT = json.loads((Path(__file__).parent / "data" / "lmertest_printout.json").read_text())
+
+
+def ascii_lines(lines: list[str]) -> list[str]:
+    """R's lines with its typographic quotes as ASCII and no trailing blanks."""
+    return [line.replace("\u2018", "'").replace("\u2019", "'").rstrip() for line in lines]
+
+
+@pytest.mark.parametrize("key", ["pupils_ses_sex", "gpa_ri_ml"])
+def test_printed_tables_match_lmertest(key, fitted):
+    """summary(ddf=...)'s fixed effects (cell by cell: our coefficient names are longer) and
+    format_anova's text (line by line) as lmerTest prints them, at lme4's estimates."""
+    from glmmcore.inference.ddf import format_anova
+    ref = PRINTOUT[key]
+    fit = fit_lmm_at(fitted(key), np.atleast_1d(np.array(ref["theta"], dtype=float)))
+    for method in ("Satterthwaite", "Kenward-Roger"):
+        if method not in ref:
+            continue
+        ddf = method.lower()
+        text = str(fit.summary(ddf=ddf))
+        ours = text.split("Fixed effects:\n")[1].split("\n\n")[0].splitlines()
+        want = ascii_lines(ref[method]["fixed"])
+        assert len(ours) == len(want)
+        for got_line, want_line in zip(ours, want):
+            got, exp = got_line.split(), want_line.split()
+            if got and got[0] in fit.fixef.index:
+                got[0] = lme4_name(got[0])
+            assert got == exp
+        assert format_anova(fit.anova(ddf=ddf)).splitlines() == ascii_lines(
+            ref[method]["anova"])

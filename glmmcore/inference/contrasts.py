@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelSpecError
+from ..results.rformat import zapsmall
 from ..spec.fixed import INTERCEPT
 from ..spec.model_matrix import SimpleSpec
 
@@ -253,11 +254,3 @@ def type1_contrasts(X: np.ndarray, terms: list[FixedTerm]) -> dict[str, np.ndarr
             lower[i, j] = (G[i, j] - np.sum(lower[i, :j] * lower[j, :j] * d[:j])) / d[j]
     upper = lower.T
     return {t.name: upper[list(t.columns)] for t in terms}
-
-
-def zapsmall(x: np.ndarray, digits: int = 7) -> np.ndarray:
-    """R's ``zapsmall``: round to ``digits`` significant digits of the largest magnitude."""
-    largest = np.max(np.abs(x)) if x.size else 0.0
-    if not largest > 0:
-        return x.copy()
-    return np.round(x, max(0, digits - int(np.ceil(np.log10(largest)))))

@@ -22,6 +22,14 @@ from scipy import stats
 
 from ..errors import ArgumentError, ModelSpecError
 from ..linalg.threads import single_threaded_blas
+from ..results.rformat import (
+    STAR_LEGEND,
+    format_numbers,
+    format_pvalues,
+    print_matrix,
+    significance_stars,
+    zapsmall,
+)
 from ..results.summary import normal_two_sided_p
 from . import kenward_roger as kr_mod
 from . import satterthwaite as satt
@@ -33,6 +41,10 @@ _ALIASES = {"satterthwaite": "satterthwaite", "kenward-roger": "kenward-roger",
             "asymptotic": "asymptotic", "wald": "asymptotic", "z": "asymptotic"}
 COEF_COLUMNS = ["Estimate", "Std. Error", "df", "t value", "Pr(>|t|)"]
 ANOVA_COLUMNS = ["Sum Sq", "Mean Sq", "NumDF", "DenDF", "F value", "Pr(>F)"]
+ANOVA_HEADINGS = {
+    "satterthwaite": "Type III Analysis of Variance Table with Satterthwaite's method",
+    "kenward-roger": "Type III Analysis of Variance Table with Kenward-Roger's method",
+    "asymptotic": "Type III Analysis of Variance Table with asymptotic (Wald) tests"}
 
 
 def check_ddf(fit: Any, ddf: Any) -> str:
@@ -111,7 +123,9 @@ def anova_table(fit: Any, ddf: str = "satterthwaite") -> pd.DataFrame:
         raise ModelSpecError("the model has no fixed-effects terms to test besides the "
                              "intercept")
     with single_threaded_blas():       # small dense algebra: see glmmcore.linalg.threads
-        return _anova_rows(fit, method, contrasts)
+        table = _anova_rows(fit, method, contrasts)
+    table.attrs["heading"] = ANOVA_HEADINGS[method]
+    return table
 
 
 def _anova_rows(fit: Any, method: str, contrasts: dict[str, np.ndarray]) -> pd.DataFrame:
@@ -136,3 +150,27 @@ def _anova_rows(fit: Any, method: str, contrasts: dict[str, np.ndarray]) -> pd.D
         mean_sq = F_ss * sigma2
         rows.append([mean_sq * q, mean_sq, q, den, F, pvalue])
     return pd.DataFrame(rows, index=list(contrasts), columns=ANOVA_COLUMNS)
+
+
+def format_anova(table: pd.DataFrame, digits: int = 5) -> str:
+    """An :func:`anova_table` as lmerTest prints it (R's ``print.anova``): the heading, sums
+    of squares and df columns each with ``digits`` significant digits (after R's
+    ``zapsmall``), F rounded to ``digits - 1`` decimals, p-values by ``format.pval`` and
+    significance stars with their legend."""
+    dig_tst = max(1, min(5, digits - 1))
+    columns = [format_numbers(zapsmall(table[c].to_numpy(), digits), digits)
+               for c in ANOVA_COLUMNS[:4]]
+    columns.append(format_numbers(np.round(table["F value"].to_numpy(), dig_tst), digits))
+    pvalues = table["Pr(>F)"].to_numpy()
+    columns.append(format_pvalues(pvalues, dig_tst))
+    names = list(ANOVA_COLUMNS)
+    stars = bool(np.any(pvalues < 0.1))
+    if stars:
+        marks = significance_stars(pvalues)
+        width = max(len(m) for m in marks)
+        columns.append([m.ljust(width) for m in marks])
+        names.append("")
+    text = print_matrix([str(i) for i in table.index], names, columns)
+    heading = table.attrs.get("heading")
+    out = (heading + "\n" if heading else "") + text
+    return out + ("\n---\n" + STAR_LEGEND if stars else "")

@@ -100,6 +100,18 @@ def round_half_even(values: np.ndarray, decimals: int) -> np.ndarray:
     return np.round(np.asarray(values, dtype=float), decimals)
 
 
+def zapsmall(values: np.ndarray, digits: int = 7) -> np.ndarray:
+    """R's ``zapsmall`` (R 4.2): round to ``digits - log10(max |x|)`` decimals, that count
+    rounded to the nearest integer as ``round()`` takes it, at least 0."""
+    x = np.asarray(values, dtype=float)
+    finite = np.abs(x[np.isfinite(x)])
+    largest = float(finite.max()) if finite.size else 0.0
+    if not largest > 0:
+        return x.copy()
+    decimals = max(0, math.floor(digits - math.log10(largest) + 0.5))
+    return np.round(x, decimals)
+
+
 def format_pvalues(pvalues: Sequence[float], digits: int = 3, eps: float = EPS) -> list[str]:
     """R's ``format.pval(pv, digits, eps)``.
 
