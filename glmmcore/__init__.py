@@ -38,6 +38,7 @@ from .errors import (
 )
 from .fitting.control import FitControl
 from .fitting.warmup import warmup
+from .inference import anova, bootstrap
 from .registry import available_families, get_family
 from .results.result import MixedModelResult
 from .simulation import Simulation, designs, simulate
@@ -45,11 +46,11 @@ from .simulation import Simulation, designs, simulate
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArgumentError", "BatchResult", "CheckpointError", "ConvergenceError",
-    "ConvergenceWarning", "DataError", "FamilyError", "FamilyPluginWarning", "FitControl",
-    "FormulaError", "GlmmError", "GlmmWarning", "IdentifiabilityWarning",
-    "IgnoredArgumentWarning", "MissingColumnError", "MissingValueWarning", "MixedModel",
-    "MixedModelResult", "ModelSpecError", "RankDeficiencyWarning", "ResponseError",
-    "Simulation", "SingularFitWarning", "__version__", "available_families", "designs", "fit",
-    "fit_many", "get_family", "refit", "simulate", "warmup",
+    "ArgumentError", "BatchResult", "CheckpointError", "ConvergenceError", "ConvergenceWarning",
+    "DataError", "FamilyError", "FamilyPluginWarning", "FitControl", "FormulaError",
+    "GlmmError", "GlmmWarning", "IdentifiabilityWarning", "IgnoredArgumentWarning",
+    "MissingColumnError", "MissingValueWarning", "MixedModel", "MixedModelResult",
+    "ModelSpecError", "RankDeficiencyWarning", "ResponseError", "Simulation",
+    "SingularFitWarning", "__version__", "anova", "available_families", "bootstrap", "designs",
+    "fit", "fit_many", "get_family", "refit", "simulate", "warmup",
 ]

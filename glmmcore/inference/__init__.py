@@ -1,1 +1,7 @@
-"""Inference after the fit: tests, intervals and degrees of freedom."""
+"""Inference after the fit: likelihood-ratio tests, confidence intervals, likelihood
+profiles, the parametric bootstrap and denominator degrees of freedom."""
+
+from .anova import anova
+from .bootstrap import bootstrap
+
+__all__ = ["anova", "bootstrap"]

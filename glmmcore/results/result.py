@@ -361,6 +361,63 @@ class MixedModelResult:
         from .predict import simulate
         return simulate(self, nsim, seed=seed, newdata=newdata, re_form=re_form)
 
+    # -- inference -----------------------------------------------------------
+    def confint(self, parm: Any = None, *, level: float = 0.95, method: str = "profile",
+                nsim: int = 1000, seed: Any = None, n_jobs: int | None = None
+                ) -> pd.DataFrame:
+        """Confidence intervals (lme4's ``confint(fit, oldNames = FALSE)``).
+
+        Parameters
+        ----------
+        parm
+            Names of rows, positions, ``"theta_"`` (the variance parameters)
+            or ``"beta_"`` (the fixed effects); ``None``: all.
+        level
+            Confidence level.
+        method
+            ``"profile"`` (likelihood profile; REML fits profiled as their ML
+            refit, as lme4), ``"wald"`` (fixed effects ``+- z se``, NaN for
+            the variance parameters) or ``"boot"`` (parametric bootstrap
+            percentile intervals of ``nsim`` draws).
+        nsim, seed, n_jobs
+            The bootstrap's draws, seed and threads (``method="boot"``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows ``sd_(Intercept)|g``, ``cor_x.(Intercept)|g``, ...,
+            ``sigma`` (families with a scale), the fixed effects; columns
+            ``2.5 %`` and ``97.5 %`` (for ``level=0.95``).
+        """
+        from ..inference.confint import confint
+        return confint(self, parm, level=level, method=method, nsim=nsim, seed=seed,
+                       n_jobs=n_jobs)
+
+    def profile(self, parm: Any = None, **options: Any) -> pd.DataFrame:
+        """The likelihood profile (lme4's ``profile``) as a table ``parameter, value,
+        zeta``; options as :func:`glmmcore.inference.profile.profile`."""
+        from ..inference.profile import profile
+        return profile(self, parm, **options)
+
+    def ranef_frame(self, cond_var: bool = False) -> pd.DataFrame:
+        """The conditional modes as a tidy table (lme4's ``as.data.frame(ranef(fit))``).
+
+        Columns ``grpvar, term, grp, condval`` and, with ``cond_var=True``,
+        ``condsd`` (the conditional standard deviation), one row per level
+        and random-effect column.
+        """
+        frames = []
+        variances = self.condvar if cond_var else None
+        for name, table in self.ranef.items():
+            for k, column in enumerate(table.columns):
+                part = pd.DataFrame({"grpvar": name, "term": column,
+                                     "grp": table.index.astype(str),
+                                     "condval": table[column].to_numpy()})
+                if variances is not None:
+                    part["condsd"] = np.sqrt(variances[name][:, k, k])
+                frames.append(part)
+        return pd.concat(frames, ignore_index=True)
+
     # -- presentation ------------------------------------------------------
     def summary(self, ddf: str | None = None) -> Summary:
         """lme4-style summary; ``print(fit.summary())``.

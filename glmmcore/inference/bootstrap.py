@@ -1,0 +1,169 @@
+"""Parametric bootstrap (lme4's ``bootMer``): responses drawn from the fit, refitted.
+
+Every draw has its own generator, seeded by a child of one
+:class:`numpy.random.SeedSequence` (``SeedSequence(seed).spawn(nsim)``), so
+draw ``j`` is the same whatever the number of workers or the order the draws
+are fitted in.  The refits go through :func:`fit_draws`, the one place that
+fans them out (threads over one :class:`~glmmcore.MixedModel`, whose fits
+share the model and release the GIL in the compiled kernels).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..spec.arguments import check_int
+from ..errors import ArgumentError, GlmmError
+from ..linalg.threads import single_threaded_blas
+from .parameters import term_sizes, theta_to_sdcor, variance_names
+
+Statistic = Callable[[Any], Any]
+
+
+def bootstrap(result: Any, nsim: int, *, seed: Any = None, statistic: Statistic | None = None,
+              n_jobs: int | None = None) -> pd.DataFrame:
+    """Parametric bootstrap of a fit: ``nsim`` responses drawn from it, each refitted.
+
+    Parameters
+    ----------
+    result
+        A fitted model.
+    nsim
+        Number of draws.
+    seed
+        An int, a :class:`numpy.random.SeedSequence` or ``None`` (fresh
+        entropy, recorded in ``attrs["seed"]``): the same seed gives the same
+        table for any ``n_jobs``.
+    statistic
+        A function of a fitted draw returning a number, a sequence, a dict or
+        a pandas Series (its keys name the columns).  Default: lme4's
+        ``confint(method = "boot")`` statistics, the standard deviations and
+        correlations of the random effects, ``sigma`` and the fixed effects,
+        named as :meth:`~glmmcore.MixedModelResult.confint`'s rows.
+    n_jobs
+        Worker threads (``None`` or 1: one; -1: one per core).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per draw (index ``draw``, 0 to ``nsim - 1``): the statistic's
+        columns, then ``converged`` (the refit passed its convergence checks)
+        and ``error`` (``None``, or the message of a refit that failed, whose
+        statistics are NaN). ``attrs`` holds ``seed`` and ``original`` (the
+        statistic of ``result`` itself, a dict).
+    """
+    nsim = check_int(nsim, "nsim", minimum=1)
+    statistic = default_statistic if statistic is None else statistic
+    if not callable(statistic):
+        raise ArgumentError(f"statistic must be a function of a fit, not {statistic!r}")
+    workers = _workers(n_jobs)
+    sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(
+        _checked_seed(seed))
+    original = _as_series(statistic(result))
+    generators = [np.random.default_rng(child) for child in sequence.spawn(nsim)]
+    responses = [_draw(result, rng) for rng in generators]
+    fits = fit_draws(result, responses, workers)
+    rows, converged, errors = [], [], []
+    for fit in fits:
+        if isinstance(fit, Exception):
+            rows.append(pd.Series(np.nan, index=original.index))
+            converged.append(False)
+            errors.append(f"{type(fit).__name__}: {fit}")
+            continue
+        rows.append(_as_series(statistic(fit)).reindex(original.index))
+        converged.append(bool(fit.converged))
+        errors.append(None)
+    table = pd.DataFrame(rows, index=pd.RangeIndex(nsim, name="draw"))
+    table.columns = original.index
+    table["converged"] = converged
+    table["error"] = pd.Series(errors, index=table.index, dtype=object)
+    table.attrs["seed"] = sequence.entropy
+    table.attrs["original"] = original.to_dict()
+    return table
+
+
+def default_statistic(fit: Any) -> pd.Series:
+    """sds and correlations of the random effects, ``sigma`` and the fixed effects (lme4's
+    ``confint(method = "boot")`` statistics), named as ``confint``'s rows."""
+    scale = fit.sigma if fit.is_lmm else 1.0
+    values = list(theta_to_sdcor(fit.theta, term_sizes(fit), scale))
+    if fit.has_scale:
+        values.append(fit.sigma)
+    values.extend(fit.beta)
+    return pd.Series(values, index=variance_names(fit) + list(fit.predictor.fixed.names))
+
+
+def fit_draws(result: Any, responses: list[np.ndarray], workers: int) -> list[Any]:
+    """Refit ``result``'s model to each response; a failed refit gives its exception.
+
+    The refits start from the fit's theta, as lme4's ``refit`` does, and do
+    not warn (a bootstrap of a fit near a boundary has many singular draws;
+    each draw's ``converged`` is kept instead).
+    """
+    model = result.model
+    control = {**_control_fields(model.control), "warn": False}
+
+    def one(y: np.ndarray) -> Any:
+        try:
+            return model.fit_response(model.response_from_used(y), control=control,
+                                      start=result.theta)
+        except (GlmmError, FloatingPointError, np.linalg.LinAlgError) as error:
+            return error
+
+    # the BLAS limit set once for all refits: set and restored per fit, overlapping fits in
+    # threads toggle it back and forth (0.8 s against 0.2 s for 100 sleepstudy refits)
+    with single_threaded_blas():
+        if workers == 1:
+            return [one(y) for y in responses]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(one, responses))
+
+
+def _draw(result: Any, rng: np.random.Generator) -> np.ndarray:
+    """One response drawn from the fit with new random effects (lme4's ``simulate``)."""
+    return result.simulate(1, seed=rng).to_numpy()[:, 0]
+
+
+def _control_fields(control: Any) -> dict:
+    from dataclasses import asdict
+    return asdict(control)
+
+
+def _workers(n_jobs: int | None) -> int:
+    if n_jobs is None:
+        return 1
+    n_jobs = check_int(n_jobs, "n_jobs")
+    if n_jobs == -1:
+        return os.cpu_count() or 1
+    if n_jobs < 1:
+        raise ArgumentError(f"n_jobs must be a positive number of threads or -1, not {n_jobs}")
+    return n_jobs
+
+
+def _checked_seed(seed: Any) -> Any:
+    if seed is None:
+        return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ArgumentError(f"seed must be a non-negative integer, a numpy SeedSequence or "
+                            f"None, not {seed!r}")
+    return int(seed)
+
+
+def _as_series(value: Any) -> pd.Series:
+    if isinstance(value, pd.Series):
+        return value.astype(float)
+    if isinstance(value, dict):
+        return pd.Series(value, dtype=float)
+    values = np.atleast_1d(np.asarray(value, dtype=float))
+    if values.ndim != 1:
+        raise ArgumentError(f"statistic must return a number or a 1-d sequence, not an array "
+                            f"of shape {values.shape}")
+    if values.size == 1 and np.ndim(value) == 0:
+        return pd.Series(values, index=["statistic"])
+    return pd.Series(values, index=[f"statistic_{i + 1}" for i in range(values.size)])
