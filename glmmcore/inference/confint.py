@@ -93,7 +93,22 @@ def _linear_limits(name: str, values: np.ndarray, zetas: np.ndarray,
         return np.array([np.nan, np.nan])
     warnings.warn(f"bad spline fit for {name}: falling back to linear interpolation",
                   GlmmWarning, stacklevel=4)
-    return np.interp(z, zetas, values, left=np.nan, right=np.nan)
+    return np.array([_crossing(values, zetas, target) for target in z])
+
+
+def _crossing(values: np.ndarray, zetas: np.ndarray, target: float) -> float:
+    """Where the profile, followed outwards from the estimate (zeta 0), first reaches
+    ``target``, interpolated linearly; NaN if it never does."""
+    centre = int(np.argmin(np.abs(zetas)))
+    order = range(centre, -1, -1) if target < 0 else range(centre, len(values))
+    previous = None
+    for k in order:
+        if previous is not None and (zetas[k] - target) * (zetas[previous] - target) <= 0 \
+                and zetas[k] != zetas[previous]:
+            share = (target - zetas[previous]) / (zetas[k] - zetas[previous])
+            return float(values[previous] + share * (values[k] - values[previous]))
+        previous = k
+    return np.nan
 
 
 def percentile_intervals(draws: pd.DataFrame, level: float) -> pd.DataFrame:

@@ -173,17 +173,43 @@ def _profile_one(problem: _Problem, w: int, cutoff: float, delta: float, maxpts:
     if estimate > lowcut:
         points += _walk([first, at_estimate], zeta_at, lowcut, upcut, cutoff, delta, maxpts,
                         maxmult)
-    values = np.array([p[0] for p in points])
-    zetas = np.array([p[1] for p in points])
-    values, index = np.unique(values, return_index=True)
-    return values, zetas[index]
+    points = sorted({p[0]: p for p in points}.values(), key=lambda p: p[0])
+    points = _repaired(points, zeta_at)
+    return np.array([p[0] for p in points]), np.array([p[1] for p in points])
+
+
+def _repaired(points: list[tuple], zeta_at: Callable, sweeps: int = 3) -> list[tuple]:
+    """Points of a profile that is not monotone, optimized again from their neighbours'
+    optima, the lower deviance kept.
+
+    The optimization at a held value starts from the last point's optimum
+    (lme4's ``startmethod = "prev"``) and can end in a local optimum there: a
+    correlation held where the best fit has a standard deviation of 0 (where
+    the correlation no longer matters) is found from the side of that 0, not
+    from the side of the estimate.
+    """
+    for _ in range(sweeps):
+        zetas = np.array([p[1] for p in points])
+        if not np.any(np.diff(zetas) < 0):
+            break
+        for i, point in enumerate(points):
+            for j in (i - 1, i + 1):
+                if not 0 <= j < len(points) or point[1] == 0.0:
+                    continue
+                again = (point[0], *zeta_at(point[0], points[j][2]))
+                if abs(again[1]) < abs(points[i][1]) - 1e-9:
+                    points[i] = again
+    return points
 
 
 def _walk(rows: list[tuple], zeta_at: Callable, lowcut: float, upcut: float, cutoff: float,
           delta: float, maxpts: int, maxmult: float) -> list[tuple]:
     """lme4's ``fillmat``: extend ``rows`` (value, zeta, others) by extrapolated steps."""
     while (len(rows) < maxpts and lowcut < rows[-1][0] < upcut
-           and (np.isnan(rows[-1][1]) or abs(rows[-1][1]) <= cutoff)):
+           and (np.isnan(rows[-1][1]) or abs(rows[-1][1]) <= cutoff)
+           and not (len(rows) > 2 and rows[-1][1] == rows[-2][1])):
+        # (a zeta that stays the same: the parameter no longer matters, as a correlation
+        # when a standard deviation is held at 0; lme4 creeps on by 1e-6 to maxpts)
         value = _next_value(rows[-2], rows[-1], delta, lowcut, upcut, maxmult)
         rows.append((value, *zeta_at(value, rows[-1][2])))
     return rows
@@ -214,7 +240,8 @@ def _held_zeta(problem: _Problem, w: int, value: float,
 
     lower = np.delete(problem.lower[:problem.n_joint], w)
     upper = np.delete(problem.upper[:problem.n_joint], w)
-    best, fval = box_bobyqa(lambda x: problem.deviance(full(x)), start, lower, upper)
+    typical = np.abs(np.delete(problem.estimate[:problem.n_joint], w))
+    best, fval = box_bobyqa(lambda x: problem.deviance(full(x)), start, lower, upper, typical)
     return _signed_root(fval - problem.base, value - problem.estimate[w]), best
 
 
@@ -229,8 +256,13 @@ def _signed_root(rise: float, side: float) -> float:
 
 
 def box_bobyqa(f: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarray,
-               upper: np.ndarray) -> tuple[np.ndarray, float]:
-    """Minimize ``f`` in a box with BOBYQA; the best point seen and its value."""
+               upper: np.ndarray, typical: np.ndarray) -> tuple[np.ndarray, float]:
+    """Minimize ``f`` in a box with BOBYQA; the best point seen and its value.
+
+    The first steps are a tenth of each parameter's typical size (its
+    estimate's): a standard deviation that the held parameter pushed near 0
+    can still leave it on the first steps.
+    """
     x0 = np.clip(np.asarray(x0, dtype=float), lower, upper)
     if x0.size == 0:
         return x0, float(f(x0))
@@ -251,7 +283,8 @@ def box_bobyqa(f: Callable[[np.ndarray], float], x0: np.ndarray, lower: np.ndarr
     opt.set_xtol_abs(1e-9)
     opt.set_maxeval(50_000)
     width = np.where(np.isfinite(upper - lower), upper - lower, np.inf)
-    opt.set_initial_step(np.minimum(np.maximum(0.1 * np.abs(x0), 0.05), 0.25 * width))
+    step = np.maximum(0.1 * np.maximum(np.abs(x0), typical), 0.05)
+    opt.set_initial_step(np.minimum(step, 0.25 * width))
     try:
         opt.optimize(x0)
     except nlopt.RoundoffLimited:
