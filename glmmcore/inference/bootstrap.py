@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..spec.arguments import check_int
 from ..errors import ArgumentError, GlmmError
 from ..linalg.threads import single_threaded_blas
+from ..spec.arguments import check_int
 from .parameters import term_sizes, theta_to_sdcor, variance_names
 
 Statistic = Callable[[Any], Any]

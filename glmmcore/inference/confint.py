@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..spec.arguments import check_choice, check_int, check_real
 from ..errors import GlmmWarning
+from ..spec.arguments import check_choice, check_int, check_real
 from .parameters import variance_names
 from .profile import profile, select_parameters
 from .spline import inverse_profile

@@ -38,8 +38,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..spec.arguments import check_int, check_real
 from ..errors import ArgumentError, ConvergenceError, ConvergenceWarning, ModelSpecError
+from ..spec.arguments import check_int, check_real
 from .parameters import (
     sdcor_bounds,
     sdcor_to_theta,
