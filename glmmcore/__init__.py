@@ -12,7 +12,10 @@ A model built once is fitted to many responses by :class:`MixedModel`::
     results = [model.fit(y) for y in responses]
 """
 
-from . import _numba_cache  # noqa: F401  (first: before any cache=True function)
+from . import (
+    _numba_cache,  # noqa: F401  (first: before any cache=True function)
+    plot,
+)
 from .api import fit, refit
 from .batch import BatchResult, fit_many
 from .design.model import MixedModel
@@ -52,5 +55,5 @@ __all__ = [
     "MissingColumnError", "MissingValueWarning", "MixedModel", "MixedModelResult",
     "ModelSpecError", "RankDeficiencyWarning", "ResponseError", "Simulation",
     "SingularFitWarning", "__version__", "anova", "available_families", "bootstrap", "designs",
-    "fit", "fit_many", "get_family", "refit", "simulate", "warmup",
+    "fit", "fit_many", "get_family", "plot", "refit", "simulate", "warmup",
 ]
