@@ -327,7 +327,7 @@ def _lmm_problem(fit: Any) -> _Problem:
     def fixed_zeta(j: int, value: float, start: np.ndarray) -> tuple[float, np.ndarray]:
         def held(theta: np.ndarray) -> float:
             return _held_fixed_deviance(dev, theta, j, value)
-        from ..fitting.optimize import bobyqa
+        from ..fitting.optimizers.bobyqa import bobyqa
         opt = bobyqa(held, start, fit.predictor.reterms.theta_lower, rel_tol=OPT_TOL,
                      x_tol=1e-9)
         return _signed_root(opt.fun - base, value - fit.beta[j]), opt.x
