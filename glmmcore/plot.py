@@ -14,9 +14,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .errors import ArgumentError
+
+
+def _normal_quantile(p: Any) -> Any:
+    # imported here: scipy.stats loads scipy.linalg and scipy.optimize, which
+    # `import glmmcore` and a fit avoid
+    from scipy.stats import norm
+    return norm.ppf(p)
 
 PLOT_EXTRA = 'pip install "glmmcore[plot]"'
 
@@ -53,7 +59,7 @@ def caterpillar(result: Any, group: str, *, term: str | None = None, level: floa
         matplotlib Axes to draw on.
     """
     table = _ranef_part(result, group, term).sort_values("condval")
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = _normal_quantile(0.5 + level / 2)
     ax = _axes(ax)
     position = np.arange(len(table))
     ax.errorbar(table["condval"].to_numpy(), position, xerr=z * table["condsd"].to_numpy(),
@@ -76,7 +82,7 @@ def qq_ranef(result: Any, group: str, *, term: str | None = None, ax: Any = None
     spread = values.std(ddof=1) if values.size > 1 else 1.0
     standardized = (values - values.mean()) / (spread if spread > 0 else 1.0)
     n = values.size
-    theoretical = stats.norm.ppf((np.arange(1, n + 1) - 0.5) / n)
+    theoretical = _normal_quantile((np.arange(1, n + 1) - 0.5) / n)
     ax = _axes(ax)
     ax.plot(theoretical, standardized, "o", ms=3, color="C0")
     ax.axline((0.0, 0.0), slope=1.0, color="0.3", lw=0.8, ls="--")
@@ -116,7 +122,7 @@ def profile_zeta(profile: pd.DataFrame, *, parameter: str | None = None, level: 
     if parameter not in names:
         raise ArgumentError(f"parameter {parameter!r} is not in the profile ({', '.join(names)})")
     part = profile[profile["parameter"] == parameter].sort_values("value")
-    z = stats.norm.ppf(0.5 + level / 2)
+    z = _normal_quantile(0.5 + level / 2)
     ax = _axes(ax)
     ax.plot(part["value"].to_numpy(), part["zeta"].to_numpy(), "-o", ms=3, color="C0")
     for h in (-z, z):

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..errors import ArgumentError, DataError
 from .refits import refit_ml
@@ -61,6 +60,7 @@ def anova(*results: Any, refit: bool = True, names: Sequence[str] | None = None
     loglik = np.array([f.loglik for f in fits])
     chisq = np.concatenate([[np.nan], 2.0 * np.maximum(0.0, np.diff(loglik))])
     df = np.concatenate([[np.nan], np.diff(npar).astype(float)])
+    from scipy import stats  # here: scipy.stats loads scipy.linalg, which a fit avoids
     with np.errstate(invalid="ignore"):
         p = np.where(df == 0, np.nan, stats.chi2.sf(chisq, np.where(df == 0, 1, df)))
     table = pd.DataFrame({
