@@ -102,17 +102,20 @@ def default_statistic(fit: Any) -> pd.Series:
 def fit_draws(result: Any, responses: list[np.ndarray], workers: int) -> list[Any]:
     """Refit ``result``'s model to each response; a failed refit gives its exception.
 
-    The refits start from the fit's theta, as lme4's ``refit`` does, and do
-    not warn (a bootstrap of a fit near a boundary has many singular draws;
-    each draw's ``converged`` is kept instead).
+    The refits start from the fit's theta, as lme4's ``refit`` does (except
+    where the model takes the compiled fast path of one scalar term, which has
+    its own start), and do not warn (a bootstrap of a fit near a boundary has
+    many singular draws; each draw's ``converged`` is kept instead).
     """
+    from ..fitting.scalar_fast import fast_fitter
     model = result.model
     control = {**_control_fields(model.control), "warn": False}
+    start = None if fast_fitter(model) is not None else result.theta
 
     def one(y: np.ndarray) -> Any:
         try:
             return model.fit_response(model.response_from_used(y), control=control,
-                                      start=result.theta)
+                                      start=start)
         except (GlmmError, FloatingPointError, np.linalg.LinAlgError) as error:
             return error
 

@@ -18,4 +18,5 @@ def refit_ml(result: Any) -> Any:
         return result
     model = copy.copy(result.model)
     model.reml = False
+    model.__dict__.pop("_fast_fitter", None)     # the REML model's compiled fitter
     return model.fit_response(result.response, start=result.theta)
