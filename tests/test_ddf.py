@@ -131,3 +131,22 @@ def test_type3_errors_are_typed():
     only_intercept = glmmcore.fit("y ~ 1 + (1 | g)", data)
     with pytest.raises(ModelSpecError, match="no fixed-effects terms"):
         only_intercept.anova()
+
+
+def test_singular_fit_matches_lmertest():
+    """A random intercept estimated as 0: Satterthwaite's df are n - p (theta's derivatives
+    vanish at the boundary), Kenward-Roger's are not (its variance parametrization is
+    linear); both as lmerTest and pbkrtest give them."""
+    import json
+    from pathlib import Path
+    ref = json.loads((Path(__file__).parent / "data" / "lmertest_singular.json").read_text())
+    data = pd.DataFrame({"y": ref["data"]["y"], "x": ref["data"]["x"],
+                         "g": [str(v) for v in ref["data"]["g"]]})
+    with pytest.warns(glmmcore.errors.SingularFitWarning):
+        fit = glmmcore.fit("y ~ x + (1 | g)", data)
+    assert fit.theta[0] == ref["theta"] == 0
+    for ddf in ("satterthwaite", "kenward-roger"):
+        table, want = fit.coef_table(ddf=ddf), ref[ddf]
+        np.testing.assert_allclose(table["df"], want["df"], rtol=1e-6)
+        np.testing.assert_allclose(table["t value"], want["t value"], rtol=1e-6)
+        np.testing.assert_allclose(table["Std. Error"], want["Std. Error"], rtol=1e-6)
