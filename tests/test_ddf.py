@@ -9,6 +9,9 @@ slope, a crossed factor and prior weights (the residual part of the covariance i
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -137,8 +140,6 @@ def test_singular_fit_matches_lmertest():
     """A random intercept estimated as 0: Satterthwaite's df are n - p (theta's derivatives
     vanish at the boundary), Kenward-Roger's are not (its variance parametrization is
     linear); both as lmerTest and pbkrtest give them."""
-    import json
-    from pathlib import Path
     ref = json.loads((Path(__file__).parent / "data" / "lmertest_singular.json").read_text())
     data = pd.DataFrame({"y": ref["data"]["y"], "x": ref["data"]["x"],
                          "g": [str(v) for v in ref["data"]["g"]]})
