@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--sparse-features", type=int, default=20000)
     parser.add_argument("--dask-features", type=int, default=10000)
-    parser.add_argument("--r-features", type=int, default=50)
+    parser.add_argument("--r-features", type=int, default=20)
     parser.add_argument("--only", default="poisson,poisson_nagq0,lmm,negative_binomial,"
                         "sparse,dask", help="comma-separated workloads")
     parser.add_argument("--json", default=None, help="also write the rows here")
@@ -251,11 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     data = design()
     rows = []
-    specs = {"poisson": (POISSON, "poisson", "poisson", 0),
-             "poisson_nagq0": (POISSON, "poisson", "poisson", 0),
-             "lmm": (LMM, "gaussian", "gaussian", 0),
-             "negative_binomial": (POISSON, "negative_binomial", "nb", 0)}
-    for name, (formula, family, kind, _) in specs.items():
+    specs = {"poisson": (POISSON, "poisson", "poisson"),
+             "poisson_nagq0": (POISSON, "poisson", "poisson"),
+             "lmm": (LMM, "gaussian", "gaussian"),
+             "negative_binomial": (POISSON, "negative_binomial", "nb")}
+    for name, (formula, family, kind) in specs.items():
         if name not in only:
             continue
         nagq = 0 if name == "poisson_nagq0" else 1

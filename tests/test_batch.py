@@ -211,3 +211,9 @@ def test_anndata_obs_and_layers(design, Y, batch):
         np.testing.assert_array_equal(out.fits["loglik"], batch.fits["loglik"])
     with pytest.raises(DataError, match="no layer 'raw'"):
         glmmcore.fit_many(FORMULA, adata, layer="raw", family="poisson")
+
+
+def test_chunk_size_depends_on_the_number_of_features_only():
+    from glmmcore.batch.engine import default_chunk_size
+    sizes = {n: default_chunk_size(n) for n in (1, 7, 20, 300, 10_000, 20_000, 100_000)}
+    assert sizes == {1: 1, 7: 1, 20: 3, 300: 16, 10_000: 100, 20_000: 200, 100_000: 200}

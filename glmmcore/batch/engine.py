@@ -29,6 +29,7 @@ from .rows import ChunkFitter, ChunkTables
 
 ON_ERROR = ("record", "raise")
 MAX_CHUNK = 200
+MIN_CHUNK = 16
 CHUNKS_TARGET = 100
 
 
@@ -69,8 +70,8 @@ def fit_many(formula: str, data: Any, responses: Any = None, *, family: Any = "g
     client
         The Dask client (default: the current one).
     chunk_size
-        Features per chunk (default: from the number of features alone, at
-        most 200, about 100 chunks).
+        Features per chunk (default: from the number of features alone, about
+        100 chunks of 16 to 200 features).
     checkpoint
         A directory where each finished chunk is written as Parquet; a run
         with the same arguments and directory resumes from it.
@@ -159,8 +160,11 @@ def fit_many(formula: str, data: Any, responses: Any = None, *, family: Any = "g
 
 
 def default_chunk_size(n_features: int) -> int:
-    """Features per chunk: about 100 chunks, at most 200 features each."""
-    return max(1, min(MAX_CHUNK, math.ceil(n_features / CHUNKS_TARGET)))
+    """Features per chunk, from the number of features alone: about 100 chunks of at most
+    200 features, and at least 16 features a chunk (or an eighth of them) so that the
+    chunks' bookkeeping stays small against their fits."""
+    smallest = min(MIN_CHUNK, math.ceil(n_features / 8))
+    return max(1, min(MAX_CHUNK, max(smallest, math.ceil(n_features / CHUNKS_TARGET))))
 
 
 class _Refit:

@@ -108,18 +108,16 @@ class ChunkFitter:
             estimate[i] = fit.beta
             std_error[i] = np.sqrt(np.diag(fit.vcov_beta))
             numbers["seconds"][i] = time.perf_counter() - start
-        fits = pd.DataFrame({"feature": pd.Series(names, dtype=object),
-                             "converged": converged, "singular": singular, **numbers,
-                             "error": pd.Series(errors, dtype=object),
-                             "flags": pd.Series(flags, dtype=object)})[self.fit_columns]
-        fits.loc[fits["error"].notna(), ["converged", "singular"]] = False
-        statistic = estimate / std_error
+        columns = {"feature": _objects(names), "converged": converged, "singular": singular,
+                   **numbers, "error": _objects(errors), "flags": _objects(flags)}
+        # a failed feature's converged and singular stay False
+        fits = pd.DataFrame({c: columns[c] for c in self.fit_columns}, copy=False)
+        statistic = (estimate / std_error).ravel()
         coefs = pd.DataFrame({
-            "feature": pd.Series(np.repeat(np.array(names, dtype=object), p), dtype=object),
-            "term": pd.Series(np.tile(np.array(self.terms, dtype=object), n), dtype=object),
+            "feature": np.repeat(_objects(names), p), "term": np.tile(_objects(self.terms), n),
             "estimate": estimate.ravel(), "std_error": std_error.ravel(),
-            "statistic": statistic.ravel(),
-            "p_value": 2 * stats.norm.sf(np.abs(statistic.ravel()))})
+            "statistic": statistic, "p_value": 2 * stats.norm.sf(np.abs(statistic))},
+            copy=False)
         return ChunkTables(index=index, fits=fits, coefs=coefs)
 
     def _fill_block(self, Y: np.ndarray, numbers: dict[str, np.ndarray], converged: np.ndarray,
@@ -196,6 +194,13 @@ class ChunkFitter:
             numbers["lrt_statistic"][i] = statistic
             numbers["lrt_df"][i] = self.lrt_df
             numbers["lrt_p_value"][i] = stats.chi2.sf(max(statistic, 0.0), self.lrt_df)
+
+
+def _objects(values: list) -> np.ndarray:
+    """A list as a 1-D object array (strings and None kept as they are)."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def _components(model: Any) -> tuple[list[str], list[tuple[int, list[int], list]]]:
