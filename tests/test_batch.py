@@ -217,3 +217,40 @@ def test_chunk_size_depends_on_the_number_of_features_only():
     from glmmcore.batch.engine import default_chunk_size
     sizes = {n: default_chunk_size(n) for n in (1, 7, 20, 300, 10_000, 20_000, 100_000)}
     assert sizes == {1: 1, 7: 1, 20: 3, 300: 16, 10_000: 100, 20_000: 200, 100_000: 200}
+
+
+def test_tables_of_10000_features_fit_in_300_megabytes(batch):
+    """A BatchResult holds tables, whose size grows by the same bytes per feature."""
+    per_feature = (batch.fits.memory_usage(deep=True).sum()
+                   + batch.coefs.memory_usage(deep=True).sum()) / len(batch)
+    assert per_feature * 10_000 < 300 * 2 ** 20
+
+
+@pytest.mark.slow
+def test_10000_features_held_at_once():
+    rng = np.random.default_rng(3)
+    g = np.repeat(np.arange(8), 5)
+    data = pd.DataFrame({"x": rng.normal(size=40), "g": g})
+    Y = rng.normal(size=(40, 10_000)) + rng.normal(size=(8, 10_000))[g]
+    out = glmmcore.fit_many("y ~ x + (1 | g)", data, Y, progress=False)
+    assert len(out) == 10_000 and out.failed.empty
+    size = out.fits.memory_usage(deep=True).sum() + out.coefs.memory_usage(deep=True).sum()
+    assert size < 300 * 2 ** 20
+    assert out.fits["loglik"].iloc[9_999] == glmmcore.fit(
+        "y ~ x + (1 | g)", data.assign(y=Y[:, 9_999])).loglik
+
+
+def test_features_the_fast_path_answers_are_not_fitted_one_by_one(design, Y, batch,
+                                                                  monkeypatch):
+    from glmmcore.batch import rows
+    calls = []
+    monkeypatch.setattr(rows, "fit_one", lambda model, y: calls.append(1) or model.fit(y))
+    bad = Y.copy()
+    bad[:, 3] = 0                   # refused: the regular path gives the error
+    out = glmmcore.fit_many(FORMULA, design, bad, family="poisson", reduced=REDUCED,
+                            chunk_size=5, n_jobs=1, control={"warn": False})
+    assert len(calls) == 1          # the zero feature (its error stops its reduced fit)
+    keep = out.fits["feature"] != "feature_3"
+    pd.testing.assert_frame_equal(
+        out.fits[keep].drop(columns=["seconds", "lrt_p_adjusted"]),
+        batch.fits[keep].drop(columns=["seconds", "lrt_p_adjusted"]))
