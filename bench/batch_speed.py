@@ -122,7 +122,8 @@ def dask_overhead(data: pd.DataFrame, Y: np.ndarray) -> dict:
     threads_s, threads = timed(lambda: glmmcore.fit_many(POISSON, data, Y, n_jobs=2, **kwargs))
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        glmmcore.fit_many(POISSON, data, Y[:, :8], backend="dask", **kwargs)   # warm workers
+        # warm every worker (imports, compiled code) with chunks enough for both
+        glmmcore.fit_many(POISSON, data, Y[:, :64], backend="dask", chunk_size=4, **kwargs)
         dask_s, dask = timed(lambda: glmmcore.fit_many(POISSON, data, Y, backend="dask",
                                                        client=client, **kwargs))
     same = (dask.fits.drop(columns="seconds").equals(threads.fits.drop(columns="seconds"))
