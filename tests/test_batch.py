@@ -254,3 +254,11 @@ def test_features_the_fast_path_answers_are_not_fitted_one_by_one(design, Y, bat
     pd.testing.assert_frame_equal(
         out.fits[keep].drop(columns=["seconds", "lrt_p_adjusted"]),
         batch.fits[keep].drop(columns=["seconds", "lrt_p_adjusted"]))
+
+
+def test_progress_bar_counts_the_features(design, Y, capsys):
+    pytest.importorskip("tqdm")
+    glmmcore.fit_many(FORMULA, design, Y[:, :6], family="poisson", chunk_size=2,
+                      progress=True)
+    err = capsys.readouterr().err
+    assert "fit_many" in err and "6/6" in err
