@@ -171,14 +171,13 @@ class _GLMMBase(BaseEstimator):
 
     def _set_result(self, result: Any) -> None:
         self.result_ = result
-        fixef = result.fixef
-        intercept = float(fixef.get("(Intercept)", 0.0))
+        fixef = dict(zip(result.predictor.fixed.names, result.beta))
+        intercept = fixef.pop("(Intercept)", 0.0)
         if self.formula is None:    # one coefficient per column of X (0 where dropped)
-            names = [f"x{j}" for j in range(self.n_features_in_)]
-            coef = fixef.reindex(names, fill_value=0.0).to_numpy()
+            coef = [fixef.get(f"x{j}", 0.0) for j in range(self.n_features_in_)]
         else:
-            coef = fixef.drop("(Intercept)", errors="ignore").to_numpy()
-        self._set_coefficients(intercept, coef)
+            coef = list(fixef.values())
+        self._set_coefficients(intercept, np.array(coef, dtype=float))
 
     # -- prediction --------------------------------------------------------------
     def _linear_predictor(self, X: Any, groups: Any, offset: Any) -> np.ndarray:
@@ -416,14 +415,19 @@ class GLMMClassifier(ClassifierMixin, _GLMMBase):
         if labels.ndim != 1:
             labels = np.ravel(labels) if labels.ndim == 2 and labels.shape[1] == 1 else labels
         missing = pd.isna(labels)
-        kind = type_of_target(labels[~missing], input_name="y", raise_unknown=True)
+        present = labels[~missing] if missing.any() else labels
+        try:        # the kind of the distinct labels is the kind of y, found faster
+            distinct = np.unique(present) if present.ndim == 1 else present
+        except TypeError:           # labels that do not sort: type_of_target names them
+            distinct = present
+        kind = type_of_target(distinct, input_name="y", raise_unknown=True)
         if kind.startswith("continuous"):
             raise ValueError(f"Unknown label type: {kind}: a classifier takes classes, "
                              "not continuous values")
         if kind != "binary":
             raise ValueError(f"Only binary classification is supported. The type of the "
                              f"target is {kind}.")
-        classes = np.unique(labels[~missing])
+        classes = np.unique(present)
         if classes.size != 2:
             raise ValueError(f"GLMMClassifier needs two classes in y, not {classes.size} "
                              f"class ({classes[0]!r})")
