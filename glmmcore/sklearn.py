@@ -420,14 +420,15 @@ class GLMMClassifier(ClassifierMixin, _GLMMBase):
             distinct = np.unique(present) if present.ndim == 1 else present
         except TypeError:           # labels that do not sort: type_of_target names them
             distinct = present
-        kind = type_of_target(distinct, input_name="y", raise_unknown=True)
+        kind = "binary" if _plainly_binary(distinct) else type_of_target(
+            distinct, input_name="y", raise_unknown=True)
         if kind.startswith("continuous"):
             raise ValueError(f"Unknown label type: {kind}: a classifier takes classes, "
                              "not continuous values")
         if kind != "binary":
             raise ValueError(f"Only binary classification is supported. The type of the "
                              f"target is {kind}.")
-        classes = np.unique(present)
+        classes = distinct if distinct is not present else np.unique(present)
         if classes.size != 2:
             raise ValueError(f"GLMMClassifier needs two classes in y, not {classes.size} "
                              f"class ({classes[0]!r})")
@@ -484,6 +485,18 @@ class GLMMClassifier(ClassifierMixin, _GLMMBase):
         return tags
 
 
+def _plainly_binary(distinct: np.ndarray) -> bool:
+    """Two distinct labels that are integers, integral floats, booleans or strings: what
+    ``type_of_target`` calls binary, decided without its ~1 ms of checks."""
+    if distinct.ndim != 1 or distinct.size != 2:
+        return False
+    if distinct.dtype.kind in "biuUS":
+        return True
+    if distinct.dtype.kind == "f":
+        return bool(np.all(np.isfinite(distinct)) and np.all(distinct == np.round(distinct)))
+    return distinct.dtype.kind == "O" and all(isinstance(v, str) for v in distinct)
+
+
 def _column(values: Any, n: int, name: str, numeric: bool = True) -> np.ndarray:
     """One value per row of X, as a 1-d array."""
     array = values.to_numpy() if hasattr(values, "to_numpy") else np.asarray(values)
@@ -506,7 +519,7 @@ def _column_frame(X: np.ndarray, groups: np.ndarray | None,
         columns[_GROUP] = groups
     if y is not None:
         columns[_Y] = y
-    return pd.DataFrame(columns)
+    return pd.DataFrame(columns, copy=False)     # the columns as they are, not consolidated
 
 
 def _glm_coefficients(family: Any, X: np.ndarray, y: np.ndarray, sample_weight: Any,
