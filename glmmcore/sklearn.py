@@ -54,11 +54,11 @@ _Y, _GROUP = "y", "group"
 class _GLMMBase(BaseEstimator):
     """What both estimators share: fitting, the fitted attributes, prediction."""
 
-    # with metadata routing, groups routed to fit (set_fit_request(groups=True)) reach
-    # score and the predictions too, without a request of their own: new levels there
+    # with metadata routing, groups and offsets routed to fit (set_fit_request(groups=True))
+    # reach score and the predictions too, without a request of their own: new levels there
     # follow the new_levels rule, known ones get their random effects
-    __metadata_request__score = {"groups": True}
-    __metadata_request__predict = {"groups": True}
+    __metadata_request__score = {"groups": True, "offset": True}
+    __metadata_request__predict = {"groups": True, "offset": True}
 
     # -- fitting -----------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, *, groups: Any = None, sample_weight: Any = None,
@@ -132,6 +132,7 @@ class _GLMMBase(BaseEstimator):
                              ensure_min_samples=2, dtype=np.float64)
         y = self._encode_response(y)
         offset = None if offset is None else _column(offset, X.shape[0], "offset")
+        self._has_offset = offset is not None
         if sample_weight is not None:
             sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
             # rows of weight 0 add nothing to the likelihood (lme4 keeps them to no effect)
@@ -190,6 +191,9 @@ class _GLMMBase(BaseEstimator):
             return self.result_.predict(as_dataframe(X), new_levels=self.new_levels,
                                         type="link", offset=offset).to_numpy()
         X = validate_data(self, X, reset=False, dtype=np.float64)
+        if offset is None and self._has_offset:
+            raise ValueError("fit was given an offset, so predictions need one: give offset= "
+                             "(with metadata routing, predict and score request it)")
         offset = None if offset is None else _column(offset, X.shape[0], "offset")
         if groups is not None and self.result_ is not None:
             frame = _column_frame(X, _column(groups, X.shape[0], "groups", numeric=False))
@@ -345,12 +349,13 @@ class GLMMRegressor(RegressorMixin, _GLMMBase):
         return self._mean(X, groups, offset)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None, *,
-              groups: Any = None) -> float:
-        """R^2 of :meth:`predict` (``groups`` as there; formula mode: ``y`` defaults
-        to X's response column)."""
+              groups: Any = None, offset: Any = None) -> float:
+        """R^2 of :meth:`predict` (``groups`` and ``offset`` as there; formula mode: ``y``
+        defaults to X's response column)."""
         from sklearn.metrics import r2_score
         y = self._score_target(X, y)
-        return float(r2_score(y, self.predict(X, groups=groups), sample_weight=sample_weight))
+        return float(r2_score(y, self.predict(X, groups=groups, offset=offset),
+                              sample_weight=sample_weight))
 
 
 class GLMMClassifier(ClassifierMixin, _GLMMBase):
@@ -384,8 +389,8 @@ class GLMMClassifier(ClassifierMixin, _GLMMBase):
         classifiers.
     """
 
-    __metadata_request__predict_proba = {"groups": True}
-    __metadata_request__decision_function = {"groups": True}
+    __metadata_request__predict_proba = {"groups": True, "offset": True}
+    __metadata_request__decision_function = {"groups": True, "offset": True}
 
     def __init__(self, formula: str | None = None, *, link: str = "logit", nAGQ: int = 1,
                  new_levels: str = "population", control: Any = None) -> None:
@@ -471,12 +476,12 @@ class GLMMClassifier(ClassifierMixin, _GLMMBase):
         return self.classes_[(p > 0.5).astype(int)]
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None, *,
-              groups: Any = None) -> float:
-        """Accuracy of :meth:`predict` (``groups`` as there; formula mode: ``y``
-        defaults to X's response column)."""
+              groups: Any = None, offset: Any = None) -> float:
+        """Accuracy of :meth:`predict` (``groups`` and ``offset`` as there; formula mode:
+        ``y`` defaults to X's response column)."""
         from sklearn.metrics import accuracy_score
         y = self._score_target(X, y)
-        return float(accuracy_score(y, self.predict(X, groups=groups),
+        return float(accuracy_score(y, self.predict(X, groups=groups, offset=offset),
                                     sample_weight=sample_weight))
 
     def __sklearn_tags__(self) -> Any:

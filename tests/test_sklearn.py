@@ -335,3 +335,37 @@ def test_bad_arguments_are_named():
                                              groups=g)
     with pytest.raises(ValueError, match="Only binary classification"):
         GLMMClassifier().fit(X, np.arange(10) % 3, groups=g)
+
+
+def test_routed_offset_reaches_fit_and_score(gpa):
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    rng = np.random.default_rng(2)
+    off = rng.normal(size=len(gpa))
+    X, y, g = gpa[["occasion"]], gpa["gpa"], gpa["student"]
+    est = GLMMRegressor().fit(X, y, groups=g, offset=off)
+    with pytest.raises(ValueError, match="give offset="):
+        est.predict(X, groups=g)
+    expected = []
+    cv = GroupKFold(3)
+    for train, test in cv.split(X, y, g):
+        fit = glmmcore.fit("gpa ~ occasion + (1 | student)", gpa.iloc[train],
+                           offset=off[train])
+        pred = fit.predict(gpa.iloc[test], offset=off[test])
+        resid = y.iloc[test] - pred
+        expected.append(1 - np.sum(resid ** 2) / np.sum((y.iloc[test] - y.iloc[test].mean())
+                                                        ** 2))
+    with sklearn.config_context(enable_metadata_routing=True):
+        routed = GLMMRegressor().set_fit_request(groups=True, offset=True)
+        scores = cross_val_score(routed, X, y, cv=cv, params={"groups": g, "offset": off})
+    np.testing.assert_allclose(scores, expected, rtol=1e-10)
+
+
+def test_formula_regressor_y_replaces_the_response(gpa):
+    y = np.random.default_rng(4).normal(3.0, 0.5, len(gpa))
+    formula = "gpa ~ occasion + (1 | student)"
+    before = gpa["gpa"].copy()
+    est = GLMMRegressor(formula).fit(gpa, y)
+    reference = glmmcore.fit(formula, gpa.assign(gpa=y))
+    np.testing.assert_allclose(est.coef_, reference.fixef.iloc[1:], rtol=1e-10)
+    assert est.result_.loglik == pytest.approx(reference.loglik, rel=1e-12)
+    pd.testing.assert_series_equal(gpa["gpa"], before)     # the caller's X unchanged
