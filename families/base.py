@@ -112,6 +112,9 @@ class Family:
     zero_responses_matter: ClassVar[bool] = False
     # how that flag words "all responses 0" for this family ("no successes (all responses 0)")
     zero_responses_label: ClassVar[str] = "only zero responses"
+    # the extra parameter's value when it is held fixed, not estimated (an instance's, e.g.
+    # NegativeBinomial(theta=1)); None: estimated (or no extra parameter)
+    fixed_phi: float | None = None
 
     def __init__(self, link: str | Link | None = None) -> None:
         if isinstance(link, Link):
@@ -124,13 +127,26 @@ class Family:
             self.link = self.links[name]
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(link={self.link.name!r})"
+        fixed = "" if self.fixed_phi is None else f", {self.extra.name}={self.fixed_phi!r}"
+        return f"{type(self).__name__}(link={self.link.name!r}{fixed})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.link.name == self.link.name  # type: ignore
+        return (type(other) is type(self) and other.link.name == self.link.name  # type: ignore
+                and other.fixed_phi == self.fixed_phi)                        # type: ignore
 
     def __hash__(self) -> int:
-        return hash((type(self).__name__, self.link.name))
+        return hash((type(self).__name__, self.link.name, self.fixed_phi))
+
+    @property
+    def estimates_phi(self) -> bool:
+        """Whether the fit estimates an extra parameter (it has one and it is not fixed)."""
+        return self.extra is not None and self.fixed_phi is None
+
+    def with_link(self, link: str | Link) -> Family:
+        """The same family (a fixed parameter included) with another link."""
+        out = type(self)(link)
+        out.fixed_phi = self.fixed_phi
+        return out
 
     @property
     def is_gaussian_identity(self) -> bool:

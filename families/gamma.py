@@ -17,6 +17,7 @@ from numba import njit
 
 from .base import ExtraParameter, Family
 from .links import IDENTITY, INVERSE, LOG
+from .special import digamma
 
 
 @njit(cache=True, inline="always")
@@ -45,6 +46,17 @@ def gamma_d2logpdf_dmu2(y: float, mu: float, wt: float, phi: float) -> float:
     return wt * (mu - 2.0 * y) / (phi * mu * mu * mu)
 
 
+@njit(cache=True, inline="always")
+def gamma_dvariance_dmu(mu: float, phi: float) -> float:
+    return 2.0 * phi * mu
+
+
+@njit(cache=True, inline="always")
+def gamma_dlogpdf_dphi(y: float, mu: float, wt: float, phi: float) -> float:
+    k = 1.0 / phi   # d/dk of the log-density, times dk/dphi = -k^2
+    return -wt * k * k * (math.log(k * y / mu) + 1.0 - y / mu - digamma(k))
+
+
 class Gamma(Family):
     """Positive responses with variance ``phi * mu^2``."""
 
@@ -56,6 +68,8 @@ class Gamma(Family):
     variance = gamma_variance
     dev_resid = gamma_dev_resid
     logpdf = gamma_logpdf
+    dvariance_dmu = gamma_dvariance_dmu
+    dlogpdf_dphi = gamma_dlogpdf_dphi
     # glmmTMB's exact Laplace approximation is the reference for Gamma models
     laplace = "observed"
     dlogpdf_dmu = gamma_dlogpdf_dmu

@@ -34,6 +34,17 @@ def gaussian_logpdf(y: float, mu: float, wt: float, phi: float) -> float:
     return -0.5 * (LOG_2PI + math.log(phi / wt) + wt * r * r / phi)
 
 
+@njit(cache=True, inline="always")
+def gaussian_dvariance_dmu(mu: float, phi: float) -> float:
+    return 0.0
+
+
+@njit(cache=True, inline="always")
+def gaussian_dlogpdf_dphi(y: float, mu: float, wt: float, phi: float) -> float:
+    r = y - mu
+    return 0.5 * (wt * r * r / phi - 1.0) / phi
+
+
 class Gaussian(Family):
     """Normal responses; ``phi`` is the residual variance."""
 
@@ -45,6 +56,8 @@ class Gaussian(Family):
     variance = gaussian_variance
     dev_resid = gaussian_dev_resid
     logpdf = gaussian_logpdf
+    dvariance_dmu = gaussian_dvariance_dmu
+    dlogpdf_dphi = gaussian_dlogpdf_dphi
 
     @property
     def is_gaussian_identity(self) -> bool:

@@ -1,8 +1,11 @@
-"""The negative binomial family (NB2) with its size ``theta`` estimated.
+"""The negative binomial family (NB2), its size ``theta`` estimated or fixed.
 
 ``Var(y) = mu + mu^2 / theta``, as lme4's ``glmer.nb`` and glmmTMB's
 ``nbinom2``; ``theta`` is estimated jointly with the other parameters by
 maximizing the complete Laplace likelihood (glmmTMB's approach; lme4 alternates).
+``NegativeBinomial(theta=1)`` (``get_family("negative_binomial", theta=1)``) holds
+it fixed, as ``glmer(..., family = MASS::negative.binomial(theta = 1))``; the
+fit's AIC then counts only the estimated parameters (lme4 counts theta too).
 """
 
 from __future__ import annotations
@@ -13,10 +16,13 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
+from glmmcore.errors import FamilyError, show
+
 from .base import ExtraParameter
 from .binomial import ylogy
 from .links import LOG, SQRT
 from .poisson import Poisson
+from .special import digamma
 
 
 @njit(cache=True, inline="always")
@@ -48,8 +54,30 @@ def nb_d2logpdf_dmu2(y: float, mu: float, wt: float, theta: float) -> float:
     return wt * ((y + theta) / ((mu + theta) * (mu + theta)) - y / (mu * mu))
 
 
+@njit(cache=True, inline="always")
+def nb_dvariance_dmu(mu: float, theta: float) -> float:
+    return 1.0 + 2.0 * mu / theta
+
+
+@njit(cache=True, inline="always")
+def nb_dlogpdf_dphi(y: float, mu: float, wt: float, theta: float) -> float:
+    t = theta + mu
+    out = math.log(theta / t) + (mu - y) / t
+    if y > 0.0:
+        out += digamma(y + theta) - digamma(theta)
+    return wt * out
+
+
 class NegativeBinomial(Poisson):
-    """Overdispersed counts (NB2); ``phi`` is the size ``theta``."""
+    """Overdispersed counts (NB2); ``phi`` is the size ``theta``.
+
+    Parameters
+    ----------
+    link
+        ``"log"`` (default) or ``"sqrt"``.
+    theta
+        A fixed size (``MASS::negative.binomial(theta)``); estimated when None.
+    """
 
     name = "negative_binomial"
     links = {"log": LOG, "sqrt": SQRT}
@@ -58,10 +86,21 @@ class NegativeBinomial(Poisson):
     variance = nb_variance
     dev_resid = nb_dev_resid
     logpdf = nb_logpdf
+    dvariance_dmu = nb_dvariance_dmu
+    dlogpdf_dphi = nb_dlogpdf_dphi
     # the log link is not canonical for NB2: PIRLS takes Newton steps with these kernels
     canonical_link = None
     dlogpdf_dmu = nb_dlogpdf_dmu
     d2logpdf_dmu2 = nb_d2logpdf_dmu2
+
+    def __init__(self, link: str | None = None, theta: float | None = None) -> None:
+        super().__init__(link)
+        if theta is not None:
+            value = float(theta) if isinstance(theta, (int, float)) else math.nan
+            if isinstance(theta, bool) or not (math.isfinite(value) and value > 0):
+                raise FamilyError(f"negative_binomial theta must be a positive finite number, "
+                                  f"not {show(theta)}")
+            self.fixed_phi = value
 
     def prepare_response(self, values: list[pd.Series], weights: np.ndarray, name: str,
                          labels: pd.Index) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -49,6 +49,11 @@ def poisson_d2logpdf_dmu2(y: float, mu: float, wt: float, phi: float) -> float:
     return -wt * y / (mu * mu)
 
 
+@njit(cache=True, inline="always")
+def poisson_dvariance_dmu(mu: float, phi: float) -> float:
+    return 1.0
+
+
 class Poisson(Family):
     """Counts with variance equal to the mean."""
 
@@ -62,6 +67,7 @@ class Poisson(Family):
     variance = poisson_variance
     dev_resid = poisson_dev_resid
     logpdf = poisson_logpdf
+    dvariance_dmu = poisson_dvariance_dmu
     cumulant = poisson_cumulant
     zero_responses_matter = True
     zero_responses_label = "zero counts only"

@@ -42,7 +42,7 @@ from .errors import (
 from .fitting.control import FitControl
 from .fitting.warmup import warmup
 from .inference import anova, bootstrap
-from .registry import available_families, get_family
+from .registry import available_families, family_info, get_family
 from .results.result import MixedModelResult
 from .simulation import Simulation, designs, simulate
 
@@ -55,5 +55,5 @@ __all__ = [
     "MissingColumnError", "MissingValueWarning", "MixedModel", "MixedModelResult",
     "ModelSpecError", "RankDeficiencyWarning", "ResponseError", "Simulation",
     "SingularFitWarning", "__version__", "anova", "available_families", "bootstrap", "designs",
-    "fit", "fit_many", "get_family", "plot", "refit", "simulate", "warmup",
+    "family_info", "fit", "fit_many", "get_family", "plot", "refit", "simulate", "warmup",
 ]

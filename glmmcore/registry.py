@@ -29,6 +29,9 @@ class FamilyEntry:
     name: str
     cls: type
     source: str
+    package: str = ""        # the distribution that declares the entry point
+    version: str = ""        # its installed version
+    entry_point: str = ""    # "name = module:attribute" in the glmmcore.families group
 
 
 class FamilyRegistry:
@@ -55,8 +58,11 @@ class FamilyRegistry:
         """Sorted names of the available families."""
         return sorted(self.entries())
 
-    def get(self, family: Any, link: Any = None) -> Any:
+    def get(self, family: Any, link: Any = None, **params: Any) -> Any:
         """A family instance from a name, a class or an instance.
+
+        ``params`` go to the family's constructor (``theta=1`` for a negative
+        binomial with a fixed size).
 
         Raises
         ------
@@ -66,14 +72,17 @@ class FamilyRegistry:
         """
         from glmmcore.families.base import Family
         if isinstance(family, Family):
+            if params:
+                raise FamilyError(f"parameters {', '.join(params)} go with a family name or "
+                                  "class, not an instance")
             if link is not None and link != family.link.name:
-                return type(family)(link)
+                return family.with_link(link)
             return family
         if isinstance(family, type) and issubclass(family, Family):
             problem = interface_problem(family)
             if problem:
                 raise FamilyError(f"family class {family.__name__} {problem}")
-            return family(link)
+            return _construct(family, link, params)
         if not isinstance(family, str):
             raise FamilyError(f"family must be a name, a Family subclass or instance, "
                               f"not {type(family).__name__}")
@@ -81,7 +90,18 @@ class FamilyRegistry:
         found = self.entries().get(key)
         if found is None:
             raise FamilyError(f"unknown family '{family}'; available: {', '.join(self.names())}")
-        return found.cls(link)
+        return _construct(found.cls, link, params)
+
+
+def _construct(cls: type, link: Any, params: dict[str, Any]) -> Any:
+    """``cls(link, **params)``; a parameter the family does not take is a FamilyError."""
+    if not params:
+        return cls(link)
+    try:
+        return cls(link, **params)
+    except TypeError as exc:
+        raise FamilyError(f"family '{cls.name}' does not take the parameters "
+                          f"{', '.join(params)} ({exc})") from None
 
 
 def interface_problem(cls: type) -> str | None:
@@ -122,6 +142,7 @@ def _discover(group: str) -> dict[str, FamilyEntry]:
         dist = ep.dist.name if ep.dist is not None else ""
         rank = 0 if dist == OWN_DISTRIBUTION else 1
         candidates.setdefault(ep.name.lower(), []).append((rank, f"{dist}:{ep.value}", ep))
+    # (the ranks and sources above order the candidates; FamilyEntry keeps the details)
     entries: dict[str, FamilyEntry] = {}
     for name in sorted(candidates):
         for _, source, ep in sorted(candidates[name], key=lambda c: (c[0], c[1])):
@@ -140,7 +161,10 @@ def _discover(group: str) -> dict[str, FamilyEntry]:
                 warn(f"two families are named '{name}': using {entries[name].source}, "
                      f"ignoring {source}", FamilyPluginWarning)
                 continue
-            entries[name] = FamilyEntry(name, cls, source)
+            entries[name] = FamilyEntry(
+                name, cls, source, package=ep.dist.name if ep.dist is not None else "",
+                version=ep.dist.version if ep.dist is not None else "",
+                entry_point=f"{ep.name} = {ep.value}")
     return entries
 
 
@@ -152,15 +176,50 @@ def available_families() -> list[str]:
     return _REGISTRY.names()
 
 
-def get_family(family: Any = "gaussian", link: Any = None) -> Any:
-    """A family instance from a name, class or instance, with an optional link.
+def family_info() -> list[dict[str, Any]]:
+    """Where each available family comes from and what it offers, sorted by name.
+
+    Returns
+    -------
+    list of dict
+        Per family: ``name``; ``package`` and ``version`` (the installed
+        distribution that declares it: ``glmmcore`` for the built-in ones);
+        ``entry_point`` (``"name = module:Class"`` in the ``glmmcore.families``
+        group); ``class`` (``module.Class``); ``links`` and ``default_link``;
+        ``extra`` (the name of its extra parameter, or None); ``gradient``
+        (the links whose Laplace deviance has the analytic gradient).
+
+    Examples
+    --------
+    >>> [f["package"] for f in family_info() if f["name"] == "poisson"]
+    ['glmmcore']
+    """
+    from .objectives.family_kernels import gradient_route
+    out = []
+    for name, entry in sorted(_REGISTRY.entries().items()):
+        cls = entry.cls
+        gradient = [link for link in cls.links if gradient_route(cls(link)) is not None]
+        out.append({"name": name, "package": entry.package, "version": entry.version,
+                    "entry_point": entry.entry_point,
+                    "class": f"{cls.__module__}.{cls.__qualname__}",
+                    "links": list(cls.links), "default_link": cls.default_link,
+                    "extra": cls.extra.name if cls.extra is not None else None,
+                    "gradient": gradient})
+    return out
+
+
+def get_family(family: Any = "gaussian", link: Any = None, **params: Any) -> Any:
+    """A family instance from a name, class or instance, with an optional link and the
+    family's own parameters.
 
     Examples
     --------
     >>> get_family("binomial", link="probit")
     Binomial(link='probit')
+    >>> get_family("negative_binomial", theta=1)
+    NegativeBinomial(link='log', theta=1.0)
     """
-    return _REGISTRY.get(family, link)
+    return _REGISTRY.get(family, link, **params)
 
 
 def refresh_families() -> None:

@@ -17,7 +17,7 @@ SEED_GLMMS = ["speed_laplace", "speed_agq9", "speed_slopes", "speed_crossed", "s
 
 # fitted with L-BFGS-B and the analytic gradient by default: also checked with BOBYQA
 GRADIENT_GLMMS = ["speed_laplace", "speed_slopes", "speed_crossed", "patents_pois",
-                  "patents_pois_olre", "patents_opp"]
+                  "patents_pois_olre", "patents_opp", "patents_pois_sqrt", "speed_probit"]
 CASES = [(key, "auto") for key in SEED_GLMMS] + [(key, "bobyqa") for key in GRADIENT_GLMMS]
 
 REL = 1e-3          # the issue's tolerance on fixed effects and variance components

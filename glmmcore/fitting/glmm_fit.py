@@ -91,7 +91,7 @@ def fit_glmm(model: Any, response: Any, control: Any,
     gradient1, gradient2 = uses_gradients(dev, control.optimizer, nagq)
     family, reterms, p = response.family, predictor.reterms, predictor.p
     y, wt = response.y, response.weights
-    beta_glm = dev.pirls0.start_glm(family.start_mu(y, wt))
+    beta_glm = dev.pirls0.start_glm(family.start_mu(y, wt), dev.fixed_phi)
     starts = [reterms.theta_start() if start is None else start]
     if start is None and control.start == "auto":
         # IRLS's working residuals: unit variance unless phi scales them
@@ -112,7 +112,8 @@ def fit_glmm(model: Any, response: Any, control: Any,
     u1, beta1 = _start_modes(dev, opt, skipped=gradient2)
     nt = dev.ntheta
     lower = np.concatenate([reterms.theta_lower, np.full(p, -np.inf), lower1[nt:]])
-    white = Whitening(nt, beta1, rx_vcov(predictor, dev.pirls0.w, opt.x[:nt]))
+    white = Whitening(nt, beta1, rx_vcov(predictor, dev.pirls0.w, opt.x[:nt]),
+                      nextra=int(dev.has_phi))
     x1 = np.concatenate([opt.x[:nt], beta1, opt.x[nt:]])
     dev.pirls1.u = u1
     if gradient2:
@@ -235,9 +236,9 @@ def uses_gradients(dev: GlmmDeviance, optimizer: str, nagq: int) -> tuple[bool, 
     if chosen is not None and chosen.uses_gradient and final not in dev.gradients:
         raise ModelSpecError(
             f"optimizer {optimizer!r} needs the analytic gradient, which a generalized linear "
-            "mixed model has for nAGQ=0 and the Laplace approximation (nAGQ=1) with a "
-            "canonical link, no extra family parameter and the blocked factorization; use "
-            "'auto' or 'bobyqa'")
+            "mixed model has for nAGQ=0 and the Laplace approximation (nAGQ=1) with the "
+            "blocked factorization and a family whose kernels give it (every built-in "
+            "family and link; docs/family-plugins.md); use 'auto' or 'bobyqa'")
     if chosen is not None and not chosen.uses_gradient:
         return False, False
     if final == 1:
@@ -349,7 +350,7 @@ def _result(dev: GlmmDeviance, model: Any, x: np.ndarray, lower: np.ndarray, sta
     extra = {"phi": phi, "nevals": dev.nevals, "has_scale": has_scale, "stage": stage,
              "conditional_deviance": float(np.sum(response.family.dev_resid_array(
                  response.y, mu, response.weights, phi)))}
-    if dev.has_phi:
+    if response.family.extra is not None:
         extra["family_params"] = response.family.display_params(phi)
     sigma = float(np.sqrt(phi)) if has_scale else 1.0
     return MixedModelResult(

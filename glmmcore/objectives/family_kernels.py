@@ -143,6 +143,57 @@ def observed_weights(n, eta_p, y_p, wt_p, phi, mu_p, w_p):
     return 0.0
 '''
 
+# The Laplace gradient's per-observation terms (glmmcore.laplace_gradient): the score
+# s = d log p / d eta, the weights W of log|M| (Fisher's or the observed information), the
+# information H = -d s / d eta (which moves the mode) and, where the family gives the
+# variance's derivative, dW / d eta (else 0: the gradient takes a central difference).
+_GRADIENT_TEMPLATE = '''
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P),
+       cache={cache}, error_model="numpy")
+def laplace_weights(n, eta_p, y_p, wt_p, phi, s_p, w_p, h_p, dw_p):
+    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
+    s, w, h, dw = carray(s_p, n), carray(w_p, n), carray(h_p, n), carray(dw_p, n)
+    for i in range(n):
+        if wt[i] == 0.0:
+            s[i] = 0.0
+            w[i] = 0.0
+            h[i] = 0.0
+            dw[i] = 0.0
+            continue
+        e = eta[i]
+        m = linkinv(e)
+        me = mu_eta(e, m)
+        v = variance(m, phi)
+        s[i] = {score}
+        w[i] = {weight}
+        h[i] = {information}
+        dw[i] = {weight_slope}
+    return 0.0
+'''
+
+_DPHI_TEMPLATE = '''
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
+       cache={cache}, error_model="numpy")
+def dlogpdf_dphi_vec(n, y_p, mu_p, wt_p, phi, out_p):
+    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
+    total = 0.0
+    for i in range(n):
+        v = dlogpdf_dphi(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
+        out[i] = v
+        total += v
+    return total
+'''
+_FISHER = "wt[i] * me * me / v"
+_OBSERVED = ("-(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me"
+             " + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(e, m))")
+# H of an exponential-dispersion family (score wt (y - mu) mu_eta / V) from V'
+_OBSERVED_BY_VARIANCE = ("wt[i] * me * me / v - wt[i] * (y[i] - m) * (mu_eta2(e, m) / v"
+                         " - me * me * dvariance_dmu(m, phi) / (v * v))")
+_FISHER_SLOPE = "wt[i] * me * (2.0 * mu_eta2(e, m) / v - me * me * dvariance_dmu(m, phi) / (v * v))"
+
+
 @njit(cache=True, nogil=True, inline="always")
 def run_sum(x, lo, hi):
     """``sum(x[lo:hi])`` in four running sums: one is a chain of dependent additions,
@@ -163,6 +214,9 @@ def run_sum(x, lo, hi):
 
 SCALAR_KERNELS = ("linkfun", "linkinv", "mu_eta", "variance", "dev_resid", "logpdf")
 OBSERVED_KERNELS = ("mu_eta2", "dlogpdf_dmu", "d2logpdf_dmu2")
+# optional kernels of the Laplace gradient with another than the canonical link, and with
+# an extra parameter (docs/family-plugins.md)
+GRADIENT_KERNELS = ("dvariance_dmu", "dlogpdf_dphi")
 ARRAY_KERNELS = ("update", "logpdf_vec", "linkinv_vec", "linkfun_vec", "variance_vec",
                  "devres_vec", "loglik_eta_vec")
 # log p(y | eta) up to a term free of eta, from the cumulant where it applies
@@ -211,6 +265,9 @@ class FamilyKernels:
     newton: bool = False        # PIRLS steps with the observed information (see newton_steps)
     canonical: bool = True      # the link is the family's canonical one (PIRLS is convex)
     by_cumulant: bool = False   # update's deviance from the cumulant (pirls.deviance_offset)
+    laplace_weights: int = 0    # the Laplace gradient's terms (0: the canonical route, or none)
+    weight_slope: bool = False  # laplace_weights gives dW / d eta (else a central difference)
+    dlogpdf_dphi_vec: int = 0   # d log p / d phi per observation (0: a central difference)
     family: Any = None          # the family they were made for (what a pickle keeps)
 
     def __reduce__(self) -> tuple:
@@ -255,6 +312,9 @@ def family_kernels(family: Any) -> FamilyKernels:
     if laplace_observed or newton:
         scalars.update({"mu_eta2": family.link.mu_eta2, "dlogpdf_dmu": cls.dlogpdf_dmu,
                         "d2logpdf_dmu2": cls.d2logpdf_dmu2})
+    gradient = gradient_route(family)
+    if gradient is not None:
+        scalars.update(_gradient_scalars(family, gradient))
     identity = (family.name, family.link.name, getattr(cls, "score_residual", None),
                 *scalars.items())
     with _lock:
@@ -267,14 +327,66 @@ def family_kernels(family: Any) -> FamilyKernels:
     with _lock:
         if flags not in _loaded:
             module = _load_module(family, scalars, key)
-            observed = getattr(module, "observed_weights", None)
+            extra = {name: getattr(module, name).address
+                     for name in ("observed_weights", "laplace_weights", "dlogpdf_dphi_vec")
+                     if hasattr(module, name)}
             _loaded[flags] = FamilyKernels(
                 **{name: getattr(module, name).address for name in ARRAY_KERNELS},
-                module=module, observed_weights=observed.address if observed else 0,
-                laplace_observed=laplace_observed, newton=newton,
+                module=module, **extra, laplace_observed=laplace_observed, newton=newton,
                 canonical=family.link.name == getattr(cls, "canonical_link", None),
-                by_cumulant=_update_by_cumulant(family, scalars), family=family)
+                by_cumulant=_update_by_cumulant(family, scalars),
+                weight_slope=_analytic_slope(family, scalars), family=family)
         return _loaded[flags]
+
+
+def gradient_route(family: Any) -> str | None:
+    """How the Laplace gradient gets the information ``H = -d s / d eta`` that moves the
+    mode, or None where it has no gradient (docs/family-plugins.md, "The gradient path").
+
+    ``"canonical"``: the canonical link, Fisher's weights and no extra parameter, whose
+    gradient needs only the update kernel (``H = W``); ``"same"``: ``H = W`` all the same
+    (the canonical link with an extra parameter, or the observed information);
+    ``"observed"``: from the score's kernels and the link's ``mu_eta2``;
+    ``"variance"``: an exponential-dispersion family's ``H`` from ``dvariance_dmu``.
+    """
+    cls, link = type(family), family.link
+    observed = getattr(cls, "laplace", "expected") == "observed"
+    canonical = link.name == getattr(cls, "canonical_link", None)
+    if canonical and not observed and cls.extra is None:
+        return "canonical"
+    if canonical or observed:
+        return "same"
+    has = {name: getattr(cls, name, None) is not None
+           for name in ("dlogpdf_dmu", "d2logpdf_dmu2", "dvariance_dmu")}
+    if getattr(link, "mu_eta2", None) is None:
+        return None
+    if has["dlogpdf_dmu"] and has["d2logpdf_dmu2"]:
+        return "observed"
+    if has["dvariance_dmu"] and not getattr(cls, "score_residual", None):
+        return "variance"
+    return None
+
+
+def _gradient_scalars(family: Any, route: str) -> dict[str, Any]:
+    """The kernels :data:`_GRADIENT_TEMPLATE` calls on a route (beyond the six)."""
+    cls, link = type(family), family.link
+    out = {}
+    for name in ("dlogpdf_dmu", "d2logpdf_dmu2", *GRADIENT_KERNELS):
+        if getattr(cls, name, None) is not None:
+            out[name] = getattr(cls, name)
+    if getattr(link, "mu_eta2", None) is not None:
+        out["mu_eta2"] = link.mu_eta2
+    if route == "canonical":
+        return {}
+    if cls.extra is None:
+        out.pop("dlogpdf_dphi", None)
+    return out
+
+
+def _analytic_slope(family: Any, scalars: dict[str, Any]) -> bool:
+    """Whether laplace_weights gives dW / d eta: Fisher's weights, with V' and mu_eta2."""
+    return ("dvariance_dmu" in scalars and "mu_eta2" in scalars
+            and getattr(type(family), "laplace", "expected") != "observed")
 
 
 def newton_steps(family: Any) -> bool:
@@ -302,7 +414,9 @@ def uses_cumulant(family: Any) -> bool:
 
 def _key(family: Any, scalars: dict[str, Any]) -> str:
     """Hash of everything the generated module's machine code depends on."""
-    digest = hashlib.sha256("".join((_TEMPLATE, _OBSERVED_TEMPLATE, _LOGLIK_BY_CUMULANT,
+    digest = hashlib.sha256("".join((_TEMPLATE, _OBSERVED_TEMPLATE, _GRADIENT_TEMPLATE,
+                                     _DPHI_TEMPLATE, _FISHER, _OBSERVED, _FISHER_SLOPE,
+                                     _OBSERVED_BY_VARIANCE, _LOGLIK_BY_CUMULANT,
                                      _LOGLIK_BY_DEVIANCE, _UPDATE_BY_CUMULANT,
                                      _UPDATE_BY_DEV_RESID,
                                      inspect.getsource(run_sum.py_func))).encode())
@@ -372,9 +486,28 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
     loglik_eta = _LOGLIK_BY_CUMULANT if by_cumulant else _LOGLIK_BY_DEVIANCE
     update_body = (_UPDATE_BY_CUMULANT if _update_by_cumulant(family, scalars)
                    else _UPDATE_BY_DEV_RESID.format(residual=residual))
-    text = _TEMPLATE + (_OBSERVED_TEMPLATE if "mu_eta2" in scalars else "")
+    text = (_TEMPLATE + (_OBSERVED_TEMPLATE if "d2logpdf_dmu2" in scalars else "")
+            + _gradient_source(family, scalars)
+            + (_DPHI_TEMPLATE if "dlogpdf_dphi" in scalars else ""))
     return text.format(family=family.name, link=family.link.name, imports=imports,
                        cache=cache, loglik_eta=loglik_eta, update_body=update_body)
+
+
+def _gradient_source(family: Any, scalars: dict[str, Any]) -> str:
+    """The laplace_weights kernel for the family's gradient route, or nothing."""
+    route = gradient_route(family)
+    if route in (None, "canonical"):
+        return ""
+    observed = getattr(type(family), "laplace", "expected") == "observed"
+    score = ("dlogpdf_dmu(y[i], m, wt[i], phi) * me" if "dlogpdf_dmu" in scalars
+             else "wt[i] * (y[i] - m) * me / v")
+    weight = _OBSERVED if observed else _FISHER
+    information = {"same": "w[i]", "observed": _OBSERVED,
+                   "variance": _OBSERVED_BY_VARIANCE}[route]
+    slope = _FISHER_SLOPE if _analytic_slope(family, scalars) else "0.0"
+    body = _GRADIENT_TEMPLATE.format(score=score, weight=weight, information=information,
+                                     weight_slope=slope, cache="{cache}")
+    return body
 
 
 def _load_module(family: Any, scalars: dict[str, Any], key: str) -> ModuleType:
@@ -482,6 +615,11 @@ def call_update(fn, eta, y, wt, phi, mu, w, r, dev):
     """mu, working weights, working residuals and deviance residuals at eta; sum of the latter."""
     return _call_update(fn, eta.size, eta.ctypes.data, y.ctypes.data, wt.ctypes.data, phi,
                         mu.ctypes.data, w.ctypes.data, r.ctypes.data, dev.ctypes.data)
+
+
+# the gradient's laplace_weights kernel has the update kernel's signature:
+# (eta, y, wt, phi) -> s, W, H, dW / d eta
+call_laplace_weights = call_update
 
 
 @intrinsic

@@ -41,7 +41,9 @@ class GlmmDeviance:
         self.predictor, self.response, self.nagq = predictor, response, nagq
         self.family = response.family
         self.kernels = family_kernels(self.family)
-        self.has_phi = self.family.extra is not None
+        self.has_phi = self.family.estimates_phi
+        # the extra parameter's value where it is not estimated (1: the family has none)
+        self.fixed_phi = self.family.fixed_phi if self.family.fixed_phi is not None else 1.0
         self.ntheta = predictor.reterms.ntheta
         args = (predictor, response.y, response.weights, response.offset, self.kernels)
         self.pirls0 = Pirls(*args, beta_in_pirls=True,
@@ -51,9 +53,9 @@ class GlmmDeviance:
         # the analytic gradient of each stage's objective, where there is one
         self.gradients: dict[int, LaplaceGradient] = {}
         if has_laplace_gradient(predictor, self.kernels, self.has_phi):
-            self.gradients[1] = LaplaceGradient(self.pirls0)
+            self.gradients[1] = LaplaceGradient(self.pirls0, self.has_phi)
             if nagq == 1:
-                self.gradients[2] = LaplaceGradient(self.pirls1)
+                self.gradients[2] = LaplaceGradient(self.pirls1, self.has_phi)
         self.failures = 0
         self.nevals = 0
         self._last: dict[int, tuple[np.ndarray, float, np.ndarray]] = {}
@@ -62,7 +64,7 @@ class GlmmDeviance:
         """theta, beta (None in stage 1) and phi from an optimizer vector."""
         theta = x[:self.ntheta]
         beta = x[self.ntheta:self.ntheta + self.predictor.p] if stage == 2 else None
-        phi = float(np.exp(x[-1])) if self.has_phi else 1.0
+        phi = float(np.exp(x[-1])) if self.has_phi else self.fixed_phi
         return theta, beta, phi
 
     def evaluate(self, x: np.ndarray, stage: int,
@@ -126,7 +128,8 @@ class GlmmDeviance:
         except ConvergenceError:
             self.failures += 1
             return np.inf, np.zeros_like(x)
-        return value, self.gradients[stage](x[:self.ntheta])
+        theta, _, phi = self.split(x, stage)
+        return value, self.gradients[stage](theta, phi)
 
 
 # nAGQ=0 alone: L-BFGS-B from this many covariance parameters (simulated crossed binomial

@@ -1,4 +1,4 @@
-"""Gradient of the Laplace deviance over ``(theta, beta)``, for canonical links.
+"""Gradient of the Laplace deviance over ``(theta, beta[, log phi])``, for any link.
 
 The criterion is ``f = D(eta) + |u|^2 + log|M|`` at the conditional mode
 ``u`` of ``g(u) = D(eta) + |u|^2``, with ``eta = o + X beta + Z Lambda u``,
@@ -28,6 +28,23 @@ second pass the sums.  ``W'`` (the derivative of the weights in ``eta``) is a
 central difference of the family's own weight kernel, so any plugin family
 with a canonical link has its gradient at compiled speed.  No ``T^{-1}``
 appears: the gradient holds on the boundary too.
+
+Any other link (and the observed information).  The mode moves with the
+information ``H = -d s / d eta``, which equals ``W`` only with the canonical
+link: ``v`` then solves the system of ``M_H = I + Lambda' Z' H Z Lambda``
+(factored beside the Laplace one) and ``b = a - H Z Lambda v``; ``log|M|`` and
+the leverages stay at ``W`` (Fisher's weights as lme4, or the observed
+information).  The family's generated ``laplace_weights`` kernel gives ``s``,
+``W``, ``H`` and, from the variance's and the link's derivatives, ``W' =
+wt mu_eta (2 mu_eta' / V - mu_eta^2 V' / V^2)`` (:mod:`glmmcore.kernels`);
+with the observed information ``W'`` is a central difference of it.
+
+An extra parameter ``phi`` (optimized as ``log phi``).  By the envelope
+theorem only ``phi``'s direct effects count at the mode:
+``-2 sum d log p_i / d phi`` (the family's ``dlogpdf_dphi``, else a central
+difference of ``logpdf``), ``sum h_i dW_i / d phi`` and, through the mode
+(``M_H du = Lambda' Z' ds / d phi``), ``(Z Lambda v)' ds / d phi``; the last two
+from central differences of ``laplace_weights`` in ``log phi``.
 """
 
 from __future__ import annotations
@@ -39,22 +56,30 @@ import numpy as np
 from numba import njit
 
 from ..design.predictor import _apply_lambda, _zb_row, _zb_row_scalars
+from ..errors import ConvergenceError
 from ..linalg.crossprod import all_scalar
 from ..linalg.rhs_solve import solve_rhs
 from ..linalg.selected import observation_inverse
-from .family_kernels import call_update
+from .family_kernels import call_laplace_weights, call_update, call_yms
 
 WEIGHT_STEP = 1e-5    # central-difference step in eta for W' (error ~1e-11 relative)
+PHI_STEP = 1e-5       # central-difference step in log phi for the weights' and score's slopes
 # Below this a variance parameter's derivative is taken at a raised point
 # (:meth:`glmmcore.objectives.glmm.GlmmDeviance.value_and_gradient`)
 GRADIENT_MIN_THETA = 1e-6
 
 
 def has_laplace_gradient(predictor: Any, kernels: Any, has_phi: bool) -> bool:
-    """Whether :class:`LaplaceGradient` applies (module doc): blocked factor, canonical
-    link with Fisher scoring, no extra family parameter."""
-    return (predictor.backend == "blocked" and kernels.canonical and not kernels.newton
-            and not kernels.laplace_observed and not has_phi)
+    """Whether :class:`LaplaceGradient` applies (module doc): the blocked factorization,
+    and a canonical link with Fisher's weights and no extra parameter, or a family and
+    link whose kernels give the gradient's terms (:func:`glmmcore.kernels.gradient_route`)."""
+    return predictor.backend == "blocked" and (_canonical_route(kernels, has_phi)
+                                               or kernels.laplace_weights != 0)
+
+
+def _canonical_route(kernels: Any, has_phi: bool) -> bool:
+    return (kernels.canonical and not kernels.newton and not kernels.laplace_observed
+            and not has_phi)
 
 
 class LaplaceGradient:
@@ -65,12 +90,20 @@ class LaplaceGradient:
     pirls
         A :class:`~glmmcore.objectives.pirls.Pirls` workspace that has just run at the
         point whose gradient is wanted.
+    has_phi
+        The family has an extra parameter: the gradient ends with its derivative
+        over ``log phi``.
     """
 
-    def __init__(self, pirls: Any) -> None:
-        self.pirls = pirls
+    def __init__(self, pirls: Any, has_phi: bool = False) -> None:
+        self.pirls, self.has_phi = pirls, has_phi
         self.widths = np.array([b.p for b in pirls.predictor.reterms.blocks], dtype=np.int64)
+        self.canonical = _canonical_route(pirls.kernels, has_phi)
+        # H differs from W: a non-canonical link with Fisher's weights
+        self.separate = not (self.canonical or pirls.kernels.canonical
+                             or pirls.kernels.laplace_observed)
         self._work: _Buffers | None = None
+        self._information: tuple[Any, np.ndarray] | None = None
 
     def _buffers(self) -> _Buffers:
         """Per-observation buffers, made on first use: a fit whose stage 1 does not take
@@ -78,11 +111,12 @@ class LaplaceGradient:
         if self._work is None:
             n = self.pirls.predictor.n
             self._work = _Buffers(G=np.empty((n, int(self.widths.sum()))), a=np.empty(n),
-                                  dW=np.empty(n), h=np.empty(n),
+                                  dW=np.empty(n), h=np.empty(n), s=np.empty(n),
+                                  W=np.empty(n), H=np.empty(n), zv=np.empty(n),
                                   scratch=[np.empty(n) for _ in range(6)])
         return self._work
 
-    def __call__(self, theta: np.ndarray) -> np.ndarray:
+    def __call__(self, theta: np.ndarray, phi: float = 1.0) -> np.ndarray:
         """The gradient at the workspace's mode for ``theta`` (module doc).
 
         Given beta (the Laplace stage): over ``(theta, beta)``.  When PIRLS
@@ -90,11 +124,17 @@ class LaplaceGradient:
         mode's equations gain ``X' s = 0``, so ``v`` solves the system of
         ``[Z Lambda, X]`` (the factor in place has X's rows) for
         ``[Lambda' Z' a; X' a]``, and ``b = a - W (Z Lambda v_u + X v_beta)``.
+        With an extra parameter, its derivative over ``log phi`` is appended.
         """
         pirls, work = self.pirls, self._buffers()
-        predictor, factor = pirls.predictor, pirls.factor
-        score = pirls.w * pirls.r
-        self._weight_slope(pirls)
+        predictor = pirls.predictor
+        if self.canonical:
+            np.multiply(pirls.w, pirls.r, out=work.s)
+            score, W, H = work.s, pirls.w, pirls.w
+            self._weight_slope(pirls, phi)
+        else:
+            score, W, H = self._terms(pirls, phi)
+        factor = self._information_factor(theta, H) if self.separate else pirls.factor
         _, h = self.leverages(theta)
         np.multiply(work.dW, h, out=work.a)
         codes, Xall, p, xoff, boff = predictor._z
@@ -114,8 +154,68 @@ class LaplaceGradient:
         vb = v[q:] if nsolve else np.zeros(nx)
         grad = np.zeros(theta.shape[0] + nx)
         _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, predictor.X, pirls.u, v[:q], lv,
-                       vb, score, pirls.w, work.a, work.G, grad)
-        return grad[:theta.shape[0]] if nsolve else grad
+                       vb, score, W, H, work.a, work.G, grad, work.zv)
+        out = grad[:theta.shape[0]] if nsolve else grad
+        if self.has_phi:
+            out = np.append(out, self._phi_derivative(pirls, phi, h, work.zv))
+        return out
+
+    def _terms(self, pirls: Any, phi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``s``, ``W``, ``H`` and ``W'`` (into the buffers) from the family's kernel."""
+        work, kernels = self._buffers(), pirls.kernels
+        call_laplace_weights(kernels.laplace_weights, pirls.eta, pirls.y, pirls.wt, phi,
+                             work.s, work.W, work.H, work.dW)
+        if not kernels.weight_slope:
+            eta_p, s_p, w_p, w_m, h_p, dw_p = work.scratch
+            np.add(pirls.eta, WEIGHT_STEP, out=eta_p)
+            call_laplace_weights(kernels.laplace_weights, eta_p, pirls.y, pirls.wt, phi,
+                                 s_p, w_p, h_p, dw_p)
+            np.subtract(pirls.eta, WEIGHT_STEP, out=eta_p)
+            call_laplace_weights(kernels.laplace_weights, eta_p, pirls.y, pirls.wt, phi,
+                                 s_p, w_m, h_p, dw_p)
+            np.subtract(w_p, w_m, out=work.dW)
+            work.dW *= 0.5 / WEIGHT_STEP
+        return work.s, work.W, work.H
+
+    def _information_factor(self, theta: np.ndarray, H: np.ndarray) -> Any:
+        """The system of ``M_H`` (and X's rows when PIRLS estimates beta), factored.
+
+        Its ``Y`` has the model matrix and a zero last column whose own diagonal
+        is set to 1: the solves read only the rows before it, and ``H``, which
+        may be negative for single observations, cannot make it not positive.
+        """
+        pirls = self.pirls
+        if self._information is None:
+            Y = np.zeros_like(pirls.Y)
+            Y[:, :-1] = pirls.Y[:, :-1]
+            self._information = (pirls.predictor.new_factor(pirls.m), Y)
+        factor, Y = self._information
+        factor.crossprod(H, Y)
+        factor.AYY[-1, -1] = 1.0
+        if not factor.factor(theta):
+            raise ConvergenceError("the information is not positive definite at the mode",
+                                   {"theta": theta.tolist()})
+        return factor
+
+    def _phi_derivative(self, pirls: Any, phi: float, h: np.ndarray, zv: np.ndarray) -> float:
+        """The derivative over ``log phi`` (module doc)."""
+        work, kernels = self._buffers(), pirls.kernels
+        s_p, w_p, s_m, w_m, h_x, dw_x = work.scratch
+        up, down = phi * np.exp(PHI_STEP), phi * np.exp(-PHI_STEP)
+        call_laplace_weights(kernels.laplace_weights, pirls.eta, pirls.y, pirls.wt, up,
+                             s_p, w_p, h_x, dw_x)
+        call_laplace_weights(kernels.laplace_weights, pirls.eta, pirls.y, pirls.wt, down,
+                             s_m, w_m, h_x, dw_x)
+        half = 0.5 / PHI_STEP
+        slopes = half * (float(h @ (w_p - w_m)) + float(zv @ (s_p - s_m)))
+        if kernels.dlogpdf_dphi_vec:
+            dlogp = phi * call_yms(kernels.dlogpdf_dphi_vec, pirls.y, pirls.mu, pirls.wt, phi,
+                                   h_x)
+        else:
+            dlogp = half * (call_yms(kernels.logpdf_vec, pirls.y, pirls.mu, pirls.wt, up, h_x)
+                            - call_yms(kernels.logpdf_vec, pirls.y, pirls.mu, pirls.wt, down,
+                                       h_x))
+        return -2.0 * dlogp + slopes
 
     def leverages(self, theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(G, h)``: ``G[i] = M^{-1} Lambda' z_i`` on observation ``i``'s random effects
@@ -127,15 +227,15 @@ class LaplaceGradient:
                    s.r1_voff, s.obs_rr, s.rr_voff, S11, S21v, S22v, Tall, work.G, work.h)
         return work.G, work.h
 
-    def _weight_slope(self, pirls: Any) -> None:
+    def _weight_slope(self, pirls: Any, phi: float) -> None:
         """``dW/d eta`` by a central difference of the family's update kernel."""
         work = self._buffers()
         eta_p, mu, w_p, w_m, r, dev = work.scratch
         update = pirls.kernels.update
         np.add(pirls.eta, WEIGHT_STEP, out=eta_p)
-        call_update(update, eta_p, pirls.y, pirls.wt, 1.0, mu, w_p, r, dev)
+        call_update(update, eta_p, pirls.y, pirls.wt, phi, mu, w_p, r, dev)
         np.subtract(pirls.eta, WEIGHT_STEP, out=eta_p)
-        call_update(update, eta_p, pirls.y, pirls.wt, 1.0, mu, w_m, r, dev)
+        call_update(update, eta_p, pirls.y, pirls.wt, phi, mu, w_m, r, dev)
         np.subtract(w_p, w_m, out=work.dW)
         work.dW *= 0.5 / WEIGHT_STEP
 
@@ -148,7 +248,11 @@ class _Buffers:
     a: np.ndarray         # W'_i h_i
     dW: np.ndarray        # dW / d eta
     h: np.ndarray         # leverages
-    scratch: list         # the weight slope's six arrays
+    s: np.ndarray         # the score d log p / d eta
+    W: np.ndarray         # the Laplace approximation's weights
+    H: np.ndarray         # the information -d s / d eta
+    zv: np.ndarray        # (Z Lambda v_u + X v_beta)_i
+    scratch: list         # six arrays for central differences
 
 
 def _padded_T(Ts: list[np.ndarray], width: int) -> np.ndarray:
@@ -267,19 +371,20 @@ def _add_zt(codes, Xall, p, xoff, boff, a, out):
 
 
 @njit(cache=True, nogil=True)
-def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W, a, G,
-                   grad):
+def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W, H, a,
+                   G, grad, zvs):
     """The sums of the module doc, into ``grad`` (theta's, then beta's).
 
     Per block ``k`` and position ``(r, c)`` of ``T_k``:
     ``sum_i x_ikr [(b_i - 2 s_i) u_lc + s_i v_lc + 2 W_i G_i(k, c)]``, ``l`` the
-    observation's level; ``b_i = a_i - W_i ((Z Lambda v)_i + x_i' vb)``.
+    observation's level; ``b_i = a_i - H_i zv_i``, ``zv_i = (Z Lambda v)_i + x_i' vb``
+    (kept in ``zvs``).
     """
     K = p.shape[0]
     ntheta = grad.shape[0] - X.shape[1]
     if all_scalar(p):
         _gradient_pass_scalars(codes, Xall, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W,
-                               a, G, grad)
+                               H, a, G, grad, zvs)
         return
     pmax = 0
     for k in range(K):
@@ -289,7 +394,8 @@ def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, scor
         zv = _zb_row(codes, Xall, p, xoff, boff, lv, i)
         for j in range(X.shape[1]):
             zv += X[i, j] * vb[j]
-        e = a[i] - W[i] * zv - 2.0 * score[i]
+        zvs[i] = zv
+        e = a[i] - H[i] * zv - 2.0 * score[i]
         for j in range(X.shape[1]):
             grad[ntheta + j] += X[i, j] * e
         two_w = 2.0 * W[i]
@@ -312,8 +418,8 @@ def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, scor
 
 
 @njit(cache=True, nogil=True)
-def _gradient_pass_scalars(codes, Xall, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W, a,
-                           G, grad):
+def _gradient_pass_scalars(codes, Xall, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W, H,
+                           a, G, grad, zvs):
     """:func:`_gradient_pass` when every term is scalar: one sum per block."""
     K = codes.shape[1]
     nx = X.shape[1]
@@ -323,8 +429,9 @@ def _gradient_pass_scalars(codes, Xall, xoff, boff, tidx, toff, X, u, v, lv, vb,
         zv = _zb_row_scalars(codes, Xall, xoff, boff, lv, i)
         for j in range(nx):
             zv += X[i, j] * vb[j]
+        zvs[i] = zv
         si = score[i]
-        e = a[i] - W[i] * zv - 2.0 * si
+        e = a[i] - H[i] * zv - 2.0 * si
         for j in range(nx):
             grad[ntheta + j] += X[i, j] * e
         two_w = 2.0 * W[i]

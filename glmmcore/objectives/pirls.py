@@ -256,8 +256,9 @@ class Pirls:
                                 "penalized_deviance": pdev, "last_step": step,
                                 "halvings": halvings})
 
-    def start_glm(self, start_mu: np.ndarray) -> np.ndarray:
-        """Fixed effects of the GLM without random effects (IRLS from ``start_mu``).
+    def start_glm(self, start_mu: np.ndarray, phi: float = 1.0) -> np.ndarray:
+        """Fixed effects of the GLM without random effects (IRLS from ``start_mu``), at the
+        family's extra parameter ``phi`` (1: none, or its start when estimated).
 
         Needs a workspace that estimates beta; leaves the modes at zero.
         """
@@ -273,14 +274,14 @@ class Pirls:
         limits = (self.step_tol, FLOOR_TOL, float(MAX_ITER), float(MAX_HALVINGS))
         k = self.kernels
         status = glm_irls(k.update, k.observed_weights, k.newton, k.canonical, X, self.y,
-                          self.wt, self.offset, 1.0, beta, limits, self.eta, self.mu, self.w,
+                          self.wt, self.offset, phi, beta, limits, self.eta, self.mu, self.w,
                           self.r, self.dev)
         if status != GLM_CONVERGED:
             # separation or worse: PIRLS at theta = 0 stops on the deviance or says why
-            beta = self.run(np.zeros(self.predictor.reterms.ntheta), None, 1.0).beta
+            beta = self.run(np.zeros(self.predictor.reterms.ntheta), None, phi).beta
         elif k.newton and not k.laplace_observed:
             # Fisher's weights and residuals, as a PIRLS run leaves them at its mode
-            call_update(k.update, self.eta, self.y, self.wt, 1.0, self.mu, self.w, self.r,
+            call_update(k.update, self.eta, self.y, self.wt, phi, self.mu, self.w, self.r,
                         self.dev)
         # no prediction from theta = 0: the next move is no small one
         self.start_from(np.zeros_like(self.u), beta)

@@ -68,6 +68,12 @@ def beta_d2logpdf_dmu2(y: float, mu: float, wt: float, phi: float) -> float:
     return -wt * phi * phi * (trigamma(mu * phi) + trigamma((1.0 - mu) * phi))
 
 
+@njit(cache=True, inline="always")
+def beta_dlogpdf_dphi(y: float, mu: float, wt: float, phi: float) -> float:
+    return wt * (digamma(phi) - mu * digamma(mu * phi) - (1.0 - mu) * digamma((1.0 - mu) * phi)
+                 + mu * math.log(y) + (1.0 - mu) * math.log1p(-y))
+
+
 class Beta(Family):
     """Proportions strictly between 0 and 1; ``phi`` is the precision.
 
@@ -87,6 +93,9 @@ class Beta(Family):
     laplace = "observed"
     dlogpdf_dmu = beta_dlogpdf_dmu
     d2logpdf_dmu2 = beta_d2logpdf_dmu2
+    # the gradient in the precision (glmmcore takes the rest of the gradient from the
+    # kernels above: docs/family-plugins.md, "The gradient path")
+    dlogpdf_dphi = beta_dlogpdf_dphi
     mean_bounds = (0.0, 1.0)
 
     def check_support(self, y: np.ndarray, name: str, labels: pd.Index) -> None:

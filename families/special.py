@@ -1,0 +1,34 @@
+"""The digamma function as a scalar ``numba.njit`` kernel (``math`` has only ``lgamma``).
+
+Needed by the derivatives of the Gamma and negative binomial log-densities in
+their extra parameter.  The argument is raised past :data:`ASYMPTOTIC_FROM` by
+``psi(x) = psi(x + 1) - 1 / x`` and the asymptotic series summed there; within
+1e-13 relative of ``scipy.special.digamma`` away from its root near 1.4616
+(where the absolute error stays below 1e-15), tested.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import njit
+
+ASYMPTOTIC_FROM = 8.0
+
+
+@njit(cache=True, inline="always")
+def digamma(x: float) -> float:
+    """``d log Gamma(x) / dx`` for ``x > 0`` (NaN otherwise)."""
+    if not x > 0.0:
+        return math.nan
+    if x > 1e15:
+        return math.log(x)
+    acc = 0.0
+    while x < ASYMPTOTIC_FROM:
+        acc -= 1.0 / x
+        x += 1.0
+    z = 1.0 / (x * x)
+    # Bernoulli numbers B_2k / (2k): 1/12, 1/120, 1/252, 1/240, 1/132, 691/32760
+    tail = z * (1.0 / 12.0 - z * (1.0 / 120.0 - z * (1.0 / 252.0 - z * (
+        1.0 / 240.0 - z * (1.0 / 132.0 - z * (691.0 / 32760.0))))))
+    return acc + math.log(x) - 0.5 / x - tail
