@@ -63,7 +63,8 @@ def differences(dev, x, stage, h=1e-5):
 
 def assert_gradient(dev, x, stage):
     value, grad = dev.value_and_gradient(x, stage)
-    assert value == dev.evaluate(x, stage, False)[0]
+    # PIRLS from another start stops at the same mode up to round-off
+    assert value == pytest.approx(dev.evaluate(x, stage, False)[0], rel=1e-12)
     fd = differences(dev, x, stage)
     np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-6 * np.max(np.abs(fd)))
 
