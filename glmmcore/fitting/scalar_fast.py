@@ -77,8 +77,8 @@ def applies(model: Any) -> bool:
     if model.is_lmm:
         return True
     family = model.family
-    if model.nagq not in (0, 1):
-        return False
+    if model.nagq not in (0, 1) or getattr(family, "fixed_phi", None) is not None:
+        return False        # a family parameter held fixed: the regular path
     kernels = family_kernels(family)
     if kernels.laplace_observed or not (kernels.canonical or kernels.newton):
         return False
