@@ -101,6 +101,13 @@ class MixedModel:
         self._check()
         # lazily built parts of the predictor, built here so that threads only read them
         self.predictor.linear_predictor_args()
+        self._free_factors: list = []      # factor workspaces no fit is using (take_factor)
+        self._own_weights: dict = {}       # what the fits compute from the model's weights
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_free_factors"], state["_own_weights"] = [], {}   # rebuilt where it lands
+        return state
 
     # -- sizes -----------------------------------------------------------------------
     @property
@@ -164,6 +171,43 @@ class MixedModel:
                 return fit_lmm(self, response, ctrl, theta0)
             from ..fitting.glmm_fit import fit_glmm
             return fit_glmm(self, response, ctrl, theta0)
+
+    # -- what fits reuse ------------------------------------------------------------
+    def take_factor(self, m: int) -> Any:
+        """A factor workspace for ``m`` dense columns: one a finished fit gave back
+        (:meth:`give_back`) or a new one.  Each fit has its own while it runs, so fits
+        from several threads never share one; list ``pop`` and ``append`` are atomic.
+        Only the blocked factorization's are reused (CHOLMOD's keep a factor object)."""
+        if self.predictor.backend != "blocked":
+            return self.predictor.new_factor(m)
+        try:
+            factor = self._free_factors.pop()
+        except IndexError:
+            return self.predictor.new_factor(m)
+        if factor.m == m:
+            return factor
+        return self.predictor.new_factor(m)
+
+    def give_back(self, factor: Any) -> None:
+        """Return a workspace taken by :meth:`take_factor` once its fit is done."""
+        if self.predictor.backend == "blocked":
+            self._free_factors.append(factor)
+
+    def for_weights(self, name: str, weights: np.ndarray, build: Any) -> Any:
+        """``build(weights)``, made once per model when ``weights`` are the model's own
+        prior weights (a new response keeps them), else made each time.
+
+        ``build`` must depend on the model and the weights alone.  Two threads may
+        both build it the first time: the same value either way.
+        """
+        own = self.response.weights
+        if weights is not own and not (weights.shape == own.shape
+                                       and np.array_equal(weights, own)):
+            return build(weights)
+        found = self._own_weights.get(name)
+        if found is None:
+            found = self._own_weights[name] = build(own)
+        return found
 
     # -- responses -------------------------------------------------------------------
     def response_from(self, y: Any) -> Response:

@@ -98,15 +98,17 @@ def check_not_saturated(predictor: Any) -> None:
                              "random effects from; remove fixed effects")
 
 
-def structure_flags(predictor: Any, response: Any) -> list[Flag]:
-    """Flags that the design and response show before fitting (O(n p))."""
+def structure_flags(predictor: Any, response: Any, spread: float | None = None) -> list[Flag]:
+    """Flags that the design and response show before fitting (O(n p)); ``spread`` is
+    :func:`target_spread` of ``y - offset`` if known."""
     flags = []
     n, p = predictor.n, predictor.p
     if p >= n:
         flags.append(Flag("saturated", f"{p} fixed effects for {n} observations: the fixed "
                                        "effects alone can fit every observation"))
     target = response.y - response.offset
-    spread = _spread(target)
+    if spread is None:
+        spread = target_spread(target)
     bounds = response.family.mean_bounds
     for block in predictor.reterms.blocks:
         if not response.family.is_gaussian_identity:
@@ -140,7 +142,8 @@ def _separated_levels(y: np.ndarray, block: Any, bounds: tuple[float, float]) ->
     return bool(np.all((low == counts) | (high == counts)))
 
 
-def _spread(values: np.ndarray) -> float:
+def target_spread(values: np.ndarray) -> float:
+    """The scale of a response for the exact-fit tolerances: its SD (its RMS if constant)."""
     sd = float(np.std(values))
     return sd if sd > 0 else float(np.sqrt(np.mean(values ** 2)))
 
@@ -183,14 +186,20 @@ def confounded_flags(predictor: Any, weights: np.ndarray) -> list[Flag]:
 
 # -- after fitting ------------------------------------------------------------
 
-def exact_fit(residuals: np.ndarray, target: np.ndarray) -> bool:
-    """Whether residuals are round-off of the response (an exact fit)."""
-    return bool(np.sqrt(np.mean(residuals ** 2)) <= EXACT_TOL * _spread(target))
+def exact_fit(residuals: np.ndarray, target: np.ndarray, spread: float | None = None) -> bool:
+    """Whether residuals are round-off of the response (an exact fit); ``spread`` is
+    :func:`target_spread` of ``target`` if known."""
+    if spread is None:
+        spread = target_spread(target)
+    return bool(np.sqrt(np.mean(residuals ** 2)) <= EXACT_TOL * spread)
 
 
-def zero_sigma(sigma: float, target: np.ndarray) -> bool:
-    """Whether a residual SD is numerically 0 for this response."""
-    return bool(sigma <= ZERO_SIGMA_TOL * _spread(target))
+def zero_sigma(sigma: float, target: np.ndarray, spread: float | None = None) -> bool:
+    """Whether a residual SD is numerically 0 for this response (``spread`` as in
+    :func:`exact_fit`)."""
+    if spread is None:
+        spread = target_spread(target)
+    return bool(sigma <= ZERO_SIGMA_TOL * spread)
 
 
 def apply_flags(conv: Any, flags: list[Flag]) -> None:

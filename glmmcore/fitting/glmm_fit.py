@@ -82,8 +82,8 @@ def fit_glmm(model: Any, response: Any, control: Any,
     predictor, nagq = model.predictor, model.nagq
     _check_weights(response.weights)
     check_response_varies(response)
-    flags = structure_flags(predictor, response) + confounded_flags(predictor,
-                                                                    response.weights)
+    flags = structure_flags(predictor, response) + model.for_weights(
+        "confounded_flags", response.weights, lambda w: confounded_flags(predictor, w))
     scale = column_scales(predictor.X)
     if scale is not None:       # the fit runs on rescaled columns (glmmcore.design.rescale)
         predictor = rescaled(predictor, scale)

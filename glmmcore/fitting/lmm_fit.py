@@ -10,7 +10,7 @@ import numpy as np
 from ..design.predictor import Predictor
 from ..errors import DataError, ModelSpecError, show
 from ..linalg.condvar import scaled_condvar
-from ..objectives.lmm import LmmDeviance
+from ..objectives.lmm import LmmDeviance, normal_equations
 from ..results.result import MixedModelResult
 from .checks import (
     Convergence,
@@ -27,6 +27,7 @@ from .diagnostics import (
     has,
     report,
     structure_flags,
+    target_spread,
     zero_sigma,
 )
 from .optimizers import OPTIMIZERS, main_optimizer
@@ -42,14 +43,32 @@ def fit_lmm(model: Any, response: Any, control: Any,
             start: np.ndarray | None = None) -> MixedModelResult:
     """Fit a linear mixed model: optimize the profiled deviance over theta.
 
-    ``start`` (theta) replaces the start rule ``control.start`` when given.
+    ``start`` (theta) replaces the start rule ``control.start`` when given.  What
+    depends on the model and the prior weights alone (the least-squares normal
+    equations, the confounding check) the model keeps for its own weights, and the
+    factor workspace is one the model's last fit gave back.
     """
     predictor = model.predictor
-    dev = LmmDeviance(predictor, response.y, response.weights, response.offset, model.reml)
-    flags = structure_flags(predictor, response) + confounded_flags(predictor,
-                                                                    response.weights)
+    normal = model.for_weights("normal_equations", response.weights,
+                               lambda w: normal_equations(predictor.X, w))
+    factor = model.take_factor(predictor.p + 1)
+    try:
+        dev = LmmDeviance(predictor, response.y, response.weights, response.offset,
+                          model.reml, factor=factor, normal=normal)
+        return _fit(dev, model, response, control, start)
+    finally:
+        model.give_back(factor)
+
+
+def _fit(dev: LmmDeviance, model: Any, response: Any, control: Any,
+         start: np.ndarray | None) -> MixedModelResult:
+    """:func:`fit_lmm` once its deviance is made."""
+    predictor = model.predictor
     target = response.y - response.offset
-    if exact_fit(dev.ls_residuals, target):
+    spread = target_spread(target)
+    flags = structure_flags(predictor, response, spread) + model.for_weights(
+        "confounded_flags", response.weights, lambda w: confounded_flags(predictor, w))
+    if exact_fit(dev.ls_residuals, target, spread):
         result = exact_lmm_result(dev, model, response)
         apply_flags(result.convergence, flags)
         report(result.convergence, control)
@@ -79,7 +98,7 @@ def fit_lmm(model: Any, response: Any, control: Any,
     if opt.at_limit:
         conv.stopped_at_limit(control.maxeval)
     result = lmm_result(dev, model, response, theta, conv)
-    if zero_sigma(result.sigma, target) and not has(flags, "constant_within_groups"):
+    if zero_sigma(result.sigma, target, spread) and not has(flags, "constant_within_groups"):
         flags.append(Flag("zero_residual_variance", (
             f"the residual SD ({result.sigma:.3g}) is numerically 0 for this response: the "
             "fixed and random effects fit it exactly, and the likelihood has no maximum")))

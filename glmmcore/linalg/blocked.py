@@ -268,6 +268,7 @@ class BlockedFactor:
         self._coupled_rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._workspace: dict[int, tuple] = {}       # the inverse blocks' (diag_blocks_args)
         self._offsets: dict[tuple[int, bool], np.ndarray] = {}
+        self.kept: dict = {}     # callers' arrays made once per workspace (lmm_gradient)
 
     def crossprod(self, w: np.ndarray, Y: np.ndarray) -> None:
         """Weighted cross-products of ``[Z, Y]`` (``Y`` is ``n x m``)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -78,21 +79,28 @@ class LmmDeviance:
         Response, prior weights (positive) and offset.
     reml
         REML criterion if True, else ML deviance.
+    factor
+        A factor workspace for ``p + 1`` columns to use (default: a new one).
+    normal
+        :func:`normal_equations` of X and these weights, if made already.
     """
 
     def __init__(self, predictor: Predictor, y: np.ndarray, weights: np.ndarray,
-                 offset: np.ndarray, reml: bool) -> None:
+                 offset: np.ndarray, reml: bool, *, factor: Any = None,
+                 normal: NormalEquations | None = None) -> None:
         self.predictor = predictor
         self.n, self.p = predictor.n, predictor.p
         self.reml = reml
-        self.ldW = float(np.sum(np.log(weights)))
         X, target = predictor.X, y - offset
-        self.beta_ls = _weighted_ls(X, target, weights)
+        if normal is None:
+            normal = normal_equations(X, weights)
+        self.ldW = normal.ldW
+        self.beta_ls = normal.solve(X, target, weights)
         Y = np.empty((self.n, self.p + 1))
         Y[:, :self.p] = X
         Y[:, self.p] = target - X @ self.beta_ls
         self.ls_residuals = Y[:, self.p].copy()     # for the moment start (lmm_start)
-        self.factor = predictor.new_factor(self.p + 1)
+        self.factor = predictor.new_factor(self.p + 1) if factor is None else factor
         self.factor.crossprod(np.ascontiguousarray(weights, dtype=float), Y)
         self.nevals = 0
         self._last: tuple[np.ndarray, float, np.ndarray] | None = None
@@ -171,21 +179,46 @@ class LmmDeviance:
                            ldRX2=self.ld_rx2())
 
 
-def _weighted_ls(X: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Weighted least-squares coefficients by the normal equations (an SVD if they fail).
+@dataclass(frozen=True)
+class NormalEquations:
+    """The weighted least-squares normal equations of X, for any response.
 
-    Only a shift of the response (:class:`LmmDeviance`): any beta gives the same
-    fit, a good one a small residual.  X has full column rank (aliased columns
-    were dropped), so the normal equations' Cholesky factor exists unless X is
-    nearly collinear, where the SVD takes over.  Half the time of ``lstsq``'s SVD.
+    Attributes
+    ----------
+    Xw
+        ``X`` times the weights, row by row.
+    L
+        Cholesky factor of ``X' W X`` (None where it failed: X nearly collinear).
+    ldW
+        ``sum(log w)``.
     """
+
+    Xw: np.ndarray
+    L: np.ndarray | None
+    ldW: float
+
+    def solve(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Weighted least-squares coefficients of ``y`` (an SVD where ``L`` failed).
+
+        Only a shift of the response (:class:`LmmDeviance`): any beta gives the
+        same fit, a good one a small residual.  Half the time of ``lstsq``'s SVD.
+        """
+        if self.L is None:
+            sw = np.sqrt(weights)
+            return np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
+        return _cholesky_solve(self.L, self.Xw.T @ y)
+
+
+def normal_equations(X: np.ndarray, weights: np.ndarray) -> NormalEquations:
+    """:class:`NormalEquations` of X and the weights (the same for every response: a
+    model makes them once for its own weights).  X has full column rank (aliased
+    columns were dropped), so the Cholesky factor exists unless X is nearly collinear."""
     Xw = X * weights[:, None]
     try:
         L = np.linalg.cholesky(X.T @ Xw)
     except np.linalg.LinAlgError:
-        sw = np.sqrt(weights)
-        return np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
-    return _cholesky_solve(L, Xw.T @ y)
+        L = None
+    return NormalEquations(Xw=Xw, L=L, ldW=float(np.sum(np.log(weights))))
 
 
 @njit(cache=True, nogil=True)

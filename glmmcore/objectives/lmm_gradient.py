@@ -102,18 +102,23 @@ def _blocked_gradient(dev: Any, theta: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def gradient_args(dev: Any) -> tuple:
     """The arguments of :func:`_blocked_gradient_kernel` that do not change with theta.
 
-    Made once per deviance and kept on it (``dev.gradient_args``): the
-    workspace is the deviance's own, used by one call at a time.
+    Made once per factor workspace and kept on it (``factor.kept``), and on the
+    deviance (``dev.gradient_args``): the workspace is the factor's, used by one
+    call at a time, and a model's fits reuse their workspaces.
     """
     if getattr(dev, "gradient_args", None) is None:
         factor = dev.factor
-        s = factor.s
-        summed_args = factor.diag_blocks_args(0, summed=True)
-        nlevels = np.array([b.nlevels for b in dev.predictor.reterms.blocks], dtype=np.int64)
         nx = dev.p if dev.reml else 0
-        dev.gradient_args = (s.tidx, s.toff, nlevels, factor.solve_args(), summed_args,
-                             summed_args[-2], summed_args[-1], np.empty(s.q), np.empty(dev.p),
-                             np.empty((s.q, nx)))
+        key = ("gradient", nx)
+        if key not in factor.kept:
+            s = factor.s
+            summed_args = factor.diag_blocks_args(0, summed=True)
+            nlevels = np.array([b.nlevels for b in dev.predictor.reterms.blocks],
+                               dtype=np.int64)
+            factor.kept[key] = (s.tidx, s.toff, nlevels, factor.solve_args(), summed_args,
+                                summed_args[-2], summed_args[-1], np.empty(s.q),
+                                np.empty(dev.p), np.empty((s.q, nx)))
+        dev.gradient_args = factor.kept[key]
     return dev.gradient_args
 
 
