@@ -101,12 +101,12 @@ class MixedModel:
         self._check()
         # lazily built parts of the predictor, built here so that threads only read them
         self.predictor.linear_predictor_args()
-        self._free_factors: list = []      # factor workspaces no fit is using (take_factor)
-        self._own_weights: dict = {}       # what the fits compute from the model's weights
+        self._free_factors: dict = {}      # factor workspaces no fit is using, by m
+        self._kept: dict = {}              # for_weights and once: made by the first fit
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_free_factors"], state["_own_weights"] = [], {}   # rebuilt where it lands
+        state["_free_factors"], state["_kept"] = {}, {}   # rebuilt where it lands
         return state
 
     # -- sizes -----------------------------------------------------------------------
@@ -181,17 +181,15 @@ class MixedModel:
         if self.predictor.backend != "blocked":
             return self.predictor.new_factor(m)
         try:
-            factor = self._free_factors.pop()
+            return self._free_factors.setdefault(m, []).pop()
         except IndexError:
             return self.predictor.new_factor(m)
-        if factor.m == m:
-            return factor
-        return self.predictor.new_factor(m)
 
-    def give_back(self, factor: Any) -> None:
-        """Return a workspace taken by :meth:`take_factor` once its fit is done."""
+    def give_back(self, *factors: Any) -> None:
+        """Return workspaces taken by :meth:`take_factor` once their fit is done."""
         if self.predictor.backend == "blocked":
-            self._free_factors.append(factor)
+            for factor in factors:
+                self._free_factors.setdefault(factor.m, []).append(factor)
 
     def for_weights(self, name: str, weights: np.ndarray, build: Any) -> Any:
         """``build(weights)``, made once per model when ``weights`` are the model's own
@@ -204,9 +202,17 @@ class MixedModel:
         if weights is not own and not (weights.shape == own.shape
                                        and np.array_equal(weights, own)):
             return build(weights)
-        found = self._own_weights.get(name)
+        found = self._kept.get(name)
         if found is None:
-            found = self._own_weights[name] = build(own)
+            found = self._kept[name] = build(own)
+        return found
+
+    def once(self, name: str, build: Any) -> Any:
+        """``build()``, made on the first fit and kept: it must depend on the model
+        alone.  Two threads may both build it the first time: the same value either way."""
+        found = self._kept.get(name, _MISSING)
+        if found is _MISSING:
+            found = self._kept[name] = build()
         return found
 
     # -- responses -------------------------------------------------------------------
@@ -236,6 +242,15 @@ class MixedModel:
                 raise DataError(f"{argument} has a missing value in row "
                                 f"{show(self.row_labels[missing[0]])}: a new response keeps "
                                 "the model's observations, so none can be dropped")
+        if (len(columns) == 1 and columns[0].dtype.kind in "fiu"
+                and _base_prepare_response(self.family)):
+            # the base family's reading of a numeric column, without the pandas Series
+            # its interface takes (a tenth of a small LMM's refit)
+            y = columns[0].astype(float)
+            self.family.check_support(y, old.name, self.row_labels)
+            return Response(name=old.name, y=np.ascontiguousarray(y),
+                            weights=np.ascontiguousarray(old.weights.copy(), dtype=float),
+                            offset=old.offset, family=self.family, info={})
         series = [pd.Series(c, name=old.name, copy=False) for c in columns]
         if len(series) == 2:
             weights = (np.ones(self.nobs) if self.prior_weights is None
@@ -295,6 +310,15 @@ def _warn_ignored(family: Any, reml: Any, nagq: Any) -> None:
         warn(f"REML={reml!r} does not apply to a {family.name} model (always fitted by "
              "maximum likelihood, with nAGQ choosing the approximation) and is ignored",
              IgnoredArgumentWarning)
+
+
+_MISSING = object()
+
+
+def _base_prepare_response(family: Any) -> bool:
+    """Whether the family reads its response with the base family's
+    ``prepare_response`` (a float column whose values it supports)."""
+    return type(family).prepare_response.__qualname__ == "Family.prepare_response"
 
 
 def _missing(column: np.ndarray) -> np.ndarray:

@@ -189,7 +189,7 @@ def newton_polish(f: Callable[[np.ndarray], float], x: np.ndarray, fx: float,
     free = ~pinned_at_bound(x, lower, grad)
     if not np.any(free):
         return None
-    g, H = grad[free], hess[np.ix_(free, free)]
+    g, H = _free_part(grad, hess, free)
     try:
         step = np.linalg.solve(H, -g)
     except np.linalg.LinAlgError:
@@ -279,8 +279,8 @@ def check_convergence(grad: np.ndarray, hess: np.ndarray, x: np.ndarray, lower: 
     singular = bool(np.any(theta[diagonal] < SINGULAR_TOL))
     # a parameter on its bound with the objective rising into the interior is a KKT point
     free = ~(pinned_at_bound(x, lower, grad) & (np.arange(x.size) < n_theta))
-    g, H = grad[free], hess[np.ix_(free, free)]
-    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
+    g, H = _free_part(grad, hess, free)
+    if not (np.isfinite(g).all() and np.isfinite(H).all()):
         # the objective failed (PIRLS, a factorization) within a step of the optimum
         return Convergence(converged=False, reason="the gradient or Hessian is not finite: "
                            "the objective cannot be evaluated next to the optimum",
@@ -309,6 +309,15 @@ def check_convergence(grad: np.ndarray, hess: np.ndarray, x: np.ndarray, lower: 
                        hessian=hess, scaled_gradient=full_scaled,
                        min_eigenvalue=float(eig[0]) if eig.size else np.inf,
                        optimizer=messages)
+
+
+def _free_part(grad: np.ndarray, hess: np.ndarray, free: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """The gradient and Hessian of the free parameters (the arrays themselves, read
+    only, when all are free: the common case, without numpy's fancy indexing)."""
+    if free.all():
+        return grad, hess
+    return grad[free], hess[np.ix_(free, free)]
 
 
 def unchecked_convergence(x: np.ndarray, diagonal: np.ndarray,

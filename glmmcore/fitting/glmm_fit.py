@@ -84,10 +84,20 @@ def fit_glmm(model: Any, response: Any, control: Any,
     check_response_varies(response)
     flags = structure_flags(predictor, response) + model.for_weights(
         "confounded_flags", response.weights, lambda w: confounded_flags(predictor, w))
-    scale = column_scales(predictor.X)
-    if scale is not None:       # the fit runs on rescaled columns (glmmcore.design.rescale)
-        predictor = rescaled(predictor, scale)
-    dev = GlmmDeviance(predictor, response, nagq)
+    # the fit runs on rescaled columns where X needs them (glmmcore.design.rescale)
+    scale, predictor = model.once("rescaled", lambda: _rescaled(predictor))
+    dev = GlmmDeviance(predictor, response, nagq, model.take_factor)
+    try:
+        return _fit(dev, model, response, control, start, flags, scale)
+    finally:
+        model.give_back(*(w.factor for w in (dev.pirls0, dev.pirls1) if w is not None))
+
+
+def _fit(dev: GlmmDeviance, model: Any, response: Any, control: Any,
+         start: np.ndarray | None, flags: list, scale: np.ndarray | None
+         ) -> MixedModelResult:
+    """:func:`fit_glmm` once its deviance is made."""
+    predictor, nagq = dev.predictor, model.nagq
     gradient1, gradient2 = uses_gradients(dev, control.optimizer, nagq)
     family, reterms, p = response.family, predictor.reterms, predictor.p
     y, wt = response.y, response.weights
@@ -371,6 +381,12 @@ def _result(dev: GlmmDeviance, model: Any, x: np.ndarray, lower: np.ndarray, sta
         u=out.u.copy(), b=b, sigma=sigma, vcov_beta=vcov, loglik=-0.5 * deviance,
         nparams=nt + p + int(dev.has_phi), deviance=deviance, convergence=conv, eta=eta,
         extra=extra)
+
+
+def _rescaled(predictor: Any) -> tuple[np.ndarray | None, Any]:
+    """X's column scales (None if it needs none) and the predictor to fit with."""
+    scale = column_scales(predictor.X)
+    return scale, predictor if scale is None else rescaled(predictor, scale)
 
 
 def fit_glmm_at(fit: MixedModelResult, theta: np.ndarray, beta: np.ndarray) -> MixedModelResult:

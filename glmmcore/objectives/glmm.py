@@ -35,9 +35,13 @@ class GlmmDeviance:
         The two sides of the model.
     nagq
         0, 1 or the number of quadrature nodes.
+    new_factor
+        Gives the PIRLS workspaces' factor workspace for ``m`` columns (default:
+        new ones; a model's fits reuse theirs).
     """
 
-    def __init__(self, predictor: Predictor, response: Any, nagq: int) -> None:
+    def __init__(self, predictor: Predictor, response: Any, nagq: int,
+                 new_factor: Any = None) -> None:
         self.predictor, self.response, self.nagq = predictor, response, nagq
         self.family = response.family
         self.kernels = family_kernels(self.family)
@@ -46,9 +50,12 @@ class GlmmDeviance:
         self.fixed_phi = self.family.fixed_phi if self.family.fixed_phi is not None else 1.0
         self.ntheta = predictor.reterms.ntheta
         args = (predictor, response.y, response.weights, response.offset, self.kernels)
+        new_factor = predictor.new_factor if new_factor is None else new_factor
         self.pirls0 = Pirls(*args, beta_in_pirls=True,
-                            step_tol=STEP_TOL if nagq == 0 else START_STAGE_STEP_TOL)
-        self.pirls1 = Pirls(*args, beta_in_pirls=False) if nagq >= 1 else None
+                            step_tol=STEP_TOL if nagq == 0 else START_STAGE_STEP_TOL,
+                            factor=new_factor(predictor.p + 1))
+        self.pirls1 = (Pirls(*args, beta_in_pirls=False, factor=new_factor(1)) if nagq >= 1
+                       else None)
         self.quad = Quadrature(self.pirls1, nagq) if nagq > 1 else None
         # the analytic gradient of each stage's objective, where there is one
         self.gradients: dict[int, LaplaceGradient] = {}

@@ -25,6 +25,7 @@ effects) predicted for the new parameters instead (:mod:`glmmcore.objectives.pir
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -115,17 +116,20 @@ class Pirls:
         Estimate beta inside PIRLS (``nAGQ = 0``).
     step_tol
         Convergence tolerance on the relative Newton increment.
+    factor
+        A factor workspace for its ``m`` columns (default: a new one); only its
+        structure is read, the run's own values overwrite the rest.
     """
 
     def __init__(self, predictor: Predictor, y: np.ndarray, weights: np.ndarray,
                  offset: np.ndarray, kernels: FamilyKernels, beta_in_pirls: bool,
-                 step_tol: float = STEP_TOL) -> None:
+                 step_tol: float = STEP_TOL, factor: Any = None) -> None:
         self.predictor, self.kernels = predictor, kernels
         self.y, self.wt, self.offset = y, weights, offset
         self.beta_in_pirls, self.step_tol = beta_in_pirls, step_tol
         n, p = predictor.n, predictor.p
         self.m = p + 1 if beta_in_pirls else 1
-        self.factor = predictor.new_factor(self.m)
+        self.factor = predictor.new_factor(self.m) if factor is None else factor
         self.Y = np.zeros((n, self.m))
         if beta_in_pirls:
             self.Y[:, :p] = predictor.X

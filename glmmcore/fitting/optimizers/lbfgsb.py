@@ -106,9 +106,10 @@ def run_lbfgsb(objective: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: 
     task, ln_task = np.zeros(2, dtype=np.int32), np.zeros(2, dtype=np.int32)
     lsave, isave, dsave = np.zeros(4, np.int32), np.zeros(44, np.int32), np.zeros(29)
     nfev = 0
+    factr = ftol / np.finfo(float).eps
     while True:
-        setulb(m, x, low, up, nbd, f, g, ftol / np.finfo(float).eps, gtol, wa, iwa, task,
-               lsave, isave, dsave, maxls, ln_task)
+        setulb(m, x, low, up, nbd, f, g, factr, gtol, wa, iwa, task, lsave, isave, dsave, maxls,
+               ln_task)
         if task[0] == 3:            # evaluate at x
             f, grad = objective(x.copy())
             g = np.array(grad, dtype=np.float64)
