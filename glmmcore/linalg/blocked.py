@@ -269,6 +269,7 @@ class BlockedFactor:
         self._workspace: dict[int, tuple] = {}       # the inverse blocks' (diag_blocks_args)
         self._offsets: dict[tuple[int, bool], np.ndarray] = {}
         self.kept: dict = {}     # callers' arrays made once per workspace (lmm_gradient)
+        self._q_r = q_r
 
     def crossprod(self, w: np.ndarray, Y: np.ndarray) -> None:
         """Weighted cross-products of ``[Z, Y]`` (``Y`` is ``n x m``)."""
@@ -317,7 +318,7 @@ class BlockedFactor:
 
     def y_diag(self, i: int) -> float:
         """Diagonal element ``i`` of the factor of the ``Y`` rows."""
-        k = self.s.q_r + i
+        k = self._q_r + i
         return self.D[k, k]
 
     def inverse_diag_blocks(self, nx: int = 0, summed: bool = False) -> list[np.ndarray]:
@@ -365,8 +366,7 @@ class BlockedFactor:
     @property
     def y_lower(self) -> np.ndarray:
         """Lower factor of the ``Y`` rows (``m x m``)."""
-        q_r = self.s.q_r
-        return self.D[q_r:, q_r:]
+        return self.D[self._q_r:, self._q_r:]
 
 
 @njit(cache=True, nogil=True)
