@@ -5,8 +5,10 @@ A sleepstudy-size LMM (18 subjects x 10 days, ``Reaction ~ Days + (Days | Subjec
 ``model.fit(y)`` on a model built once against a fresh ``glmmcore.fit`` of the same
 data and response (responses drawn from the fitted model), interleaved in rounds (each
 round's order the reverse of the last's) after one warm-up each.  The ratio is the
-median over the rounds of fresh / ``model.fit``.  Target (LMM): ``model.fit(y)`` at most
-1 ms warm median and at least 3x faster than a fresh fit.
+median over the rounds of fresh / ``model.fit``; the first quartile, the fastest fits and
+their ratio are printed too: on a loaded machine a fit longer than the scheduler's time
+slice is often preempted, which moves medians by 10 ms and more.  Target (LMM):
+``model.fit(y)`` at most 1 ms warm median and at least 3x faster than a fresh fit.
 """
 
 from __future__ import annotations
@@ -66,8 +68,11 @@ def measure(name: str, formula: str, data: pd.DataFrame, column: str, family: st
             == glmmcore.fit(formula, data.assign(**{column: draws[0]}), family=family).loglik)
     return {"workload": name, "fresh_ms": 1e3 * statistics.median(times["fresh"]),
             "model_fit_ms": 1e3 * statistics.median(times["model.fit"]),
+            "fastest_fresh_ms": 1e3 * min(times["fresh"]),
             "fastest_model_fit_ms": 1e3 * min(times["model.fit"]),
-            "ratio": paired_ratio(times, "fresh", "model.fit"), "same_loglik": same}
+            "quartile_model_fit_ms": 1e3 * float(np.percentile(times["model.fit"], 25)),
+            "ratio": paired_ratio(times, "fresh", "model.fit"),
+            "fastest_ratio": min(times["fresh"]) / min(times["model.fit"]), "same_loglik": same}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,12 +83,15 @@ def main(argv: list[str] | None = None) -> int:
                     "Reaction", "gaussian", args.repeats),
             measure("per-gene Poisson", "count ~ cond + offset(lsf) + (1 | subject)",
                     per_gene_poisson(), "count", "poisson", max(args.repeats // 5, 10))]
-    print("| workload | fresh fit (ms) | model.fit (ms) | fastest model.fit (ms) | "
-          "ratio (median of rounds) | same log-likelihood |")
-    print("|---|---|---|---|---|---|")
+    print("| workload | fresh fit (ms) | model.fit (ms) | model.fit 25% (ms) | fastest fresh "
+          "(ms) | fastest model.fit (ms) | ratio (median of rounds) | ratio of fastest | "
+          "same log-likelihood |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['workload']} | {r['fresh_ms']:.3f} | {r['model_fit_ms']:.3f} | "
-              f"{r['fastest_model_fit_ms']:.3f} | {r['ratio']:.2f} | {r['same_loglik']} |")
+              f"{r['quartile_model_fit_ms']:.3f} | {r['fastest_fresh_ms']:.3f} | "
+              f"{r['fastest_model_fit_ms']:.3f} | {r['ratio']:.2f} | "
+              f"{r['fastest_ratio']:.2f} | {r['same_loglik']} |")
     return 0
 
 
