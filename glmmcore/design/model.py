@@ -104,11 +104,6 @@ class MixedModel:
         self._free_factors: dict = {}      # factor workspaces no fit is using, by m
         self._kept: dict = {}              # for_weights and once: made by the first fit
 
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_free_factors"], state["_kept"] = {}, {}   # rebuilt where it lands
-        return state
-
     # -- sizes -----------------------------------------------------------------------
     @property
     def nobs(self) -> int:
@@ -291,8 +286,11 @@ class MixedModel:
         return theta
 
     def __getstate__(self) -> dict:
-        # the fast path's workspace is rebuilt on first use, not shipped with the model
-        return {k: v for k, v in self.__dict__.items() if k != "_fast_fitter"}
+        # the fast path's workspace, the factor workspaces and what fits kept are rebuilt
+        # on first use, not shipped with the model
+        state = {k: v for k, v in self.__dict__.items() if k != "_fast_fitter"}
+        state["_free_factors"], state["_kept"] = {}, {}
+        return state
 
     def __repr__(self) -> str:
         kind = "LMM" if self.is_lmm else f"GLMM ({self.family!r})"
