@@ -33,6 +33,7 @@ from ..fitting.checks import FD_STEP, HESSIAN_STEP
 from .family_kernels import call_observed, call_update, call_yms
 from .laplace_gradient import GRADIENT_MIN_THETA, WEIGHT_STEP
 from .pirls import FLOOR_TOL, MAX_HALVINGS, MAX_ITER, STEP_TOL
+from .pirls_kernel import _fixed_part, _rel_change, at_mode
 
 OK, PIRLS_FAILED, NOT_CONVERGED, NOT_FINITE = 0, 1, 2, 3
 
@@ -53,16 +54,6 @@ def _workspace(n, G):
 
 
 @njit(cache=True, nogil=True)
-def _fixed_part(X, beta, offset, base):
-    n, p = X.shape
-    for i in range(n):
-        s = offset[i]
-        for j in range(p):
-            s += X[i, j] * beta[j]
-        base[i] = s
-
-
-@njit(cache=True, nogil=True)
 def _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs):
     """Penalized deviance at ``u`` (the update kernel's deviance plus ``|u|^2``); leaves
     eta, mu, w, r there."""
@@ -73,15 +64,6 @@ def _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs):
     for j in range(u.shape[0]):
         total += u[j] * u[j]
     return total
-
-
-@njit(cache=True, nogil=True)
-def _rel_change(new, old):
-    diff, size = 0.0, 0.0
-    for i in range(new.shape[0]):
-        diff = max(diff, abs(new[i] - old[i]))
-        size = max(size, abs(old[i]))
-    return diff / (1.0 + size)
 
 
 @njit(cache=True, nogil=True)
@@ -112,7 +94,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
     w, r, info = obs[2], obs[3], obs[10]
     wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
     pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs)
-    step = np.inf
+    step = full_step = np.inf
     t2 = theta * theta
     for iteration in range(MAX_ITER):
         _observed(obsw, phi, y, wt, obs)
@@ -128,7 +110,8 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
             u_new[j] = u[j] + (theta * sz[j] - u[j]) / (1.0 + t2 * oz2[j])
         last = step
         step = _rel_change(u_new, u)
-        if step < STEP_TOL or (step < FLOOR_TOL and step >= last):
+        # Newton's steps (a canonical link, or the observed information): quadratic
+        if at_mode(step, last, full_step, True, STEP_TOL, FLOOR_TOL):
             return True, pdev, iteration + 1
         t = 1.0
         accepted = False
@@ -145,6 +128,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
             return False, pdev, iteration + 1
         u[:] = u_try
         pdev = pdev_t
+        full_step = step if t == 1.0 else np.inf
     return False, pdev, MAX_ITER
 
 
@@ -200,7 +184,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
     b_new, b_try, rhs, xwz = np.empty(p), np.empty(p), np.empty(p), np.empty(p)
     _fixed_part(X, beta, offset, base)
     pdev = _pdev(theta, 1.0, u, codes, z, base, y, wt, upd, obs)
-    step = np.inf
+    step = full_step = np.inf
     t2 = theta * theta
     for iteration in range(MAX_ITER):
         wz2[:] = 0.0
@@ -242,7 +226,8 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
             u_new[j] = theta * s / (1.0 + t2 * wz2[j])
         last = step
         step = max(_rel_change(u_new, u), _rel_change(b_new, beta))
-        if step < STEP_TOL or (step < FLOOR_TOL and step >= last):
+        # nAGQ=0 takes canonical links only: Fisher scoring is Newton's method
+        if at_mode(step, last, full_step, True, STEP_TOL, FLOOR_TOL):
             return True, pdev, iteration + 1
         t = 1.0
         accepted = False
@@ -263,6 +248,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
         u[:] = u_try
         beta[:] = b_try
         pdev = pdev_t
+        full_step = step if t == 1.0 else np.inf
     return False, pdev, MAX_ITER
 
 
