@@ -40,6 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .linalg.dense import semidefinite_cholesky
+
 INTERCEPT = "(Intercept)"
 
 
@@ -447,7 +449,7 @@ def _simulation(design: str, data: pd.DataFrame, formula: str, family: str,
     theta: list[float] = []
     rows: list[tuple[Any, ...]] = []
     for term in ordered:
-        T = _chol_psd(term.cov) / scale
+        T = semidefinite_cholesky(term.cov) / scale
         p = len(term.names)
         theta.extend(T[r, c] for c in range(p) for r in range(c, p))
         sd = np.sqrt(np.diag(term.cov))
@@ -465,24 +467,11 @@ def _simulation(design: str, data: pd.DataFrame, formula: str, family: str,
                       theta=np.array(theta, dtype=float), sigma=scale, varcorr=varcorr)
 
 
-def _chol_psd(cov: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a positive semi-definite matrix (zero pivots allowed)."""
-    p = cov.shape[0]
-    L = np.zeros((p, p))
-    for j in range(p):
-        d = cov[j, j] - L[j, :j] @ L[j, :j]
-        if d <= 1e-14 * max(cov[j, j], 1e-300):
-            continue
-        L[j, j] = np.sqrt(d)
-        L[j + 1:, j] = (cov[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
-    return L
-
-
 # -- helpers -----------------------------------------------------------------
 
 def _draw(rng: np.random.Generator, cov: np.ndarray, n: int) -> np.ndarray:
     """``n`` draws (rows) from N(0, cov)."""
-    return rng.standard_normal((n, cov.shape[0])) @ _chol_psd(cov).T
+    return rng.standard_normal((n, cov.shape[0])) @ semidefinite_cholesky(cov).T
 
 
 def _cover(rng: np.random.Generator, n: int, k: int, p: np.ndarray | None = None) -> np.ndarray:

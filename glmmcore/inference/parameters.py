@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from ..linalg.dense import semidefinite_cholesky
+
 
 def variance_names(result: Any) -> list[str]:
     """lme4's ``oldNames = FALSE`` names of the sd/cor parameters (and ``sigma``)."""
@@ -66,7 +68,7 @@ def sdcor_to_theta(sdcor: np.ndarray, sizes: list[int], scale: float = 1.0) -> n
         sd = np.diag(S).copy()
         corr = S + S.T - np.diag(np.diag(S) * 2) + np.eye(k)
         cov = np.outer(sd, sd) * corr / scale ** 2
-        T = _semidefinite_cholesky(cov)
+        T = semidefinite_cholesky(cov)
         for c in range(k):
             for r in range(c, k):
                 out.append(T[r, c])
@@ -94,18 +96,3 @@ def _lower_from_vector(values: np.ndarray, k: int) -> np.ndarray:
             T[r, c] = values[i]
             i += 1
     return T
-
-
-def _semidefinite_cholesky(cov: np.ndarray) -> np.ndarray:
-    """Lower Cholesky factor of a positive semi-definite matrix (zero pivots give zero
-    columns), so that sds of 0 and correlations of +-1 map to a valid theta."""
-    k = cov.shape[0]
-    L = np.zeros((k, k))
-    for j in range(k):
-        pivot = cov[j, j] - L[j, :j] @ L[j, :j]
-        if pivot <= 1e-14 * max(cov[j, j], 1e-300):
-            continue
-        L[j, j] = np.sqrt(pivot)
-        for i in range(j + 1, k):
-            L[i, j] = (cov[i, j] - L[i, :j] @ L[j, :j]) / L[j, j]
-    return L

@@ -276,3 +276,17 @@ def log_diag_sum(L: np.ndarray, start: int, stop: int) -> float:
     for i in range(start, stop):
         s += np.log(L[i, i])
     return s
+
+
+def semidefinite_cholesky(cov: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of a positive semi-definite matrix: a zero pivot gives a zero
+    column, so sds of 0 and correlations of +-1 have a factor (a theta, a sampler)."""
+    p = cov.shape[0]
+    L = np.zeros((p, p))
+    for j in range(p):
+        d = cov[j, j] - L[j, :j] @ L[j, :j]
+        if d <= 1e-14 * max(cov[j, j], 1e-300):
+            continue
+        L[j, j] = np.sqrt(d)
+        L[j + 1:, j] = (cov[j + 1:, j] - L[j + 1:, :j] @ L[j, :j]) / L[j, j]
+    return L
