@@ -2,15 +2,18 @@
 
 Built-in families are registered by glmmcore's own ``pyproject.toml`` in the
 same entry-point group a third-party plugin uses.  Discovery is lazy (on the
-first lookup) and cached per registry.  A plugin that fails to import or does
-not meet the interface is skipped with a :class:`FamilyPluginWarning` naming
-it and the reason; every other family keeps working.  When two entry points
-share a name, glmmcore's own wins, then the one whose distribution name sorts
-first; the others are reported in a warning.
+first lookup of a name that is not built in, or of the list) and cached per
+registry: glmmcore's own families win every name they take, so a built-in name
+is imported directly, without scanning the installed distributions.  A plugin
+that fails to import or does not meet the interface is skipped with a
+:class:`FamilyPluginWarning` naming it and the reason; every other family keeps
+working.  When two entry points share a name, glmmcore's own wins, then the
+one whose distribution name sorts first; the others are reported in a warning.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -20,6 +23,14 @@ from .errors import FamilyError, FamilyPluginWarning, warn
 
 GROUP = "glmmcore.families"
 OWN_DISTRIBUTION = "glmmcore"
+# glmmcore's own entry points (pyproject.toml's table, which a test keeps equal to this)
+BUILTIN_FAMILIES = {
+    "gaussian": "glmmcore.families.gaussian:Gaussian",
+    "binomial": "glmmcore.families.binomial:Binomial",
+    "poisson": "glmmcore.families.poisson:Poisson",
+    "gamma": "glmmcore.families.gamma:Gamma",
+    "negative_binomial": "glmmcore.families.negative_binomial:NegativeBinomial",
+}
 
 
 @dataclass(frozen=True)
@@ -87,10 +98,19 @@ class FamilyRegistry:
             raise FamilyError(f"family must be a name, a Family subclass or instance, "
                               f"not {type(family).__name__}")
         key = family.lower()
+        if self.group == GROUP and key in BUILTIN_FAMILIES:
+            return _construct(_builtin_class(key), link, params)
         found = self.entries().get(key)
         if found is None:
             raise FamilyError(f"unknown family '{family}'; available: {', '.join(self.names())}")
         return _construct(found.cls, link, params)
+
+
+def _builtin_class(name: str) -> type:
+    """A built-in family's class, imported without the entry-point scan (its name wins
+    over any plugin's)."""
+    module, attribute = BUILTIN_FAMILIES[name].split(":")
+    return getattr(importlib.import_module(module), attribute)
 
 
 def _construct(cls: type, link: Any, params: dict[str, Any]) -> Any:

@@ -5,6 +5,7 @@ The tests named for what a user does run the command in a fresh process (``run_g
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -205,3 +206,50 @@ def test_a_command_line_fit_loads_no_scipy_subpackage(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "Pr(>|z|)" in done.stdout
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- what a process loads ------------------------------------------------------------------
+OPTIONAL_EXTRAS = ("pyarrow", "dask", "distributed", "sklearn", "matplotlib", "anndata",
+                   "sksparse", "joblib")
+UNUSED_BY_A_FIT = ("scipy.sparse", "scipy.stats", "glmmcore.inference", "glmmcore.batch.engine",
+                   "glmmcore.simulation", "glmmcore.plot", "glmmcore_beta")
+
+
+def _loaded_after(code: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` a fresh process on this checkout has imported after ``code``."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    script = f"{code}\nimport sys\nprint(sorted(n for n in {names!r} if n in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": path}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1].replace("'", '"'))
+
+
+def test_import_glmmcore_loads_numba_and_not_the_rest():
+    """``import glmmcore`` loads no optional extra, not pandas, and no fitting machinery;
+    the public names still resolve, from their modules."""
+    heavy = ("pandas", "glmmcore.api", "glmmcore.design.model", *OPTIONAL_EXTRAS,
+             *UNUSED_BY_A_FIT)
+    assert _loaded_after("import glmmcore", heavy) == []
+    used = _loaded_after("import glmmcore; glmmcore.fit", heavy)
+    assert {"glmmcore.api", "glmmcore.design.model", "pandas"} <= set(used)
+    assert not set(used) & {*UNUSED_BY_A_FIT, "dask", "sklearn", "matplotlib", "anndata"}
+    assert glmmcore.fit is glmmcore.api.fit
+    assert glmmcore.anova is glmmcore.inference.anova
+    assert {"fit", "MixedModel", "anova", "plot", "fit_many"} <= set(dir(glmmcore))
+    with pytest.raises(AttributeError, match="no attribute 'fitt'"):
+        glmmcore.fitt  # noqa: B018
+
+
+def test_a_csv_fit_from_the_command_line_loads_only_what_it_runs():
+    """``glmm fit`` of a CSV file with a built-in family: no optional extra (pandas without
+    pyarrow), no plugin or other family, no inference, batch engine or plotting."""
+    code = ("import contextlib, io\nfrom glmmcore.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main(['fit', {str(DATA / 'gpa.csv')!r}, "
+            "'gpa ~ occasion + (1 | student)']) == 0")
+    others = ("glmmcore.families.binomial", "glmmcore.families.poisson",
+              "glmmcore.families.gamma", "glmmcore.families.negative_binomial")
+    assert _loaded_after(code, (*OPTIONAL_EXTRAS, *UNUSED_BY_A_FIT, *others)) == []
+    if importlib.util.find_spec("pyarrow"):     # left out of pandas, still importable
+        assert _loaded_after(f"{code}\nimport pyarrow", ("pyarrow",)) == ["pyarrow"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -75,6 +76,27 @@ def test_builtin_families_are_registered_through_entry_points():
     assert {"gaussian", "binomial", "poisson", "gamma", "negative_binomial"} <= set(names)
     entries = registry.FamilyRegistry().entries()
     assert entries["gamma"].source.startswith("glmmcore:")
+
+
+def test_builtin_names_are_the_entry_points_and_need_no_scan(monkeypatch):
+    """The registry's table of built-in families is pyproject's entry-point table, and a
+    built-in name is found without scanning the installed distributions."""
+    tomllib = pytest.importorskip("tomllib")
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml")
+                              .read_text())
+    assert registry.BUILTIN_FAMILIES == pyproject["project"]["entry-points"][registry.GROUP]
+
+    def no_scan(group):
+        raise AssertionError(f"entry points of {group} scanned")
+
+    monkeypatch.setattr(registry, "entry_points", no_scan)
+    reg = registry.FamilyRegistry()
+    for name, value in registry.BUILTIN_FAMILIES.items():
+        cls = type(reg.get(name.upper()))
+        assert f"{cls.__module__}:{cls.__qualname__}" == value
+    assert reg.get("poisson", link="sqrt").link.name == "sqrt"
+    with pytest.raises(AssertionError, match="scanned"):
+        reg.get("beta")
 
 
 CASES = [  # family, link, phi, response values, weights
