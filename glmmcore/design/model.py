@@ -262,7 +262,7 @@ class MixedModel:
     def _check(self) -> None:
         """Checks of the model that need no fit (lme4's, before optimizing)."""
         if self.is_lmm:
-            from ..fitting.lmm_fit import check_identifiable, check_lmm_weights
+            from ..fitting.diagnostics import check_identifiable, check_lmm_weights
             check_lmm_weights(self.response.weights)
             check_identifiable(self.predictor, self.reml)
         else:

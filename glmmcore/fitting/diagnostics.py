@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import (
     ConvergenceWarning,
+    DataError,
     IdentifiabilityWarning,
     ModelSpecError,
     ResponseError,
@@ -96,6 +97,37 @@ def check_not_saturated(predictor: Any) -> None:
         raise ModelSpecError(f"{p} fixed effects for {n} observations: the fixed effects "
                              "alone fit every observation, leaving nothing to estimate the "
                              "random effects from; remove fixed effects")
+
+
+def check_lmm_weights(w: np.ndarray) -> None:
+    """A linear mixed model's prior weights must be positive."""
+    bad = np.flatnonzero(w <= 0)
+    if bad.size:
+        raise DataError(f"weights of a linear mixed model must be positive; observation "
+                        f"{bad[0]} has weight {show(w[bad[0]])}")
+
+
+def check_identifiable(predictor: Any, reml: bool = False) -> None:
+    """lme4's checks that a residual variance is left for an LMM; REML needs residual
+    degrees of freedom (lme4: "objective in x0 returns NA")."""
+    n, p = predictor.n, predictor.p
+    if reml and p >= n:
+        raise ModelSpecError(
+            f"{p} fixed-effect columns for {n} observations leave no residual degrees of "
+            "freedom, so the REML criterion is undefined; remove fixed effects or fit by "
+            "ML (REML=False), where the fit is flagged as exact")
+    for term in predictor.reterms.terms:
+        block = predictor.reterms.blocks[term.block]
+        if block.nlevels >= n:
+            raise ModelSpecError(f"grouping factor '{block.factor.name}' has {block.nlevels} "
+                                 f"levels for {n} observations; in a linear mixed model the "
+                                 "levels must be fewer than the observations, or no residual "
+                                 "variance is left")
+        q = block.nlevels * len(term.colnames)
+        if q >= n:
+            raise ModelSpecError(f"term '{term.label}' ({', '.join(term.colnames)}) has {q} "
+                                 f"random effects for {n} observations; its variances and the "
+                                 "residual variance are not identifiable")
 
 
 def structure_flags(predictor: Any, response: Any, spread: float | None = None) -> list[Flag]:

@@ -7,8 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from ..design.predictor import Predictor
-from ..errors import DataError, ModelSpecError, show
 from ..linalg.condvar import scaled_condvar
 from ..objectives.lmm import LmmDeviance, normal_equations
 from ..results.result import MixedModelResult
@@ -129,14 +127,6 @@ def _bobyqa_from_start(dev: LmmDeviance, start: np.ndarray, theta: np.ndarray, c
     if fresh.fun < dev(theta):
         return (*checked_optimum(dev, fresh, derivatives, messages), fresh)
     return theta, conv, opt
-
-
-def check_lmm_weights(w: np.ndarray) -> None:
-    """A linear mixed model's prior weights must be positive."""
-    bad = np.flatnonzero(w <= 0)
-    if bad.size:
-        raise DataError(f"weights of a linear mixed model must be positive; observation "
-                        f"{bad[0]} has weight {show(w[bad[0]])}")
 
 
 def checked_optimum(dev: LmmDeviance, opt: OptimResult,
@@ -265,26 +255,3 @@ def lmm_condvar(fit: MixedModelResult) -> list[np.ndarray]:
     dev = LmmDeviance(fit.predictor, response.y, response.weights, response.offset, fit.reml)
     dev.refactor(fit.theta)
     return scaled_condvar(fit.predictor, dev.factor, fit.theta, fit.sigma ** 2)
-
-
-def check_identifiable(predictor: Predictor, reml: bool = False) -> None:
-    """lme4's checks that a residual variance is left for an LMM; REML needs residual
-    degrees of freedom (lme4: "objective in x0 returns NA")."""
-    n, p = predictor.n, predictor.p
-    if reml and p >= n:
-        raise ModelSpecError(
-            f"{p} fixed-effect columns for {n} observations leave no residual degrees of "
-            "freedom, so the REML criterion is undefined; remove fixed effects or fit by "
-            "ML (REML=False), where the fit is flagged as exact")
-    for term in predictor.reterms.terms:
-        block = predictor.reterms.blocks[term.block]
-        if block.nlevels >= n:
-            raise ModelSpecError(f"grouping factor '{block.factor.name}' has {block.nlevels} "
-                                 f"levels for {n} observations; in a linear mixed model the "
-                                 "levels must be fewer than the observations, or no residual "
-                                 "variance is left")
-        q = block.nlevels * len(term.colnames)
-        if q >= n:
-            raise ModelSpecError(f"term '{term.label}' ({', '.join(term.colnames)}) has {q} "
-                                 f"random effects for {n} observations; its variances and the "
-                                 "residual variance are not identifiable")

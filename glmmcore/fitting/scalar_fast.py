@@ -26,8 +26,7 @@ import numpy as np
 
 from ..design.rescale import column_scales
 from ..errors import DataError
-from ..objectives import scalar_glmm, scalar_lmm
-from ..objectives.family_kernels import family_kernels
+from ..objectives import scalar_lmm
 from ..results.result import MixedModelResult
 from .checks import check_convergence
 from .diagnostics import (
@@ -79,6 +78,7 @@ def applies(model: Any) -> bool:
     family = model.family
     if model.nagq not in (0, 1) or getattr(family, "fixed_phi", None) is not None:
         return False        # a family parameter held fixed: the regular path
+    from ..objectives.family_kernels import family_kernels  # (an LMM loads no GLMM code)
     kernels = family_kernels(family)
     if kernels.laplace_observed or not (kernels.canonical or kernels.newton):
         return False
@@ -155,6 +155,8 @@ class ScalarFastFitter:
         wt = self.weights if weights is None else np.ascontiguousarray(weights, dtype=float)
         if self.is_lmm:
             return self._lmm_columns(Y, wt)
+        from ..objectives import scalar_glmm
+        from ..objectives.family_kernels import family_kernels
         family = self.model.family
         eta0 = np.empty_like(Y)
         for j in range(m):

@@ -29,8 +29,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from threadpoolctl import ThreadpoolController
-
 _lock = threading.Lock()
 _state: dict = {"depth": 0, "blas": None, "original": []}
 
@@ -44,6 +42,7 @@ def single_threaded_blas(active: bool = True) -> Iterator[None]:
     with _lock:
         if _state["depth"] == 0:
             if _state["blas"] is None:
+                from threadpoolctl import ThreadpoolController  # not needed on the fast path
                 _state["blas"] = [lib for lib in ThreadpoolController().lib_controllers
                                   if lib.user_api == "blas"]
             _state["original"] = [lib.get_num_threads() for lib in _state["blas"]]
