@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from ..fitting.checks import FD_STEP
-from .scalar_glmm import _chol_solve, _cholesky
+from .scalar_pirls import _chol_solve, _cholesky
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 OK, NOT_CONVERGED, NOT_FINITE = 0, 2, 3

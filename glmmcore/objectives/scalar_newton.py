@@ -1,0 +1,253 @@
+"""The fast path's optimizer (:mod:`.scalar_glmm`): Newton's method on (theta,
+beta[, log phi]) (or theta for ``nAGQ = 0``), the Hessian from forward differences
+of the analytic gradient, a backtracking line search, ``theta >= 0``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..fitting.checks import FD_STEP, HESSIAN_STEP
+from .family_kernels import call_yms
+from .laplace_gradient import GRADIENT_MIN_THETA
+from .pirls_kernel import _fixed_part
+from .scalar_gradient import _laplace_gradient, _logdet, _nagq0_gradient
+from .scalar_pirls import _chol_solve, _cholesky, modes, modes_and_beta
+
+OK, PIRLS_FAILED, NOT_CONVERGED, NOT_FINITE = 0, 1, 2, 3
+
+# Newton stops when the decrement g' H^-1 g (twice the predicted gain in deviance) is
+# below NEWTON_TOL (1 + |f|): the log-likelihood is then within ~1e-13 relative of the
+# optimum's; or below ROUNDOFF_TOL (1 + |f|) when the line search cannot gain any more.
+NEWTON_TOL = 1e-13
+ROUNDOFF_TOL = 1e-9
+MAX_NEWTON = 50
+
+
+@njit(cache=True, nogil=True)
+def _evaluate(theta, x, joint, P, u, beta, W):
+    """The objective ``pdev + sum log A`` at theta (and beta = x[1:1+p], log phi =
+    x[1+p] if joint; with phi the deviance is complete, its "constants" depend on
+    phi): PIRLS from ``u`` (again from 0 if that fails); inf where it fails from both."""
+    X, codes, z, y, wt, offset, upd, _, obsw, logpdf, has_phi = P
+    obs, lev, cx, S, L, counts = W
+    p = X.shape[1]
+    phi = np.exp(x[1 + p]) if has_phi else 1.0
+    saved_b = beta.copy()
+    for _ in range(2):
+        if joint:
+            for a in range(p):
+                beta[a] = x[1 + a]
+            _fixed_part(X, beta, offset, obs[5])
+            ok, pdev, its = modes(theta, phi, codes, z, y, wt, upd, obsw, obs[5], u, obs,
+                                  lev)
+        else:
+            ok, pdev, its = modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta,
+                                           obs, lev, cx, S, L)
+        counts[1] += its
+        if ok and np.isfinite(pdev):
+            if has_phi:
+                pdev = -2.0 * call_yms(logpdf, y, obs[1], wt, phi, obs[13])
+                for j in range(u.shape[0]):
+                    pdev += u[j] * u[j]
+            return pdev + _logdet(theta, lev[0])
+        u[:] = 0.0
+        beta[:] = saved_b
+    return np.inf
+
+
+@njit(cache=True, nogil=True)
+def _gradient(theta, x, joint, P, u, W, grad):
+    X, codes, z, y, wt, _, upd, slope, _, logpdf, has_phi = P
+    obs, lev, cx, _, L, _ = W
+    if joint:
+        phi = np.exp(x[1 + X.shape[1]]) if has_phi else 1.0
+        _laplace_gradient(theta, phi, has_phi, X, codes, z, y, wt, upd, slope, logpdf, u,
+                          obs, lev, grad)
+    else:
+        grad[0] = _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L)
+
+
+@njit(cache=True, nogil=True)
+def _objective(x, joint, P, u, beta, W, grad):
+    """Objective and gradient at ``x`` ((theta, beta) if ``joint``, else (theta,)).
+
+    The modes start from ``u`` (and ``beta`` for ``nAGQ = 0``) and are left at
+    ``x``'s, as is the workspace; inf if PIRLS fails.  Below GRADIENT_MIN_THETA
+    theta's derivative is taken at FD_STEP (as the regular path does: the
+    objective is even in theta, its derivative at 0 is 0).
+    """
+    theta = x[0]
+    W[5][0] += 1
+    value = _evaluate(theta, x, joint, P, u, beta, W)
+    if not np.isfinite(value):
+        return np.inf
+    _gradient(theta, x, joint, P, u, W, grad)
+    if theta < GRADIENT_MIN_THETA:
+        u2, b2 = u.copy(), beta.copy()
+        raised = x.copy()
+        raised[0] = FD_STEP
+        g2 = np.empty_like(grad)
+        if not np.isfinite(_evaluate(FD_STEP, raised, joint, P, u2, b2, W)):
+            return np.inf
+        _gradient(FD_STEP, raised, joint, P, u2, W, g2)
+        grad[0] = g2[0]
+        _evaluate(theta, x, joint, P, u, beta, W)    # the workspace back at x's mode
+    return value
+
+
+@njit(cache=True, nogil=True)
+def _slopes(theta, P, u, W, dU):
+    """Derivatives of the modes in (theta, beta) at the mode in the workspace (the
+    mode equations ``u_j = theta sum_j z s``, differentiated): they predict the
+    modes at a nearby point, so that PIRLS starts a step's square away (log phi's
+    column stays 0)."""
+    X, codes, z = P[0], P[1], P[2]
+    obs, lev = W[0], W[1]
+    w, r, info = obs[2], obs[3], obs[10]
+    n, p = X.shape
+    dU[:, :] = 0.0
+    for i in range(n):
+        g, zi = codes[i], z[i]
+        dU[g, 0] += zi * w[i] * r[i]
+        for c in range(p):
+            dU[g, 1 + c] += info[i] * zi * X[i, c]
+    t2 = theta * theta
+    for j in range(u.shape[0]):
+        A = 1.0 + t2 * lev[7][j]
+        dU[j, 0] = (dU[j, 0] - theta * lev[7][j] * u[j]) / A
+        for c in range(p):
+            dU[j, 1 + c] = -theta * dU[j, 1 + c] / A
+
+
+@njit(cache=True, nogil=True)
+def _predict(u0, dU, step, u):
+    for j in range(u.shape[0]):
+        s = u0[j]
+        for c in range(step.shape[0]):
+            s += dU[j, c] * step[c]
+        u[j] = s
+
+
+@njit(cache=True, nogil=True)
+def _hessian(x, g, joint, P, u, beta, W, dU, H):
+    """Forward differences of the gradient (the regular path's steps); False if a
+    step fails.  ``u`` and ``beta`` are left at ``x``'s, the rest of the workspace
+    is not."""
+    k = x.shape[0]
+    g2 = np.empty(k)
+    u0, b0 = u.copy(), beta.copy()
+    step = np.zeros(k)
+    for c in range(k):
+        h = HESSIAN_STEP * max(abs(x[c]), 1.0)
+        if c == 0 and x[0] < FD_STEP:
+            h = FD_STEP * max(abs(x[0]), 1.0)
+        xs = x.copy()
+        xs[c] += h
+        step[:] = 0.0
+        step[c] = h
+        _predict(u0, dU, step, u)
+        beta[:] = b0
+        if not np.isfinite(_objective(xs, joint, P, u, beta, W, g2)):
+            return False
+        for a in range(k):
+            H[a, c] = (g2[a] - g[a]) / h
+    for a in range(k):
+        for c in range(a):
+            m = 0.5 * (H[a, c] + H[c, a])
+            H[a, c] = m
+            H[c, a] = m
+    u[:] = u0
+    beta[:] = b0
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _newton_step(x, g, H, d):
+    """The Newton direction on the free parameters (theta on 0 with the objective
+    rising is not free), the Hessian shifted until positive definite.
+    Returns the decrement ``-g'd`` (NaN if no shift helps)."""
+    k = x.shape[0]
+    free = np.ones(k, dtype=np.bool_)
+    if x[0] <= 0.0 and g[0] > 0.0:
+        free[0] = False
+    idx = np.flatnonzero(free)
+    m = idx.shape[0]
+    d[:] = 0.0
+    if m == 0:
+        return 0.0
+    Hf = np.empty((m, m))
+    gf = np.empty(m)
+    for a in range(m):
+        gf[a] = g[idx[a]]
+        for c in range(m):
+            Hf[a, c] = H[idx[a], idx[c]]
+    L = np.zeros((m, m))
+    scale = 0.0
+    for a in range(m):
+        scale = max(scale, abs(Hf[a, a]))
+    shift = 0.0
+    for _ in range(60):
+        A = Hf.copy()
+        for a in range(m):
+            A[a, a] += shift
+        if _cholesky(A, L):
+            break
+        shift = max(2.0 * shift, 1e-8 * max(scale, 1.0))
+    else:
+        return np.nan
+    df = np.empty(m)
+    _chol_solve(L, gf, df)
+    dec = 0.0
+    for a in range(m):
+        d[idx[a]] = -df[a]
+        dec += gf[a] * df[a]
+    return dec
+
+
+@njit(cache=True, nogil=True)
+def minimize(x, joint, P, u, beta, W, grad, H):
+    """Newton's method from ``x`` (module doc).  ``grad`` and ``H`` end at the
+    returned point, ``u`` and ``beta`` at its modes.  Returns (status, value)."""
+    k = x.shape[0]
+    dU = np.zeros((u.shape[0], k))
+    f = _objective(x, joint, P, u, beta, W, grad)
+    if not np.isfinite(f):
+        return PIRLS_FAILED, f
+    d = np.empty(k)
+    g_t = np.empty(k)
+    for _ in range(MAX_NEWTON):
+        if joint:
+            _slopes(x[0], P, u, W, dU)
+        if not _hessian(x, grad, joint, P, u, beta, W, dU, H):
+            return NOT_FINITE, f
+        dec = _newton_step(x, grad, H, d)
+        if not np.isfinite(dec):
+            return NOT_FINITE, f
+        if dec <= NEWTON_TOL * (1.0 + abs(f)):
+            return OK, f
+        u0, b0 = u.copy(), beta.copy()
+        t = 1.0
+        moved = False
+        for _ in range(40):
+            x_t = x + t * d
+            if x_t[0] < GRADIENT_MIN_THETA:
+                x_t[0] = 0.0    # on the bound: the objective is even in theta there
+            _predict(u0, dU, x_t - x, u)
+            beta[:] = b0
+            f_t = _objective(x_t, joint, P, u, beta, W, g_t)
+            if np.isfinite(f_t) and f_t <= f - 1e-4 * t * dec:
+                moved = True
+                break
+            t *= 0.5
+        if not moved:
+            # no gain left within round-off: x is the optimum if Newton's decrement
+            # says so
+            u[:] = u0
+            beta[:] = b0
+            return (OK if dec <= ROUNDOFF_TOL * (1.0 + abs(f)) else NOT_CONVERGED), f
+        x[:] = x_t
+        grad[:] = g_t
+        f = f_t
+    return NOT_CONVERGED, f

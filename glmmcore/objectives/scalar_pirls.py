@@ -1,0 +1,221 @@
+"""PIRLS for one scalar random-effects term, compiled (:mod:`.scalar_glmm`).
+
+The random-effects system is diagonal, so the modes given theta (and beta, or
+with beta for ``nAGQ = 0``) cost a few passes over the observations; the
+iterations, tolerances and step halving are the regular path's
+(:mod:`glmmcore.objectives.pirls`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .family_kernels import call_observed, call_update
+from .pirls import FLOOR_TOL, MAX_HALVINGS, MAX_ITER, STEP_TOL
+from .pirls_kernel import _fixed_part, _rel_change, at_mode
+
+
+@njit(cache=True, nogil=True)
+def _workspace(n, G):
+    """Buffers of one fit: per observation and per level."""
+    return np.empty((14, n)), np.empty((10, G))
+
+
+@njit(cache=True, nogil=True)
+def _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs):
+    """Penalized deviance at ``u`` (the update kernel's deviance plus ``|u|^2``); leaves
+    eta, mu, w, r there."""
+    eta, mu, w, r, dev = obs[0], obs[1], obs[2], obs[3], obs[4]
+    for i in range(eta.shape[0]):
+        eta[i] = base[i] + theta * z[i] * u[codes[i]]
+    total = call_update(upd, eta, y, wt, phi, mu, w, r, dev)
+    for j in range(u.shape[0]):
+        total += u[j] * u[j]
+    return total
+
+
+@njit(cache=True, nogil=True)
+def _observed(obsw, phi, y, wt, obs):
+    """``-d s / d eta`` into obs[10]: the observed information from the family's kernel
+    (a non-canonical link), or where that is not positive, and for a canonical link
+    (where they agree), the working weights (the regular path's rule)."""
+    w, info = obs[2], obs[10]
+    if obsw != 0:
+        call_observed(obsw, obs[0], y, wt, phi, obs[1], info)
+        for i in range(info.shape[0]):
+            if wt[i] != 0.0 and not (info[i] > 0.0 and np.isfinite(info[i])):
+                info[:] = w
+                return
+        return
+    info[:] = w
+
+
+@njit(cache=True, nogil=True)
+def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
+    """PIRLS for the modes ``u`` given theta, phi and the fixed part ``base``: Newton's
+    steps level by level (Fisher scoring where the information is Fisher's).
+
+    Returns (converged, pdev, iterations); at convergence eta, mu, w, r and the
+    information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
+    ``lev[7]`` ``sum O z^2`` (O the information).
+    """
+    w, r, info = obs[2], obs[3], obs[10]
+    wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
+    pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs)
+    step = full_step = np.inf
+    t2 = theta * theta
+    for iteration in range(MAX_ITER):
+        _observed(obsw, phi, y, wt, obs)
+        wz2[:] = 0.0
+        oz2[:] = 0.0
+        sz[:] = 0.0
+        for i in range(codes.shape[0]):
+            g, zi = codes[i], z[i]
+            wz2[g] += w[i] * zi * zi
+            oz2[g] += info[i] * zi * zi
+            sz[g] += zi * w[i] * r[i]
+        for j in range(u.shape[0]):
+            u_new[j] = u[j] + (theta * sz[j] - u[j]) / (1.0 + t2 * oz2[j])
+        last = step
+        step = _rel_change(u_new, u)
+        # Newton's steps (a canonical link, or the observed information): quadratic
+        if at_mode(step, last, full_step, True, STEP_TOL, FLOOR_TOL):
+            return True, pdev, iteration + 1
+        t = 1.0
+        accepted = False
+        pdev_t = pdev
+        for _ in range(MAX_HALVINGS):
+            for j in range(u.shape[0]):
+                u_try[j] = u[j] + t * (u_new[j] - u[j])
+            pdev_t = _pdev(theta, phi, u_try, codes, z, base, y, wt, upd, obs)
+            if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            return False, pdev, iteration + 1
+        u[:] = u_try
+        pdev = pdev_t
+        full_step = step if t == 1.0 else np.inf
+    return False, pdev, MAX_ITER
+
+
+@njit(cache=True, nogil=True)
+def _cholesky(A, L):
+    """Lower Cholesky factor of a small matrix into ``L``; False if not positive definite."""
+    k = A.shape[0]
+    for j in range(k):
+        s = A[j, j]
+        for m in range(j):
+            s -= L[j, m] * L[j, m]
+        if not (s > 0.0) or not np.isfinite(s):
+            return False
+        L[j, j] = np.sqrt(s)
+        for i in range(j + 1, k):
+            t = A[i, j]
+            for m in range(j):
+                t -= L[i, m] * L[j, m]
+            L[i, j] = t / L[j, j]
+        for i in range(j):
+            L[i, j] = 0.0
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _chol_solve(L, b, out):
+    k = L.shape[0]
+    for i in range(k):
+        s = b[i]
+        for m in range(i):
+            s -= L[i, m] * out[m]
+        out[i] = s / L[i, i]
+    for i in range(k - 1, -1, -1):
+        s = out[i]
+        for m in range(i + 1, k):
+            s -= L[m, i] * out[m]
+        out[i] = s / L[i, i]
+
+
+@njit(cache=True, nogil=True)
+def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx, S, L):
+    """PIRLS for ``(u, beta)`` jointly given theta (``nAGQ = 0``).
+
+    Returns (converged, pdev, iterations); at convergence ``lev[0]`` holds
+    ``sum w z^2`` per level, ``cx`` the levels' ``sum w z x``, ``S`` the Schur
+    complement ``X' W X - sum theta^2 cx cx' / A`` and ``L`` its Cholesky factor,
+    all at the weights of the mode.
+    """
+    n, p = X.shape
+    G = u.shape[0]
+    eta, w, r, base = obs[0], obs[2], obs[3], obs[5]
+    wz2, rz, u_new, u_try = lev[0], lev[1], lev[2], lev[3]
+    b_new, b_try, rhs, xwz = np.empty(p), np.empty(p), np.empty(p), np.empty(p)
+    _fixed_part(X, beta, offset, base)
+    pdev = _pdev(theta, 1.0, u, codes, z, base, y, wt, upd, obs)
+    step = full_step = np.inf
+    t2 = theta * theta
+    for iteration in range(MAX_ITER):
+        wz2[:] = 0.0
+        rz[:] = 0.0
+        cx[:, :] = 0.0
+        S[:, :] = 0.0
+        xwz[:] = 0.0
+        for i in range(n):
+            g, zi = codes[i], z[i]
+            wi = w[i]
+            work = eta[i] - offset[i] + r[i]        # the working response
+            wz = wi * zi
+            wz2[g] += wz * zi
+            rz[g] += wz * work
+            for a in range(p):
+                xa = X[i, a]
+                cx[g, a] += wz * xa
+                xwz[a] += wi * xa * work
+                for c in range(a + 1):
+                    S[a, c] += wi * xa * X[i, c]
+        for a in range(p):
+            rhs[a] = xwz[a]
+        for j in range(G):
+            f = t2 / (1.0 + t2 * wz2[j])
+            for a in range(p):
+                rhs[a] -= f * cx[j, a] * rz[j]
+                for c in range(a + 1):
+                    S[a, c] -= f * cx[j, a] * cx[j, c]
+        for a in range(p):
+            for c in range(a):
+                S[c, a] = S[a, c]
+        if not _cholesky(S, L):
+            return False, pdev, iteration + 1
+        _chol_solve(L, rhs, b_new)
+        for j in range(G):
+            s = rz[j]
+            for a in range(p):
+                s -= cx[j, a] * b_new[a]
+            u_new[j] = theta * s / (1.0 + t2 * wz2[j])
+        last = step
+        step = max(_rel_change(u_new, u), _rel_change(b_new, beta))
+        # nAGQ=0 takes canonical links only: Fisher scoring is Newton's method
+        if at_mode(step, last, full_step, True, STEP_TOL, FLOOR_TOL):
+            return True, pdev, iteration + 1
+        t = 1.0
+        accepted = False
+        pdev_t = pdev
+        for _ in range(MAX_HALVINGS):
+            for j in range(G):
+                u_try[j] = u[j] + t * (u_new[j] - u[j])
+            for a in range(p):
+                b_try[a] = beta[a] + t * (b_new[a] - beta[a])
+            _fixed_part(X, b_try, offset, base)
+            pdev_t = _pdev(theta, 1.0, u_try, codes, z, base, y, wt, upd, obs)
+            if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
+                accepted = True
+                break
+            t *= 0.5
+        if not accepted:
+            return False, pdev, iteration + 1
+        u[:] = u_try
+        beta[:] = b_try
+        pdev = pdev_t
+        full_step = step if t == 1.0 else np.inf
+    return False, pdev, MAX_ITER
