@@ -5,9 +5,9 @@ Each model is timed against the canonical model of the same data and formula
 one warm-up fit of each, then ``--repeats`` rounds, each fitting the pair in the
 reverse order of the round before (:func:`bench.plugin_speed.interleaved`).  The
 ratio is the median over the rounds of the pair's ratio, beside the ratio of the
-warm medians.  The target is 1.5 (issue 22).  The canonical models with one scalar
-random-effects term take the compiled fast path (:mod:`glmmcore.fitting.scalar_fast`),
-which the others do not have yet; a second ratio is against the canonical fit on the
+warm medians.  The target is 1.5 (issue 22).  All these models have one scalar
+random-effects term and take the compiled fast path (:mod:`glmmcore.fitting.scalar_fast`;
+the line names the path each fit took); a second ratio is against the canonical fit on the
 regular path (``control={"fast_path": False}``), and a third of the model itself on the
 regular path against that (what a model with more random-effects terms pays).
 

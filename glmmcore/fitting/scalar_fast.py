@@ -63,9 +63,11 @@ def applies(model: Any) -> bool:
     One random-effects term with one column (``(1 | g)``, ``(0 + x | g)``), the
     blocked factorization, fixed effects on sane scales; an LMM, or a GLMM by
     Laplace or ``nAGQ=0`` with a canonical link and no extra family parameter, or
-    by Laplace with a link whose observed information the family gives (Newton's
-    PIRLS steps) and an extra parameter (the negative binomial's size), the
-    log-determinant at Fisher's weights (lme4's Laplace approximation).
+    by Laplace with any link and extra parameter (the negative binomial's size, the
+    Gamma's dispersion, a plugin's precision) whose gradient's terms the family's
+    kernels give (``laplace_weights``: :func:`glmmcore.objectives.family_kernels.gradient_route`),
+    the log-determinant at Fisher's weights (lme4's Laplace approximation) or at the
+    observed information (``laplace = "observed"``).
     """
     predictor = model.predictor
     blocks = predictor.reterms.blocks
@@ -80,10 +82,15 @@ def applies(model: Any) -> bool:
         return False        # a family parameter held fixed: the regular path
     from ..objectives.family_kernels import family_kernels  # (an LMM loads no GLMM code)
     kernels = family_kernels(family)
-    if kernels.laplace_observed or not (kernels.canonical or kernels.newton):
-        return False
-    simple = kernels.canonical and family.extra is None
-    return simple or model.nagq == 1
+    simple = (kernels.canonical and family.extra is None and not kernels.laplace_observed
+              and not kernels.newton)
+    if simple:
+        return True
+    # PIRLS's Newton steps need the observed information's kernel (a canonical link's
+    # Fisher scoring is Newton's method already), the gradient the family's terms
+    by_kernels = kernels.laplace_weights != 0 and (kernels.canonical or kernels.newton)
+    return by_kernels and model.nagq == 1 and (kernels.observed_weights != 0
+                                               or not kernels.laplace_observed)
 
 
 def control_allows(control: Any) -> bool:
@@ -169,8 +176,11 @@ class ScalarFastFitter:
             scalar_glmm.glm_means(self.X, self.codes, self.G, self.z, Y, wt, self.offset,
                                   eta0, kernels.update, mu)
             phi0 = np.array([family.start_phi(Y[:, j], mu[:, j], wt) for j in range(m)])
+        observed = kernels.laplace_observed
         kern = (kernels.update, self.slope, kernels.logpdf_vec,
-                kernels.observed_weights if kernels.newton else 0, has_phi)
+                kernels.observed_weights if kernels.newton or observed else 0, has_phi,
+                kernels.laplace_weights, kernels.weight_slope, kernels.dlogpdf_dphi_vec,
+                observed)
         k = 1 + p + int(has_phi)
         out_x, out_u = np.full((m, k), np.nan), np.zeros((m, self.G))
         out_beta, out_grad = np.full((m, p), np.nan), np.full((m, k), np.nan)

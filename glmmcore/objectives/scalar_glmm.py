@@ -34,7 +34,7 @@ from numba import njit
 
 from .family_kernels import call_update, call_yms
 from .scalar_gradient import _logdet
-from .scalar_newton import OK, PIRLS_FAILED, _evaluate, minimize
+from .scalar_newton import OK, PIRLS_FAILED, _evaluate, logdet_weights, minimize
 from .scalar_pirls import _chol_solve, _cholesky, _workspace, modes_and_beta
 
 SMALLEST_START = 0.05
@@ -100,20 +100,23 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     """One whole fit; results into the ``out_*`` arrays.
 
     ``kern`` = (update, weight slope rule, logpdf, observed-information kernel or 0,
-    has phi); ``phi0`` the family parameter's start (unused without one).
+    has phi, laplace_weights kernel or 0, whether it gives ``dW / d eta``,
+    dlogpdf_dphi kernel or 0, the Laplace approximation at the observed information);
+    ``phi0`` the family parameter's start (unused without one).
     ``out_info`` = (status, complete deviance, evaluations, PIRLS iterations).
     ``out_x`` is (theta, beta[, log phi]) for nAGQ=1, (theta,) for nAGQ=0,
     ``out_grad`` and ``out_hess`` its derivatives; ``out_cov`` beta's covariance
     given theta.
     """
-    upd, slope, logpdf, obsw, has_phi = kern
+    upd, slope, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed = kern
     n, p = X.shape
     obs, lev = _workspace(n, G)
     cx = np.zeros((G, p))
     S = np.zeros((p, p))
     L = np.zeros((p, p))
     counts = np.zeros(2, dtype=np.int64)
-    P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi)
+    P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi, lw, analytic_slope,
+         dphi, laplace_observed)
     W = (obs, lev, cx, S, L, counts)
     beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
     u = np.zeros(G)
@@ -151,13 +154,13 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     uu = 0.0
     for j in range(G):
         uu += u[j] * u[j]
-    out_info[1] = -2.0 * loglik + uu + _logdet(theta, lev[0])
+    out_info[1] = -2.0 * loglik + uu + _logdet(theta, logdet_weights(P, lev))
     out_x[:k] = x
     out_u[:] = u
     out_beta[:] = beta
     out_grad[:k] = grad
     out_hess[:k, :k] = H
-    _given_theta_cov(theta, X, codes, z, obs[2], out_cov)
+    _given_theta_cov(theta, X, codes, z, obs[10] if laplace_observed else obs[2], out_cov)
 
 
 @njit(cache=True, nogil=True)

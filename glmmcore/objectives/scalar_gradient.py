@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from .family_kernels import call_update, call_yms
+from .family_kernels import call_laplace_weights, call_update, call_yms
 from .laplace_gradient import WEIGHT_STEP
 from .scalar_pirls import _chol_solve
 
@@ -49,64 +49,116 @@ def _logdet(theta, wz2):
 
 
 @njit(cache=True, nogil=True)
-def _laplace_gradient(theta, phi, has_phi, X, codes, z, y, wt, upd, slope, logpdf, u, obs,
-                      lev, grad):
+def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad):
     """Gradient of the Laplace objective over (theta, beta[, log phi]) at the mode in
-    place.  The log-determinant is at Fisher's weights ``W`` (``A_j``), the modes'
-    response to the parameters at the information ``O`` (``B_j``; the same for a
-    canonical link)."""
-    n, p = X.shape
-    w, r, info = obs[2], obs[3], obs[10]
-    wz2, za, zs, oz2 = lev[0], lev[4], lev[5], lev[7]
-    dW = np.empty(n)
-    _weight_slope(upd, slope, y, wt, phi, obs, dW)
-    t2 = theta * theta
-    za[:] = 0.0
-    zs[:] = 0.0
-    for i in range(n):
-        g, zi = codes[i], z[i]
-        a = dW[i] * t2 * zi * zi / (1.0 + t2 * wz2[g])
-        dW[i] = a
-        za[g] += zi * a
-        zs[g] += zi * w[i] * r[i]
-    gt = 0.0
-    for j in range(za.shape[0]):
-        za[j] = theta * za[j] / (1.0 + t2 * oz2[j])          # v_j
-        gt += za[j] * zs[j] + 2.0 * theta * wz2[j] / (1.0 + t2 * wz2[j])
-    grad[:] = 0.0
-    for i in range(n):
-        g, zi = codes[i], z[i]
-        t = dW[i] - info[i] * theta * zi * za[g] - 2.0 * w[i] * r[i]
-        gt += t * zi * u[g]
-        for a in range(p):
-            grad[1 + a] += X[i, a] * t
-    grad[0] = gt
+    place (:mod:`glmmcore.objectives.laplace_gradient`'s terms for one scalar term).
+
+    The family's terms (score ``s``, the log-determinant's weights ``W``, the
+    information ``H`` that moves the modes, ``dW / d eta``) come from its
+    ``laplace_weights`` kernel where it has one (any link, the observed
+    information, an extra parameter), else (a canonical link) from PIRLS's working
+    weights and residuals (``W = H``) and the weights' slope rule.
+    """
+    upd, slope, lw, has_phi = P[6], P[7], P[11], P[10]
+    s = obs[14]
+    if lw != 0:
+        W, H, dW = obs[15], obs[16], obs[17]
+        _kernel_terms(lw, P[12], phi, y, wt, obs)
+        Wz2, Hz2 = lev[8], lev[9]
+        Wz2[:] = 0.0
+        Hz2[:] = 0.0
+        for i in range(codes.shape[0]):
+            g, z2 = codes[i], z[i] * z[i]
+            Wz2[g] += W[i] * z2
+            Hz2[g] += H[i] * z2
+    else:
+        W, H, dW = obs[2], obs[10], obs[17]
+        Wz2, Hz2 = lev[0], lev[7]
+        _weight_slope(upd, slope, y, wt, phi, obs, dW)
+        for i in range(codes.shape[0]):
+            s[i] = obs[2][i] * obs[3][i]
+    _gradient_sums(theta, X, codes, z, u, s, W, H, dW, Wz2, Hz2, lev[4], lev[5], grad)
     if has_phi:
-        grad[1 + p] = _phi_derivative(theta, phi, codes, z, y, wt, upd, logpdf, obs, lev)
+        grad[1 + X.shape[1]] = _phi_derivative(theta, phi, codes, z, y, wt, P, obs, Wz2,
+                                               lev[4])
 
 
 @njit(cache=True, nogil=True)
-def _phi_derivative(theta, phi, codes, z, y, wt, upd, logpdf, obs, lev):
+def _kernel_terms(lw, analytic_slope, phi, y, wt, obs):
+    """``s``, ``W``, ``H``, ``dW / d eta`` into obs[14:18] at obs' eta from the family's
+    laplace_weights kernel; ``dW / d eta`` by a central difference of it where the
+    kernel does not give it."""
+    eta = obs[0]
+    call_laplace_weights(lw, eta, y, wt, phi, obs[14], obs[15], obs[16], obs[17])
+    if analytic_slope:
+        return
+    e2, wp, wm, scratch = obs[6], obs[7], obs[8], obs[9]
+    for i in range(eta.shape[0]):
+        e2[i] = eta[i] + WEIGHT_STEP
+    call_laplace_weights(lw, e2, y, wt, phi, scratch, wp, obs[11], obs[12])
+    for i in range(eta.shape[0]):
+        e2[i] = eta[i] - WEIGHT_STEP
+    call_laplace_weights(lw, e2, y, wt, phi, scratch, wm, obs[11], obs[12])
+    dW = obs[17]
+    for i in range(eta.shape[0]):
+        dW[i] = (wp[i] - wm[i]) * (0.5 / WEIGHT_STEP)
+
+
+@njit(cache=True, nogil=True)
+def _gradient_sums(theta, X, codes, z, u, s, W, H, dW, Wz2, Hz2, v, zs, grad):
+    """The gradient over (theta, beta) from the per-observation terms (module doc of
+    :mod:`glmmcore.objectives.laplace_gradient`, ``M`` diagonal: ``A_j = 1 + theta^2
+    Wz2_j`` for the log-determinant, ``1 + theta^2 Hz2_j`` for the modes); leaves
+    ``v`` in ``v``."""
+    n, p = X.shape
+    t2 = theta * theta
+    a = np.empty(n)
+    v[:] = 0.0
+    zs[:] = 0.0
+    for i in range(n):
+        g, zi = codes[i], z[i]
+        a[i] = dW[i] * t2 * zi * zi / (1.0 + t2 * Wz2[g])
+        v[g] += zi * a[i]
+        zs[g] += zi * s[i]
+    gt = 0.0
+    for j in range(v.shape[0]):
+        v[j] = theta * v[j] / (1.0 + t2 * Hz2[j])
+        gt += v[j] * zs[j] + 2.0 * theta * Wz2[j] / (1.0 + t2 * Wz2[j])
+    grad[:] = 0.0
+    for i in range(n):
+        g, zi = codes[i], z[i]
+        t = a[i] - H[i] * theta * zi * v[g] - 2.0 * s[i]
+        gt += t * zi * u[g]
+        for c in range(p):
+            grad[1 + c] += X[i, c] * t
+    grad[0] = gt
+
+
+@njit(cache=True, nogil=True)
+def _phi_derivative(theta, phi, codes, z, y, wt, P, obs, Wz2, v):
     """The Laplace objective's derivative in ``log phi``: the conditional
-    log-likelihood's and the log-determinant's at the mode, and through the modes
-    (their equations' derivative); central differences of the kernels in log phi,
-    no PIRLS."""
+    log-likelihood's (the family's ``dlogpdf_dphi``, else a central difference of
+    ``logpdf``) and, by central differences of the laplace_weights kernel in log phi,
+    the log-determinant's at the mode and through the modes; no PIRLS."""
+    logpdf, lw, dphi = P[9], P[11], P[13]
     eta, mu = obs[0], obs[1]
-    wz2, v = lev[0], lev[4]
     up, down = phi * np.exp(PHI_STEP), phi * np.exp(-PHI_STEP)
     scale = 0.5 / PHI_STEP
-    d_loglik = (call_yms(logpdf, y, mu, wt, up, obs[13])
-                - call_yms(logpdf, y, mu, wt, down, obs[13])) * scale
-    call_update(upd, eta, y, wt, up, obs[7], obs[8], obs[11], obs[4])
-    call_update(upd, eta, y, wt, down, obs[7], obs[9], obs[12], obs[4])
-    wp, wm, rp, rm = obs[8], obs[9], obs[11], obs[12]
+    if dphi != 0:
+        d_loglik = phi * call_yms(dphi, y, mu, wt, phi, obs[13])
+    else:
+        d_loglik = (call_yms(logpdf, y, mu, wt, up, obs[13])
+                    - call_yms(logpdf, y, mu, wt, down, obs[13])) * scale
+    sp, wp, sm, wm = obs[18], obs[7], obs[19], obs[8]
+    call_laplace_weights(lw, eta, y, wt, up, sp, wp, obs[11], obs[12])
+    call_laplace_weights(lw, eta, y, wt, down, sm, wm, obs[11], obs[12])
     t2 = theta * theta
     g = -2.0 * d_loglik
     for i in range(eta.shape[0]):
         j, zi = codes[i], z[i]
         d_w = (wp[i] - wm[i]) * scale
-        d_s = (wp[i] * rp[i] - wm[i] * rm[i]) * scale
-        g += t2 * zi * zi * d_w / (1.0 + t2 * wz2[j]) + v[j] * theta * zi * d_s
+        d_s = (sp[i] - sm[i]) * scale
+        g += t2 * zi * zi * d_w / (1.0 + t2 * Wz2[j]) + v[j] * theta * zi * d_s
     return g
 
 

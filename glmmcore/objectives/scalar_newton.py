@@ -13,7 +13,7 @@ from .family_kernels import call_yms
 from .laplace_gradient import GRADIENT_MIN_THETA
 from .pirls_kernel import _fixed_part
 from .scalar_gradient import _laplace_gradient, _logdet, _nagq0_gradient
-from .scalar_pirls import _chol_solve, _cholesky, modes, modes_and_beta
+from .scalar_pirls import _chol_solve, _cholesky, modes, modes_and_beta, observed_information
 
 OK, PIRLS_FAILED, NOT_CONVERGED, NOT_FINITE = 0, 1, 2, 3
 
@@ -29,42 +29,55 @@ MAX_NEWTON = 50
 def _evaluate(theta, x, joint, P, u, beta, W):
     """The objective ``pdev + sum log A`` at theta (and beta = x[1:1+p], log phi =
     x[1+p] if joint; with phi the deviance is complete, its "constants" depend on
-    phi): PIRLS from ``u`` (again from 0 if that fails); inf where it fails from both."""
-    X, codes, z, y, wt, offset, upd, _, obsw, logpdf, has_phi = P
+    phi): PIRLS from ``u`` (again from 0 if that fails); inf where it fails from both,
+    and where the Laplace approximation is at the observed information
+    (``laplace = "observed"``) and that is not positive at the mode."""
+    X, codes, z, y, wt, offset, upd, obsw, logpdf, has_phi = (P[0], P[1], P[2], P[3], P[4],
+                                                             P[5], P[6], P[8], P[9], P[10])
     obs, lev, cx, S, L, counts = W
     p = X.shape[1]
     phi = np.exp(x[1 + p]) if has_phi else 1.0
     saved_b = beta.copy()
     for _ in range(2):
+        observed = False
         if joint:
             for a in range(p):
                 beta[a] = x[1 + a]
             _fixed_part(X, beta, offset, obs[5])
-            ok, pdev, its = modes(theta, phi, codes, z, y, wt, upd, obsw, obs[5], u, obs,
-                                  lev)
+            ok, pdev, its, observed = modes(theta, phi, codes, z, y, wt, upd, obsw, obs[5],
+                                            u, obs, lev)
         else:
             ok, pdev, its = modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta,
                                            obs, lev, cx, S, L)
         counts[1] += its
         if ok and np.isfinite(pdev):
+            if P[14] and not observed and not observed_information(
+                    obsw, theta, phi, codes, z, y, wt, obs, lev):
+                return np.inf
             if has_phi:
                 pdev = -2.0 * call_yms(logpdf, y, obs[1], wt, phi, obs[13])
                 for j in range(u.shape[0]):
                     pdev += u[j] * u[j]
-            return pdev + _logdet(theta, lev[0])
+            return pdev + _logdet(theta, logdet_weights(P, lev))
         u[:] = 0.0
         beta[:] = saved_b
     return np.inf
 
 
 @njit(cache=True, nogil=True)
+def logdet_weights(P, lev):
+    """The levels' ``sum W z^2`` of the log-determinant at the mode: the observed
+    information's (``laplace = "observed"``), else Fisher's."""
+    return lev[7] if P[14] else lev[0]
+
+
+@njit(cache=True, nogil=True)
 def _gradient(theta, x, joint, P, u, W, grad):
-    X, codes, z, y, wt, _, upd, slope, _, logpdf, has_phi = P
+    X, codes, z, y, wt, upd, slope, has_phi = P[0], P[1], P[2], P[3], P[4], P[6], P[7], P[10]
     obs, lev, cx, _, L, _ = W
     if joint:
         phi = np.exp(x[1 + X.shape[1]]) if has_phi else 1.0
-        _laplace_gradient(theta, phi, has_phi, X, codes, z, y, wt, upd, slope, logpdf, u,
-                          obs, lev, grad)
+        _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad)
     else:
         grad[0] = _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L)
 

@@ -19,7 +19,7 @@ from .pirls_kernel import _fixed_part, _rel_change, at_mode
 @njit(cache=True, nogil=True)
 def _workspace(n, G):
     """Buffers of one fit: per observation and per level."""
-    return np.empty((14, n)), np.empty((10, G))
+    return np.empty((20, n)), np.empty((12, G))
 
 
 @njit(cache=True, nogil=True)
@@ -39,16 +39,35 @@ def _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs):
 def _observed(obsw, phi, y, wt, obs):
     """``-d s / d eta`` into obs[10]: the observed information from the family's kernel
     (a non-canonical link), or where that is not positive, and for a canonical link
-    (where they agree), the working weights (the regular path's rule)."""
+    (where they agree), the working weights (the regular path's rule).  Returns
+    whether obs[10] holds the family's observed information."""
     w, info = obs[2], obs[10]
     if obsw != 0:
         call_observed(obsw, obs[0], y, wt, phi, obs[1], info)
         for i in range(info.shape[0]):
             if wt[i] != 0.0 and not (info[i] > 0.0 and np.isfinite(info[i])):
                 info[:] = w
-                return
-        return
+                return False
+        return True
     info[:] = w
+    return False
+
+
+@njit(cache=True, nogil=True)
+def observed_information(obsw, theta, phi, codes, z, y, wt, obs, lev):
+    """The family's observed information at obs' eta into obs[10] and its levels' sums
+    ``sum O z^2`` into lev[7], single observations' not positive included (the
+    Laplace approximation at the observed information, as the regular path's);
+    False where a level's ``1 + theta^2 sum O z^2`` is not positive."""
+    info, oz2 = obs[10], lev[7]
+    call_observed(obsw, obs[0], y, wt, phi, obs[1], info)
+    oz2[:] = 0.0
+    for i in range(codes.shape[0]):
+        oz2[codes[i]] += info[i] * z[i] * z[i]
+    for j in range(oz2.shape[0]):
+        if not (1.0 + theta * theta * oz2[j] > 0.0):
+            return False
+    return True
 
 
 @njit(cache=True, nogil=True)
@@ -56,9 +75,10 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
     """PIRLS for the modes ``u`` given theta, phi and the fixed part ``base``: Newton's
     steps level by level (Fisher scoring where the information is Fisher's).
 
-    Returns (converged, pdev, iterations); at convergence eta, mu, w, r and the
-    information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
-    ``lev[7]`` ``sum O z^2`` (O the information).
+    Returns (converged, pdev, iterations, observed); at convergence eta, mu, w, r and
+    the information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
+    ``lev[7]`` ``sum O z^2`` (O the information; the family's observed information if
+    ``observed``).
     """
     w, r, info = obs[2], obs[3], obs[10]
     wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
@@ -66,7 +86,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
     step = full_step = np.inf
     t2 = theta * theta
     for iteration in range(MAX_ITER):
-        _observed(obsw, phi, y, wt, obs)
+        observed = _observed(obsw, phi, y, wt, obs)
         wz2[:] = 0.0
         oz2[:] = 0.0
         sz[:] = 0.0
@@ -81,7 +101,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
         step = _rel_change(u_new, u)
         # Newton's steps (a canonical link, or the observed information): quadratic
         if at_mode(step, last, full_step, True, STEP_TOL, FLOOR_TOL):
-            return True, pdev, iteration + 1
+            return True, pdev, iteration + 1, observed
         t = 1.0
         accepted = False
         pdev_t = pdev
@@ -94,11 +114,11 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
                 break
             t *= 0.5
         if not accepted:
-            return False, pdev, iteration + 1
+            return False, pdev, iteration + 1, False
         u[:] = u_try
         pdev = pdev_t
         full_step = step if t == 1.0 else np.inf
-    return False, pdev, MAX_ITER
+    return False, pdev, MAX_ITER, False
 
 
 @njit(cache=True, nogil=True)
