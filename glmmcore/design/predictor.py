@@ -29,6 +29,7 @@ from numba import njit
 from ..errors import ModelSpecError
 from ..linalg.blocked import BlockedFactor, build_structure
 from ..linalg.crossprod import all_scalar
+from ..linalg.dense import FALSE
 from ..spec.fixed import FixedDesign
 from ..spec.reterms import ReTerms
 
@@ -128,7 +129,7 @@ class Predictor:
 @njit(cache=True, nogil=True)
 def _linear_predictor(codes, Xall, p, xoff, boff, tidx, toff, theta, u, base, zb, eta):
     b = np.empty_like(u)
-    _apply_lambda(p, boff, tidx, toff, theta, u, b, False)
+    _apply_lambda(p, boff, tidx, toff, theta, u, b, FALSE)
     if all_scalar(p):
         for i in range(eta.shape[0]):
             zb[i] = _zb_row_scalars(codes, Xall, xoff, boff, b, i)

@@ -72,7 +72,8 @@ def _guess(reterms: ReTerms, resid: np.ndarray, weights: np.ndarray,
     if not (scale > 0.0 and np.isfinite(scale)):
         return theta
     for block in reterms.blocks:
-        codes, X = block.factor.codes, np.ascontiguousarray(block.X, dtype=float)
+        # columns contiguous: _column_spread compiles for one array layout
+        codes, X = block.factor.codes, np.asfortranarray(block.X, dtype=float)
         for c in range(block.p):
             spread = _column_spread(codes, block.nlevels, X[:, c], weights, resid, scale)
             if np.isfinite(spread):   # NaN: fewer than 2 levels, or overflowing residuals

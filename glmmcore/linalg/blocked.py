@@ -31,6 +31,7 @@ from .crossprod import _crossprod, all_scalar
 from .dense import (
     DPOTRF,
     DPOTRI,
+    ZERO,
     chol_envelope,
     chol_lower,
     solve_lower,
@@ -400,7 +401,7 @@ def _factor(theta, tidx, toff, rest_p, row_term, row_start, r1_ptr, r1_row, r1_t
     return True, logdet
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _factor_first(T1, A11, L11):
     l1, p1 = A11.shape[0], A11.shape[1]
     if p1 == 1:
@@ -427,12 +428,12 @@ def _factor_first(T1, A11, L11):
                 M[a, b] = s + (1.0 if a == b else 0.0)
             for b in range(a + 1, p1):
                 M[a, b] = 0.0
-        if not chol_envelope(M, dense):
+        if not chol_envelope(M, dense, ZERO):
             return False
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _coupling(T1, tbuf, toff, rest_p, r1_ptr, r1_term, r1_voff, r1v, A1Y, L11, L21v, LY1):
     """Rows coupled to each first-block level: (Lambda' A) T1 L11^{-T}."""
     l1, p1 = L11.shape[0], L11.shape[1]

@@ -69,7 +69,7 @@ def _crossprod(codes1, X1, rest_rows, Xr, rest_p, rest_xoff, obs_r1, r1_voff, ob
                         rrv[vo2 + a * pk2 + b] += xa * Xr[i, rest_xoff[k2] + b]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _crossprod_one_scalar(codes1, X1, w, Y, A11, A1Y, AYY):
     """The common case of one scalar term (e.g. ``(1 | g)``), without inner loops over p."""
     for i in range(codes1.shape[0]):
@@ -97,7 +97,7 @@ def all_scalar(rest_p):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _crossprod_scalars(codes1, X1, rest_rows, Xr, obs_r1, obs_rr, w, Y, A11, r1v, rrv, A1Y,
                        ArY, AYY):
     """Scalar terms only (e.g. crossed ``(1 | a) + (1 | b)``): no loops over p, half the time.
@@ -127,7 +127,7 @@ def _crossprod_scalars(codes1, X1, rest_rows, Xr, obs_r1, obs_rr, w, Y, A11, r1v
                 c += 1
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _crossprod_scalars_one_column(codes1, X1, rest_rows, Xr, obs_r1, obs_rr, w, Y, A11, r1v,
                                   rrv, A1Y, ArY, AYY):
     """:func:`_crossprod_scalars` with ``Y`` one column (PIRLS given beta): 1.3x faster,

@@ -31,6 +31,9 @@ ENVELOPE_MAX_WORK = 0.05   # the envelope's relative work below which the loops 
 # Reassociating sums lets LLVM vectorize the dot products (4-5x faster from about 100
 # rows); results stay deterministic on a given machine, like BLAS's.
 FAST = {"reassoc", "contract"}
+# Constant arguments of calls between compiled functions, typed as the Python callers'
+# arguments are: a literal (False, 0) would compile the callee once more for its type.
+FALSE, TRUE, ZERO = np.bool_(False), np.bool_(True), np.int64(0)
 
 
 @njit(cache=True, nogil=True)
@@ -147,7 +150,7 @@ def uses_lapack(first: np.ndarray) -> bool:
     return n >= LAPACK_MIN_SIZE and envelope_work(first, limit) > limit
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def chol_lower(potrf: int, A: np.ndarray, first: np.ndarray, first_min: np.ndarray,
                border: int = 0) -> bool:
     """Cholesky factor in the lower triangle of ``A``, in place, by LAPACK or in the envelope.
@@ -173,7 +176,7 @@ def chol_lower_small(A: np.ndarray) -> bool:
     """
     first = np.empty(A.shape[0], dtype=np.int64)
     envelope(A, first)
-    return chol_envelope(A, first)
+    return chol_envelope(A, first, ZERO)
 
 
 # LAPACK's dpotrf and dpotri as scipy exports them; compiled code receives the addresses as

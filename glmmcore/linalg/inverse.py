@@ -34,6 +34,8 @@ from numba import njit
 
 from .dense import (
     DPOTRI,
+    FALSE,
+    TRUE,
     inverse_lower_lapack,
     solve_lower_t,
     uses_lapack,
@@ -90,7 +92,7 @@ def schur_inverse_into(D, first, size, symmetric, potri, S):
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _takahashi_envelope(L, first, Z):
     """``(L L')^{-1}`` on the envelope of ``L`` (lower triangle of ``Z``), last column first.
 
@@ -126,7 +128,7 @@ def _takahashi_envelope(L, first, Z):
         Z[i, i] = 1.0 / (lii * lii) - s / lii
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _envelope_columns(first):
     """The envelope by columns: column ``i``'s rows ``k > i`` (ascending) are
     ``col_row[col_ptr[i]:col_ptr[i + 1]]``, those whose envelope starts at or before
@@ -199,13 +201,13 @@ def diag_blocks_into(D, first, nx, potri, L11, L21v, LY1, flat_ptr, rest_p, rest
     it at every evaluation.  False if ``dpotri`` fails.
     """
     q_r = D.shape[0] - LY1.shape[1]
-    if not schur_inverse_into(D, first, q_r + nx, False, potri, S):
+    if not schur_inverse_into(D, first, q_r + nx, FALSE, potri, S):
         return False
     solved_couplings(flat_ptr, L21v, LY1, L11, nx, ptr, W)
-    coupled_products(S, rows, ptr, W, ROW_BLOCK, True, P)
+    coupled_products(S, rows, ptr, W, np.int64(ROW_BLOCK), TRUE, P)
     out[:] = 0.0
     l1, p1 = L11.shape[0], L11.shape[1]
-    first_diag_blocks(L11, ptr, W, P, True, summed,
+    first_diag_blocks(L11, ptr, W, P, TRUE, summed,
                       out[ooff[0]:ooff[1]].reshape((1 if summed else l1, p1, p1)))
     nr = rest_p.shape[0]
     for k in range(nr):
@@ -363,7 +365,7 @@ def _add_own_inverse(L, work, out):
             out[a, b] += s
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _rest_blocks(S, rest_perm, start, stop, p, summed, out):
     """Add the blocks of ``S22`` (its lower triangle) of one rest block's levels."""
     for r0 in range(rest_perm.shape[0]):

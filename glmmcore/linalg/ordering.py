@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .dense import ZERO
+
 ORDER_MIN_WORK = 0.01    # an envelope below this relative work is not worth reordering
 ORDER_MIN_GAIN = 0.8     # an ordering is kept if its envelope work is below this fraction
 # levels coupled to more than max(16, 10 sqrt(levels)) others (a term with a few levels
@@ -100,19 +102,40 @@ def reverse_cuthill_mckee(indptr, indices, border):
     placed = border.copy()
     mark = np.zeros(n, dtype=np.int64)        # the breadth-first searches' stamps
     queue = np.empty(n, dtype=np.int64)
-    stamp, done = 0, 0
-    for seed in np.argsort(degree, kind="mergesort"):
+    stamp, done = ZERO, ZERO
+    for seed in _by_degree(degree):
         if placed[seed]:
             continue
         root, stamp = _peripheral_node(seed, indptr, indices, degree, placed, mark, queue,
                                        stamp)
         done = _cuthill_mckee_from(root, indptr, indices, degree, placed, order, done)
-    order[:done] = order[:done][::-1].copy()
+    for i in range(done // 2):     # reversed in a loop: a slice copy compiles numba's
+        order[i], order[done - 1 - i] = order[done - 1 - i], order[i]   # error messages
     for v in range(n):
         if border[v]:
             order[done] = v
             done += 1
     return order
+
+
+@njit(cache=True, nogil=True)
+def _by_degree(degree):
+    """Nodes by increasing degree, ties by index: a counting sort (stable, like
+    ``np.argsort(kind="stable")``, whose compiled merge sort takes longer to compile)."""
+    n = degree.shape[0]
+    top = 0
+    for v in range(n):
+        top = max(top, degree[v])
+    start = np.zeros(top + 2, dtype=np.int64)
+    for v in range(n):
+        start[degree[v] + 1] += 1
+    for d in range(top + 1):
+        start[d + 1] += start[d]
+    out = np.empty(n, dtype=np.int64)
+    for v in range(n):
+        out[start[degree[v]]] = v
+        start[degree[v]] += 1
+    return out
 
 
 @njit(cache=True, nogil=True)

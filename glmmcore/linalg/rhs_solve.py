@@ -54,7 +54,7 @@ def solve_rhs(nsolve, r1_ptr, r1_row, r1_term, r1_voff, rest_p, rest_perm, L11, 
                           y1, rest, x)
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _forward_first(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, LY1, nsolve, b, y1,
                    rest):
     """``y1_j = L11_j^{-1} b_j`` for every first-block level; ``rest -= [L21_j; LY1_j] y1_j``.

@@ -25,7 +25,7 @@ from .dense import FAST
 ROW_BLOCK = 128
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm, rr_cterm,
                 rr_voff, rrv, ArY, AYY, D, first_min):
     """Lower triangle of [Lambda_r' A_rr Lambda_r + I, .; Y'W Z_r Lambda_r, Y'WY].
@@ -74,7 +74,7 @@ def schur_init(tbuf, toff, rest_p, row_term, row_start, rr_row, rr_col, rr_rterm
             D[q_r + t, q_r + u] = AYY[t, u]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def schur_update(flat_row, flat_ptr, L21v, LY1, D):
     """Subtract each first-block level's coupling rows: ``D -= sum_j C_j C_j'``."""
     update_rest_rows(flat_row, flat_ptr, L21v, LY1.shape[2], D, D.shape[0] - LY1.shape[1],

@@ -321,7 +321,7 @@ def _leverages(codes1, X1, Xr, rest_p, rest_xoff, obs_r1, r1_voff, obs_rr, rr_vo
         h[i] = _leverage_row(SJ, zeta, G[i])
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _leverages_scalars(codes1, X1, Xr, obs_r1, obs_rr, S11, S21v, S22v, Tall, G, h):
     """:func:`_leverages` when every term is scalar: each coupling block and rest pair
     holds one value (``obs_r1`` and ``obs_rr`` index them directly), no loops over widths."""
@@ -417,7 +417,7 @@ def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, scor
                     grad[t] += A[k, r, c]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _gradient_pass_scalars(codes, Xall, xoff, boff, tidx, toff, X, u, v, lv, vb, score, W, H,
                            a, G, grad, zvs):
     """:func:`_gradient_pass` when every term is scalar: one sum per block."""

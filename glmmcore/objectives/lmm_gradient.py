@@ -170,7 +170,7 @@ def _blocked_gradient_kernel(theta, p, scale, tidx, toff, nlevels, solve_args, s
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _add_fixed_rows(solve_args, toff, nlevels, H, sums, soff):
     """Add each block's ``sum_l H_l H_l'`` to ``sums``, ``H = L^{-T} L_X' R_X^{-T}`` (module doc).
 
@@ -233,7 +233,7 @@ def _add_fixed_rows(solve_args, toff, nlevels, H, sums, soff):
         offset += nlevels[b] * k
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _first_rows(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, E, rest, H):
     """The first block's rows of ``H``: ``L11_j' H_j = E_j - L21_j' X`` per level."""
     l1, p1 = L11.shape[0], L11.shape[1]
@@ -256,7 +256,7 @@ def _first_rows(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, E, rest, H)
                 H[j * p1 + c, t] = part[t, c]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _first_rows_scalar(r1_ptr, r1_row, r1_term, r1_voff, rest_p, L11, L21v, E, rest, H):
     """:func:`_first_rows` for a scalar first block: a division per entry, where a
     triangular solve per level and column cost more than its arithmetic

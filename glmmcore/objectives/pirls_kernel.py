@@ -34,6 +34,7 @@ from numba import njit
 from ..design.predictor import _apply_lambda, _linear_predictor, _zb_row, _zb_row_scalars
 from ..linalg.blocked import _factor, _solve
 from ..linalg.crossprod import _crossprod, all_scalar
+from ..linalg.dense import FALSE, TRUE
 from ..linalg.rhs_solve import solve_rhs
 from .family_kernels import call_observed, call_update, call_yms
 
@@ -75,17 +76,21 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     capture = flag[0] >= 0
     if flag[0] == 1:
         flag[0] = 0
-    args = (theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u, beta, zargs,
+    iteration = halvings = 0
+    for attempt in range(2 if predicted else 1):
+        if attempt == 1:
+            # the prediction was out of its reach (a long move): again from the last modes
+            u[:] = start[3]
+            if beta_in_pirls:
+                beta[:] = start[2]
+        # one call site: _iterate is inlined, and compiled once, here
+        status, pdev, more, more_halvings, step = _iterate(
+            theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u, beta, zargs,
             cargs, cwork, fargs, sargs, work, info, start[5], capture)
-    status, pdev, iteration, halvings, step = _iterate(*args)
-    if predicted and status >= HALVING_FAILED:
-        # the prediction was out of its reach (a long move): again from the last modes
-        u[:] = start[3]
-        if beta_in_pirls:
-            beta[:] = start[2]
-        status, pdev, more, more_halvings, step = _iterate(*args)
         iteration += more
         halvings += more_halvings
+        if status < HALVING_FAILED:
+            break
     if status <= STOPPED_ON_DEVIANCE and (kernels[3] != 0 or newton):
         # log|L|^2 at the information the Laplace approximation uses
         if kernels[3] != 0:
@@ -107,7 +112,7 @@ def pirls_loop(theta, phi, beta_in_pirls, complete, limits, kernels, X, y, wt, o
     return status
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u, beta, zargs,
              cargs, cwork, fargs, sargs, work, info, s0, capture):
     """PIRLS iterations from ``u`` (and ``beta``); returns (status, pdev, iterations,
@@ -186,7 +191,7 @@ def _iterate(theta, phi, beta_in_pirls, limits, kernels, X, y, wt, offset, Y, u,
     return status, pdev, iteration, halvings, step
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def predict_modes(theta, beta, X, zargs, sargs, start, u, beta_in_pirls, reach=np.inf):
     """Set ``u`` (and ``beta`` if PIRLS estimates it) to the values predicted at the new
     parameters from the last converged run.
@@ -206,15 +211,15 @@ def predict_modes(theta, beta, X, zargs, sargs, start, u, beta_in_pirls, reach=n
         d_theta[t] = theta[t] - theta0[t]
     d_beta = beta - beta0           # zero when PIRLS estimates beta: it starts at beta0
     g_u, du_u = g[:q], du[:q]
-    _apply_lambda(p, boff, tidx, toff, d_theta, u0, du_u, False)   # d_Lambda u0
+    _apply_lambda(p, boff, tidx, toff, d_theta, u0, du_u, FALSE)   # d_Lambda u0
     g[:] = 0.0
     zs[:] = 0.0
     if all_scalar(p):
         _predict_pass_scalars(X, codes, Xall, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve)
     else:
         _predict_pass(X, codes, Xall, p, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve)
-    _apply_lambda(p, boff, tidx, toff, theta0, g_u, du_u, True)     # Lambda0' Z' W0 d_eta
-    _apply_lambda(p, boff, tidx, toff, d_theta, zs, g_u, True)      # d_Lambda' Z' s0
+    _apply_lambda(p, boff, tidx, toff, theta0, g_u, du_u, TRUE)     # Lambda0' Z' W0 d_eta
+    _apply_lambda(p, boff, tidx, toff, d_theta, zs, g_u, TRUE)      # d_Lambda' Z' s0
     for k in range(q):
         g[k] -= du[k]
     solve_rhs(nsolve, *sargs, g[:q + nsolve], du[:q + nsolve])
@@ -231,7 +236,7 @@ def predict_modes(theta, beta, X, zargs, sargs, start, u, beta_in_pirls, reach=n
     return True
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _predict_pass(X, codes, Xall, p, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve):
     """``g = [Z' W0 d_eta; -X' W0 d_eta]`` (the latter ``nsolve`` long), ``zs = Z' s0``.
 
@@ -254,7 +259,7 @@ def _predict_pass(X, codes, Xall, p, xoff, boff, w0, s0, du, d_beta, g, zs, nsol
             g[q + j] -= X[i, j] * wd
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _predict_pass_scalars(X, codes, Xall, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve):
     """:func:`_predict_pass` when every term is scalar (1.5x faster)."""
     q = zs.shape[0]
@@ -272,7 +277,7 @@ def _predict_pass_scalars(X, codes, Xall, xoff, boff, w0, s0, du, d_beta, g, zs,
             g[q + j] -= X[i, j] * wd
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _keep_start(theta, beta, u, w, start):
     """Keep what the next run's prediction needs (the factor stays in its workspace)."""
     flag, theta0, beta0, u0, w0 = start[0], start[1], start[2], start[3], start[4]
@@ -327,7 +332,7 @@ def _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zar
     return total
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, inline="always")
 def _newton(theta, beta_in_pirls, eta, offset, zb, r, w, Y, cargs, cwork, fargs, sargs, u_new,
             b_new, info):
     """Factor at the current weights and solve for the full Newton step."""
