@@ -17,9 +17,11 @@ standard error and exit status 2 (1 for an internal error, whose traceback
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -29,7 +31,39 @@ from .errors import CommandLineError, DataError, FormulaError, GlmmError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``glmm`` command; returns the exit status."""
+    """Entry point of the ``glmm`` command.
+
+    With ``argv`` None, the command itself (the console script, ``python -m glmmcore``):
+    the arguments are ``sys.argv``'s and the process ends here with the exit status
+    (:func:`_end_process`).  With a list of arguments the exit status is returned.
+    """
+    status = _command(argv)
+    if argv is None:
+        _end_process(status)
+    return status
+
+
+def _end_process(status: int) -> None:
+    """End the process with ``status`` without the interpreter's teardown.
+
+    Freeing one by one the objects that numba, pandas and a fit made, with the garbage
+    collector's passes over them, takes a third of a small fit's CPU time; the operating
+    system frees the memory at once.  Output is flushed and the ``atexit`` handlers run
+    first, as at a normal exit.  While other Python threads are alive this returns, and
+    the normal exit waits for them.
+    """
+    if threading.active_count() > 1:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):   # a closed pipe or stream takes no more output
+            pass
+    atexit._run_exitfuncs()
+    os._exit(status)
+
+
+def _command(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

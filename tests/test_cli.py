@@ -253,3 +253,27 @@ def test_a_csv_fit_from_the_command_line_loads_only_what_it_runs():
     assert _loaded_after(code, (*OPTIONAL_EXTRAS, *UNUSED_BY_A_FIT, *others)) == []
     if importlib.util.find_spec("pyarrow"):     # left out of pandas, still importable
         assert _loaded_after(f"{code}\nimport pyarrow", ("pyarrow",)) == ["pyarrow"]
+
+
+def test_the_command_ends_its_process_with_output_flushed_and_exit_handlers_run(tmp_path):
+    """``main()`` as the command ends the process itself (no interpreter teardown): the
+    summary, standard output written last and an ``atexit`` handler's output all arrive,
+    with the exit status; with arguments given, ``main`` returns instead."""
+    code = ("import atexit, sys\nfrom glmmcore.cli import main\n"
+            "atexit.register(lambda: print('exit handler ran'))\n"
+            f"sys.argv = ['glmm', 'fit', {str(DATA / 'gpa.csv')!r}, "
+            "'gpa ~ occasion + (1 | student)', '--json', '-']\n"
+            "main()\nprint('not reached')")
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": path}, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "Linear mixed model fit by REML" in done.stderr
+    body, handler = done.stdout.rsplit("}", 1)
+    assert json.loads(body + "}")["response"] == "gpa"
+    assert handler.strip() == "exit handler ran"
+    failing = code.replace("(1 | student)", "(1 | )")
+    done = subprocess.run([sys.executable, "-c", failing], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": path}, timeout=600)
+    assert done.returncode == 2 and done.stdout.strip() == "exit handler ran"
+    assert main(["fit", str(DATA / "gpa.csv"), "gpa ~ occasion + (1 | )"]) == 2
