@@ -21,6 +21,7 @@ import pandas as pd
 from ..errors import ArgumentError, DataError, IgnoredArgumentWarning, ModelSpecError, show, warn
 from ..fitting.control import FitControl
 from ..fitting.scalar_fast import control_allows, fast_fitter
+from ..fitting.vector_fast import vector_fitter
 from ..fitting.warmup import announce_compilation
 from ..linalg.threads import single_threaded_blas
 from ..registry import get_family
@@ -152,7 +153,7 @@ class MixedModel:
         theta0 = None if start is None else self._checked_start(start)
         kind = "lmm" if self.is_lmm else "glmm"
         if theta0 is None and control_allows(ctrl):
-            fast = fast_fitter(self)
+            fast = fast_fitter(self) or vector_fitter(self)
             if fast is not None:
                 announce_compilation(kind, "fast")
             result = None if fast is None else fast.fit(response, ctrl)
@@ -288,7 +289,8 @@ class MixedModel:
     def __getstate__(self) -> dict:
         # the fast path's workspace, the factor workspaces and what fits kept are rebuilt
         # on first use, not shipped with the model
-        state = {k: v for k, v in self.__dict__.items() if k != "_fast_fitter"}
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in ("_fast_fitter", "_vector_fitter")}
         state["_free_factors"], state["_kept"] = {}, {}
         return state
 

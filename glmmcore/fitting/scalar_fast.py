@@ -47,14 +47,19 @@ def fast_fitter(model: Any) -> ScalarFastFitter | None:
 
     Built on first use and kept on the model; thread-safe.
     """
-    cached = model.__dict__.get("_fast_fitter", False)
+    return kept_fitter(model, "_fast_fitter", applies, ScalarFastFitter)
+
+
+def kept_fitter(model: Any, name: str, applies_to: Any, build: Any) -> Any:
+    """``build(model)`` where ``applies_to(model)``, else None: made once (under a lock,
+    so that threads share one) and kept on the model as attribute ``name``."""
+    cached = model.__dict__.get(name, False)
     if cached is not False:
         return cached
     with _lock:
-        if "_fast_fitter" not in model.__dict__:
-            model.__dict__["_fast_fitter"] = (ScalarFastFitter(model) if applies(model)
-                                             else None)
-    return model.__dict__["_fast_fitter"]
+        if name not in model.__dict__:
+            model.__dict__[name] = build(model) if applies_to(model) else None
+    return model.__dict__[name]
 
 
 def applies(model: Any) -> bool:

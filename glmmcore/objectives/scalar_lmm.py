@@ -93,24 +93,32 @@ def _criterion(theta, a, c, XtX, d, Xt, tt, n, reml, ldW, P, L, q, beta):
             q[k] -= f * c[j, k] * dj
             for m in range(k + 1):
                 P[k, m] -= f * c[j, k] * c[j, m]
+    return profiled(P, L, q, beta, s, ld - ldW, n, reml)[0]
+
+
+@njit(cache=True, nogil=True)
+def profiled(P, L, q, beta, s, ld, n, reml):
+    """The criterion from the fixed effects' system ``P`` (lower triangle) and ``q``,
+    the random effects' residual sum ``s`` and ``ld`` = ``log|L|^2 - sum(log w)``:
+    ``L`` gets the factor of ``P``, ``beta`` the solution.  Returns (criterion, r2),
+    the criterion inf where ``P`` is not positive definite or ``r2`` not positive."""
+    p = P.shape[0]
     for k in range(p):
         for m in range(k):
             P[m, k] = P[k, m]
     if not _cholesky(P, L):
-        return np.inf
+        return np.inf, 0.0
     _chol_solve(L, q, beta)
     r2 = s
     for k in range(p):
         r2 -= q[k] * beta[k]
     if not r2 > 0.0:
-        return np.inf
-    ld -= ldW
-    if not reml:
-        return ld + n * (1.0 + LOG_2PI + np.log(r2 / n))
-    ldrx = 0.0
-    for k in range(p):
-        ldrx += 2.0 * np.log(L[k, k])
-    return ld + ldrx + (n - p) * (1.0 + LOG_2PI + np.log(r2 / (n - p)))
+        return np.inf, r2
+    dof = n - p if reml else n
+    if reml:
+        for k in range(p):
+            ld += 2.0 * np.log(L[k, k])
+    return ld + dof * (1.0 + LOG_2PI + np.log(r2 / dof)), r2
 
 
 @njit(cache=True, nogil=True)
