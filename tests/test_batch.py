@@ -262,3 +262,18 @@ def test_progress_bar_counts_the_features(design, Y, capsys):
                       progress=True)
     err = capsys.readouterr().err
     assert "fit_many" in err and "6/6" in err
+
+
+def test_fit_model_is_each_columns_own_fit_and_records_failures(design, Y):
+    from glmmcore.batch.engine import fit_model
+    model = glmmcore.MixedModel(FORMULA, design.assign(count=Y[:, 0]), family="poisson")
+    bad = Y[:, :4].astype(float)
+    bad[3, 2] = np.nan                  # a missing response in a kept row: a typed error
+    for jobs in (1, 2):
+        entries = fit_model(model, bad, per_fit=lambda f: f.loglik, n_jobs=jobs,
+                            chunk_size=1)
+        assert [entries[j] for j in (0, 1, 3)] == [model.fit(bad[:, j]).loglik
+                                                   for j in (0, 1, 3)]
+        assert isinstance(entries[2], DataError)
+    with pytest.raises(DataError):
+        fit_model(model, bad, on_error="raise")

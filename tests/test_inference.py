@@ -245,3 +245,14 @@ def test_percentile_intervals_equal_boots():
         got = percentile_interval(np.array(case["t"]),
                                   np.array([(1 - level) / 2, (1 + level) / 2]))
         np.testing.assert_allclose(got, case["interval"], rtol=1e-12)
+
+
+def test_bootstrap_runs_through_the_batch_engine_on_any_backend(slopes):
+    """Threads and processes, one worker or two: the same table, bit for bit."""
+    pytest.importorskip("joblib")
+    one = glmmcore.bootstrap(slopes, 12, seed=3)
+    for backend, jobs in [("threads", 2), ("processes", 2)]:
+        pd.testing.assert_frame_equal(
+            glmmcore.bootstrap(slopes, 12, seed=3, backend=backend, n_jobs=jobs), one)
+    with pytest.raises(glmmcore.ArgumentError, match="backend"):
+        glmmcore.bootstrap(slopes, 2, backend="mpi")

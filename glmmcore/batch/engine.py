@@ -23,6 +23,7 @@ from ..spec.arguments import check_str
 from ..spec.formula import parse_formula
 from . import backends
 from .checkpoint import Checkpoint, digest
+from .mapper import ModelMapper
 from .responses import Responses, from_anndata, is_anndata
 from .result import BatchResult
 from .rows import ChunkFitter, ChunkTables
@@ -90,12 +91,7 @@ def fit_many(formula: str, data: Any, responses: Any = None, *, family: Any = "g
     -------
     BatchResult
     """
-    backend = check_str(backend, "backend")
-    if backend not in backends.BACKENDS:
-        raise ArgumentError(f"backend must be one of {', '.join(backends.BACKENDS)}, "
-                            f"not {backend!r}")
-    if on_error not in ON_ERROR:
-        raise ArgumentError(f"on_error must be 'record' or 'raise', not {on_error!r}")
+    backend = _checked_choices(backend, on_error)
     n_jobs = _positive_or_none(n_jobs, "n_jobs")
     chunk_size = _positive_or_none(chunk_size, "chunk_size")
     if is_anndata(data):
@@ -157,6 +153,67 @@ def fit_many(formula: str, data: Any, responses: Any = None, *, family: Any = "g
                                      refit=_Refit(model, source))
     _warn_summary(result)
     return result
+
+
+def fit_model(model: MixedModel, responses: Any, *, per_fit: Any = None,
+              control: FitControl | dict | None = None, start: Any = None,
+              used_rows: bool = False, backend: str = "threads", n_jobs: int | None = None,
+              client: Any = None, chunk_size: int | None = None,
+              on_error: str = "record") -> list:
+    """Fit one built model to each column of ``responses``: the engine's entry point for a
+    model already built (:func:`glmmcore.bootstrap`'s draws; ``fit_many`` runs its
+    features' chunks on the same backends).
+
+    Parameters
+    ----------
+    model
+        The :class:`~glmmcore.MixedModel`.
+    responses
+        One column per response (a 2-D array, a DataFrame, a dict of arrays or a
+        scipy.sparse matrix), one row per row of the model's data, or per
+        observation used with ``used_rows``.
+    per_fit
+        A function of a fit whose value is kept (default: the fit itself).  It
+        runs where the fit ran (with ``backend="processes"`` it is pickled).
+    control, start
+        As :meth:`~glmmcore.MixedModel.fit`'s.
+    backend, n_jobs, client, chunk_size
+        As :func:`fit_many`'s.  The chunks depend on the number of responses
+        alone, so the entries do not depend on the backend or the workers.
+    on_error
+        ``"record"``: a fit that fails (a :class:`~glmmcore.errors.GlmmError` or a
+        numerical error) gives its exception as its entry; ``"raise"``.
+
+    Returns
+    -------
+    list
+        One entry per column, in order.
+    """
+    backend = _checked_choices(backend, on_error)
+    n_jobs = _positive_or_none(n_jobs, "n_jobs")
+    chunk_size = _positive_or_none(chunk_size, "chunk_size")
+    source = Responses(responses, model.nobs if used_rows else model.nrows)
+    if backend == "dask":
+        client = backends.dask_client(client)
+    fitter = ModelMapper(model, per_fit, control=control, start=start, used_rows=used_rows,
+                         on_error=on_error)
+    size = chunk_size or default_chunk_size(source.n_features)
+    chunks = [(k, a, min(a + size, source.n_features))
+              for k, a in enumerate(range(0, source.n_features, size))]
+    done = {part.index: part.values
+            for part in backends.run(backend, fitter, source, chunks, n_jobs, client)}
+    return [value for k, _, _ in chunks for value in done[k]]
+
+
+def _checked_choices(backend: str, on_error: str) -> str:
+    """The backend name, after typed errors for an unknown backend or ``on_error``."""
+    backend = check_str(backend, "backend")
+    if backend not in backends.BACKENDS:
+        raise ArgumentError(f"backend must be one of {', '.join(backends.BACKENDS)}, "
+                            f"not {backend!r}")
+    if on_error not in ON_ERROR:
+        raise ArgumentError(f"on_error must be 'record' or 'raise', not {on_error!r}")
+    return backend
 
 
 def default_chunk_size(n_features: int) -> int:
