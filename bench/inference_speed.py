@@ -1,9 +1,10 @@
 """Speed of the parametric bootstrap and of profiles: ``python -m bench.inference_speed``.
 
 - Bootstrap: ``glmmcore.bootstrap`` of a sleepstudy-size LMM (18 subjects x 10 days,
-  ``Reaction ~ Days + (Days | Subject)``), 1,000 draws with 1 and 2 threads, against the
-  baseline of the same 1,000 refits by ``model.fit(y)`` one after the other in the same
-  process (responses drawn beforehand). Target: 1,000 draws in at most 1 s on 2 cores.
+  ``Reaction ~ Days + (Days | Subject)``), 1,000 draws with 1 and 2 threads and with 2
+  processes, against the baseline of the same 1,000 refits on the regular path (started
+  from the fit's theta, as lme4's ``refit``) one after the other in the same process
+  (responses drawn beforehand). Target: 1,000 draws in at most 1 s on 2 cores.
 - Profiles: ``result.profile()`` of every parameter of the seed models ``gpa_rs`` (LMM,
   3 variance parameters, sigma, 2 fixed effects) and ``patents_pois`` (Poisson GLMM, 4809
   rows), against one fresh fit of the same model (the ratio is the profile's cost in fits).
@@ -61,7 +62,9 @@ def bootstrap_rows(nsim: int, repeats: int) -> list[tuple]:
 
     runs = {"refits, one after another": sequential,
             "bootstrap, n_jobs=1": lambda: glmmcore.bootstrap(fit, nsim, seed=1),
-            "bootstrap, n_jobs=2": lambda: glmmcore.bootstrap(fit, nsim, seed=1, n_jobs=2)}
+            "bootstrap, n_jobs=2": lambda: glmmcore.bootstrap(fit, nsim, seed=1, n_jobs=2),
+            "bootstrap, processes, n_jobs=2": lambda: glmmcore.bootstrap(
+                fit, nsim, seed=1, n_jobs=2, backend="processes")}
     times = _rounds(runs, repeats)
     base = times["refits, one after another"]
     return [(f"sleepstudy LMM, {nsim} draws: {name}", statistics.median(t),

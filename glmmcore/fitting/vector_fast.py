@@ -27,7 +27,14 @@ from ..design.rescale import column_scales
 from ..objectives import vector_lmm
 from ..results.result import MixedModelResult
 from .checks import check_convergence
-from .diagnostics import apply_flags, confounded_flags, report, structure_flags, zero_sigma
+from .diagnostics import (
+    apply_flags,
+    confounded_flags,
+    report,
+    structure_flags,
+    target_spread,
+    zero_sigma,
+)
 from .scalar_fast import kept_fitter
 
 MAX_COLUMNS = 8         # k: larger blocks take the regular path (its sparse algebra)
@@ -115,7 +122,8 @@ class VectorLmmFitter:
                 or np.array_equal(response.weights, self.weights)):
             return None
         target = response.y - response.offset
-        if self.flags or structure_flags(model.predictor, response):
+        spread = target_spread(target)
+        if self.flags or structure_flags(model.predictor, response, spread):
             return None
         fits = self.fit_columns(target[:, None])
         if fits.status[0] != 0:
@@ -128,7 +136,7 @@ class VectorLmmFitter:
         n, p = self.X.shape
         dof = n - p if model.reml else n
         sigma = float(np.sqrt(fits.pwrss[0] / dof))
-        if not conv.converged or zero_sigma(sigma, target):
+        if not conv.converged or zero_sigma(sigma, target, spread):
             return None
         apply_flags(conv, [])
         report(conv, control)

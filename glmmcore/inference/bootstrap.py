@@ -2,16 +2,18 @@
 
 Every draw has its own generator, seeded by a child of one
 :class:`numpy.random.SeedSequence` (``SeedSequence(seed).spawn(nsim)``), so
-draw ``j`` is the same whatever the number of workers or the order the draws
-are fitted in.  The refits go through :func:`fit_draws`, the one place that
-fans them out (threads over one :class:`~glmmcore.MixedModel`, whose fits
-share the model and release the GIL in the compiled kernels).
+draw ``j`` is the same whatever the backend, the number of workers or the order
+the draws are fitted in.  The refits go through the batch engine
+(:func:`glmmcore.batch.engine.fit_model`, by :func:`fit_draws`): threads over one
+:class:`~glmmcore.MixedModel`, whose compiled fits release the GIL, processes or
+Dask.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -73,21 +75,22 @@ def bootstrap(result: Any, nsim: int, *, seed: Any = None, statistic: Statistic 
     sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(
         _checked_seed(seed))
     original = _as_series(statistic(result))
+    from ..results.predict import simulate_draws
     generators = [np.random.default_rng(child) for child in sequence.spawn(nsim)]
-    responses = [_draw(result, rng) for rng in generators]
+    responses = simulate_draws(result, generators)[0]
     entries = fit_draws(result, responses, workers, statistic=statistic, backend=backend)
-    rows, converged, errors = [], [], []
-    for entry in entries:
+    values = np.full((nsim, original.size), np.nan)
+    converged = np.zeros(nsim, dtype=bool)
+    errors: list[str | None] = [None] * nsim
+    for j, entry in enumerate(entries):
         if isinstance(entry, Exception):
-            rows.append(pd.Series(np.nan, index=original.index))
-            converged.append(False)
-            errors.append(f"{type(entry).__name__}: {entry}")
+            errors[j] = f"{type(entry).__name__}: {entry}"
             continue
-        rows.append(entry[0].reindex(original.index))
-        converged.append(entry[1])
-        errors.append(None)
-    table = pd.DataFrame(rows, index=pd.RangeIndex(nsim, name="draw"))
-    table.columns = original.index
+        found, converged[j] = entry
+        values[j] = (found if isinstance(found, np.ndarray)
+                     else found.reindex(original.index).to_numpy())
+    table = pd.DataFrame(values, index=pd.RangeIndex(nsim, name="draw"),
+                         columns=original.index)
     table["converged"] = converged
     table["error"] = pd.Series(errors, index=table.index, dtype=object)
     table.attrs["seed"] = sequence.entropy
@@ -98,17 +101,23 @@ def bootstrap(result: Any, nsim: int, *, seed: Any = None, statistic: Statistic 
 def default_statistic(fit: Any) -> pd.Series:
     """sds and correlations of the random effects, ``sigma`` and the fixed effects (lme4's
     ``confint(method = "boot")`` statistics), named as ``confint``'s rows."""
+    return pd.Series(_default_values(fit),
+                     index=variance_names(fit) + list(fit.predictor.fixed.names))
+
+
+def _default_values(fit: Any) -> np.ndarray:
+    """:func:`default_statistic`'s values, without their names."""
     scale = fit.sigma if fit.is_lmm else 1.0
     values = list(theta_to_sdcor(fit.theta, term_sizes(fit), scale))
     if fit.has_scale:
         values.append(fit.sigma)
     values.extend(fit.beta)
-    return pd.Series(values, index=variance_names(fit) + list(fit.predictor.fixed.names))
+    return np.array(values, dtype=float)
 
 
-def fit_draws(result: Any, responses: list[np.ndarray], workers: int, *,
+def fit_draws(result: Any, responses: np.ndarray, workers: int, *,
               statistic: Statistic | None = None, backend: str = "threads") -> list[Any]:
-    """Refit ``result``'s model to each response through the batch engine
+    """Refit ``result``'s model to each column of ``responses`` through the batch engine
     (:func:`glmmcore.batch.engine.fit_model`); an entry is ``(statistic(fit),
     fit.converged)`` (the fit itself without ``statistic``), or a failed refit's exception.
 
@@ -121,13 +130,13 @@ def fit_draws(result: Any, responses: list[np.ndarray], workers: int, *,
     from ..fitting.scalar_fast import fast_fitter
     from ..fitting.vector_fast import vector_fitter
     model = result.model
-    control = {**_control_fields(model.control), "warn": False}
+    control = replace(model.control, warn=False)
     fast = fast_fitter(model) is not None or vector_fitter(model) is not None
     per_fit = None if statistic is None else _StatisticOf(statistic)
     # the BLAS limit set once for all refits: set and restored per fit, overlapping fits in
     # threads toggle it back and forth (0.8 s against 0.2 s for 100 sleepstudy refits)
     with single_threaded_blas():
-        return fit_model(model, np.column_stack(responses), per_fit=per_fit,
+        return fit_model(model, responses, per_fit=per_fit,
                          control=control, start=None if fast else result.theta,
                          used_rows=True, backend=backend, n_jobs=workers,
                          chunk_size=_chunk_size(len(responses), workers))
@@ -139,23 +148,16 @@ def _chunk_size(nsim: int, workers: int) -> int:
 
 
 class _StatisticOf:
-    """``(statistic(fit), fit.converged)``: run where the fit ran (a worker process too)."""
+    """``(statistic(fit), fit.converged)``: run where the fit ran (a worker process too);
+    the default statistic's values as an array (its names are the original's)."""
 
     def __init__(self, statistic: Statistic) -> None:
         self.statistic = statistic
 
-    def __call__(self, fit: Any) -> tuple[pd.Series, bool]:
+    def __call__(self, fit: Any) -> tuple[Any, bool]:
+        if self.statistic is default_statistic:
+            return _default_values(fit), bool(fit.converged)
         return _as_series(self.statistic(fit)), bool(fit.converged)
-
-
-def _draw(result: Any, rng: np.random.Generator) -> np.ndarray:
-    """One response drawn from the fit with new random effects (lme4's ``simulate``)."""
-    return result.simulate(1, seed=rng).to_numpy()[:, 0]
-
-
-def _control_fields(control: Any) -> dict:
-    from dataclasses import asdict
-    return asdict(control)
 
 
 def _workers(n_jobs: int | None) -> int:

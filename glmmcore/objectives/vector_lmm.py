@@ -68,8 +68,9 @@ def model_sums(X, codes, G, Z, w):
 @njit(cache=True, nogil=True)
 def _evaluate(theta, tidx, S, C, XtX, e, Xr, rr, n, reml, ldW, ws, grad):
     """The criterion at ``theta`` (inf where not positive definite); the gradient into
-    ``grad`` when it has ``theta``'s length.  ``ws`` = (T, Ls, Ct, dt, P, LP, q, beta, u)."""
-    T, Ls, Ct, dt, P, LP, q, beta, _ = ws
+    ``grad`` when it has ``theta``'s length.  ``ws`` = (T, Ls, Ct, dt, P, LP, q, beta, u,
+    and the gradient's scratch arrays: see :func:`fit_one`)."""
+    T, Ls, Ct, dt, P, LP, q, beta = ws[:8]
     G, k, p = C.shape
     for a in range(k):
         for b in range(k):
@@ -161,20 +162,14 @@ def _back_level(Ls, j, v):
 def _gradient(tidx, T, S, C, e, reml, dof_r2, ws, grad):
     """The module doc's gradient after :func:`_evaluate` filled ``ws``; the spherical
     modes into ``ws``'s ``u`` (G x k)."""
-    _, Ls, Ct, dt, _, LP, _, beta, u = ws
+    Ls, Ct, dt, LP, beta, u = ws[1], ws[2], ws[3], ws[5], ws[7], ws[8]
+    Pinv, gT, TS, W, H, HP, colk, col = ws[9:]
     G, k, p = C.shape
-    Pinv = np.zeros((p, p))
-    col = np.empty(p)
     for m in range(p):
         col[:] = 0.0
         col[m] = 1.0
         _chol_solve(LP, col, Pinv[m])
-    gT = np.zeros((k, k))
-    TS = np.empty((k, k))
-    W = np.empty((k, k))
-    H = np.empty((k, p))
-    HP = np.empty((k, p))
-    colk = np.empty(k)
+    gT[:, :] = 0.0
     for j in range(G):
         for a in range(k):          # TS = T' S_j
             for b in range(k):
@@ -561,7 +556,9 @@ def fit_one(X, codes, Z, Zt, w, tidx, bounded, S, C, XtX, t, reml, ldW, out_thet
     if rr < 0.0:
         return
     ws = (np.zeros((k, k)), np.zeros((G, k, k)), np.zeros((G, k, p)), np.zeros((G, k)),
-          np.zeros((p, p)), np.zeros((p, p)), np.zeros(p), np.zeros(p), out_u)
+          np.zeros((p, p)), np.zeros((p, p)), np.zeros(p), np.zeros(p), out_u,
+          np.zeros((p, p)), np.zeros((k, k)), np.zeros((k, k)), np.zeros((k, k)),
+          np.zeros((k, p)), np.zeros((k, p)), np.zeros(k), np.zeros(p))
     args = (tidx, S, C, XtX, e, Xr, rr, float(n), reml, ldW)
     nt = out_theta.shape[0]
     none = np.empty(0)

@@ -95,6 +95,15 @@ def simulate(fit: Any, nsim: int = 1, *, seed: Any = None, newdata: Any = None,
     if isinstance(nsim, bool) or not isinstance(nsim, (int, np.integer)) or nsim < 1:
         raise ModelSpecError(f"nsim must be a positive integer, not {nsim!r}")
     rng = np.random.default_rng(seed)
+    out, index = simulate_draws(fit, [rng] * nsim, newdata=newdata, re_form=re_form)
+    return pd.DataFrame(out, index=index, columns=[f"sim_{j + 1}" for j in range(nsim)])
+
+
+def simulate_draws(fit: Any, generators: list[np.random.Generator], *, newdata: Any = None,
+                   re_form: Any = "~0") -> tuple[np.ndarray, pd.Index]:
+    """Draw ``j`` of :func:`simulate` from ``generators[j]`` (one generator repeated
+    draws as :func:`simulate`), and the rows' index; what the draws share is made once."""
+    nsim = len(generators)
     kept = {id(t) for t in selected_terms(fit, re_form)}
     blocks = fit.predictor.reterms.blocks
     if newdata is None:
@@ -117,11 +126,11 @@ def simulate(fit: Any, nsim: int = 1, *, seed: Any = None, newdata: Any = None,
     Ts = fit.predictor.reterms.T_matrices(fit.theta)
     fitted_b = _fitted_b(fit)
     out = np.full((index.size, nsim), np.nan)
-    for j in range(nsim):
+    nlevels = [max(int(c.max(initial=-1)) + 1, block.nlevels) for c, block in zip(codes, blocks)]
+    for j, rng in enumerate(generators):
         eta = base.copy()
         for k, block in enumerate(blocks):
-            nlev = int(codes[k].max(initial=-1)) + 1
-            b = scale * rng.standard_normal((max(nlev, block.nlevels), block.p)) @ Ts[k].T
+            b = scale * rng.standard_normal((nlevels[k], block.p)) @ Ts[k].T
             for term in fit.predictor.reterms.terms:
                 if term.block == k and id(term) in kept:
                     b[:block.nlevels, term.cols] = fitted_b[k][:, term.cols]
@@ -132,7 +141,7 @@ def simulate(fit: Any, nsim: int = 1, *, seed: Any = None, newdata: Any = None,
             out[:, j] = draws
         else:
             out[complete, j] = draws
-    return pd.DataFrame(out, index=index, columns=[f"sim_{j + 1}" for j in range(nsim)])
+    return out, index
 
 
 def _own_eta(fit: Any, terms: list[CovarianceTerm]) -> np.ndarray:
