@@ -78,6 +78,11 @@ def _command(argv: list[str] | None) -> int:
         except KeyboardInterrupt:
             _say("interrupted")
             return 130
+        except BrokenPipeError:
+            # the reader went away (``glmm fit ... | head``): nothing more to say, and the
+            # output still buffered must not fail again at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 141                  # 128 + SIGPIPE, as a shell reports it
         except Exception as exc:
             if args.traceback:
                 raise

@@ -117,6 +117,27 @@ def test_a_yes_no_response_without_a_family_names_the_flag(tmp_path):
     assert line.endswith("(on the command line: --family binomial)")
 
 
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly(tmp_path):
+    """``glmm fit ... | head``: output to a pipe whose reader is gone ends the command with
+    the shell's status for SIGPIPE (141) and no error message."""
+    data = pd.DataFrame({"y": np.sin(np.arange(60.0)) + np.repeat(np.arange(6.0), 10),
+                         "x": np.arange(60.0), "g": np.repeat(np.arange(6), 10)})
+    data.to_csv(tmp_path / "d.csv", index=False)
+    exe = shutil.which("glmm")
+    command = [exe] if exe else [sys.executable, "-m", "glmmcore"]
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    read_end, write_end = os.pipe()
+    os.close(read_end)                          # the reader is gone before any output
+    try:
+        done = subprocess.run([*command, "fit", "d.csv", "y ~ x + (1 | g)"], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": path}, stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=900)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "error" not in done.stderr.lower() and "Traceback" not in done.stderr
+
+
 def test_json_dash_is_standard_output_and_matches_the_schema(tmp_path, reference):
     done = run_glmm("fit", str(DATA / "gpa.csv"), "gpa ~ occasion + (1 | student)", "--json",
                     "-", cwd=tmp_path)
