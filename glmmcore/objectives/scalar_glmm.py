@@ -32,10 +32,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..linalg.small import small_cholesky, small_cholesky_solve
 from .family_kernels import call_update, call_yms
 from .scalar_gradient import _logdet
 from .scalar_newton import OK, PIRLS_FAILED, _evaluate, logdet_weights, minimize
-from .scalar_pirls import _chol_solve, _cholesky, _workspace, modes_and_beta
+from .scalar_pirls import _workspace, modes_and_beta
 
 SMALLEST_START = 0.05
 
@@ -57,8 +58,8 @@ def glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L):
             for c in range(p):
                 XtWX[a, c] += w[i] * X[i, a] * X[i, c]
     beta = np.zeros(p)
-    if _cholesky(XtWX, L):
-        _chol_solve(L, rhs, beta)
+    if small_cholesky(XtWX, L):
+        small_cholesky_solve(L, rhs, beta)
     return beta
 
 
@@ -211,7 +212,7 @@ def _given_theta_cov(theta, X, codes, z, w, out):
         for c in range(a):
             S[c, a] = S[a, c]
     L = np.zeros((p, p))
-    if not _cholesky(S, L):
+    if not small_cholesky(S, L):
         out[:, :] = np.nan
         return
     e = np.zeros(p)
@@ -219,7 +220,7 @@ def _given_theta_cov(theta, X, codes, z, w, out):
     for c in range(p):
         e[:] = 0.0
         e[c] = 1.0
-        _chol_solve(L, e, col)
+        small_cholesky_solve(L, e, col)
         for a in range(p):
             out[a, c] = col[a]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..linalg.small import small_cholesky_solve
 from .family_kernels import call_laplace_weights, call_update, call_yms
 from .laplace_gradient import WEIGHT_STEP
-from .scalar_pirls import _chol_solve
 
 PHI_STEP = 1e-5         # central differences in log phi (error ~1e-10 relative)
 
@@ -190,7 +190,7 @@ def _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L):
         for c in range(p):
             rhs[c] -= f * cx[j, c]
     vb = np.empty(p)
-    _chol_solve(L, rhs, vb)
+    small_cholesky_solve(L, rhs, vb)
     gt = 0.0
     for j in range(za.shape[0]):
         s = za[j]

@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 from ..fitting.checks import FD_STEP
-from .scalar_pirls import _chol_solve, _cholesky
+from ..linalg.small import small_cholesky, small_cholesky_solve
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 OK, NOT_CONVERGED, NOT_FINITE = 0, 2, 3
@@ -106,9 +106,9 @@ def profiled(P, L, q, beta, s, ld, n, reml):
     for k in range(p):
         for m in range(k):
             P[m, k] = P[k, m]
-    if not _cholesky(P, L):
+    if not small_cholesky(P, L):
         return np.inf, 0.0
-    _chol_solve(L, q, beta)
+    small_cholesky_solve(L, q, beta)
     r2 = s
     for k in range(p):
         r2 -= q[k] * beta[k]
@@ -188,10 +188,10 @@ def fit_one(X, codes, z, w, a, c, XtX, t, reml, ldW, out_beta, out_u, out_info):
     for i in range(n):
         for k in range(p):
             Xt0[k] += w[i] * X[i, k] * t[i]
-    if not _cholesky(XtX, L):
+    if not small_cholesky(XtX, L):
         out_info[0] = NOT_FINITE
         return
-    _chol_solve(L, Xt0, beta_ls)
+    small_cholesky_solve(L, Xt0, beta_ls)
     d = np.zeros(G)
     Xt = np.zeros(p)
     tt = _response_sums(X, codes, G, z, w, t, beta_ls, d, Xt)

@@ -9,11 +9,12 @@ import numpy as np
 from numba import njit
 
 from ..fitting.checks import FD_STEP, HESSIAN_STEP
+from ..linalg.small import small_cholesky, small_cholesky_solve
 from .family_kernels import call_yms
 from .laplace_gradient import GRADIENT_MIN_THETA
 from .pirls_kernel import _fixed_part
 from .scalar_gradient import _laplace_gradient, _logdet, _nagq0_gradient
-from .scalar_pirls import _chol_solve, _cholesky, modes, modes_and_beta, observed_information
+from .scalar_pirls import modes, modes_and_beta, observed_information
 
 OK, PIRLS_FAILED, NOT_CONVERGED, NOT_FINITE = 0, 1, 2, 3
 
@@ -205,13 +206,13 @@ def _newton_step(x, g, H, d):
         A = Hf.copy()
         for a in range(m):
             A[a, a] += shift
-        if _cholesky(A, L):
+        if small_cholesky(A, L):
             break
         shift = max(2.0 * shift, 1e-8 * max(scale, 1.0))
     else:
         return np.nan
     df = np.empty(m)
-    _chol_solve(L, gf, df)
+    small_cholesky_solve(L, gf, df)
     dec = 0.0
     for a in range(m):
         d[idx[a]] = -df[a]

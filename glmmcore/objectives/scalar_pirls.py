@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..linalg.small import small_cholesky, small_cholesky_solve
 from .family_kernels import call_observed, call_update
 from .pirls import FLOOR_TOL, MAX_HALVINGS, MAX_ITER, STEP_TOL
 from .pirls_kernel import _fixed_part, _rel_change, at_mode
@@ -122,42 +123,6 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
 
 
 @njit(cache=True, nogil=True)
-def _cholesky(A, L):
-    """Lower Cholesky factor of a small matrix into ``L``; False if not positive definite."""
-    k = A.shape[0]
-    for j in range(k):
-        s = A[j, j]
-        for m in range(j):
-            s -= L[j, m] * L[j, m]
-        if not (s > 0.0) or not np.isfinite(s):
-            return False
-        L[j, j] = np.sqrt(s)
-        for i in range(j + 1, k):
-            t = A[i, j]
-            for m in range(j):
-                t -= L[i, m] * L[j, m]
-            L[i, j] = t / L[j, j]
-        for i in range(j):
-            L[i, j] = 0.0
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _chol_solve(L, b, out):
-    k = L.shape[0]
-    for i in range(k):
-        s = b[i]
-        for m in range(i):
-            s -= L[i, m] * out[m]
-        out[i] = s / L[i, i]
-    for i in range(k - 1, -1, -1):
-        s = out[i]
-        for m in range(i + 1, k):
-            s -= L[m, i] * out[m]
-        out[i] = s / L[i, i]
-
-
-@njit(cache=True, nogil=True)
 def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx, S, L):
     """PIRLS for ``(u, beta)`` jointly given theta (``nAGQ = 0``).
 
@@ -205,9 +170,9 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
         for a in range(p):
             for c in range(a):
                 S[c, a] = S[a, c]
-        if not _cholesky(S, L):
+        if not small_cholesky(S, L):
             return False, pdev, iteration + 1
-        _chol_solve(L, rhs, b_new)
+        small_cholesky_solve(L, rhs, b_new)
         for j in range(G):
             s = rz[j]
             for a in range(p):

@@ -33,7 +33,7 @@ from numba import njit
 
 from ..fitting.checks import AT_BOUND, FD_STEP
 from ..fitting.start import SMALLEST_GUESS, _column_spread, _within_sum
-from .scalar_glmm import _chol_solve, _cholesky
+from ..linalg.small import small_cholesky, small_cholesky_solve
 from .scalar_lmm import profiled
 
 OK, NOT_CONVERGED, NOT_FINITE = 0, 2, 3
@@ -168,7 +168,7 @@ def _gradient(tidx, T, S, C, e, reml, dof_r2, ws, grad):
     for m in range(p):
         col[:] = 0.0
         col[m] = 1.0
-        _chol_solve(LP, col, Pinv[m])
+        small_cholesky_solve(LP, col, Pinv[m])
     gT[:, :] = 0.0
     for j in range(G):
         for a in range(k):          # TS = T' S_j
@@ -242,13 +242,13 @@ def _response_sums(X, codes, Z, w, XtX, t, beta_ls, r, e, Xr):
     n, p = X.shape
     k = Z.shape[1]
     L = np.zeros((p, p))
-    if not _cholesky(XtX, L):
+    if not small_cholesky(XtX, L):
         return -1.0
     Xt = np.zeros(p)
     for i in range(n):
         for m in range(p):
             Xt[m] += w[i] * X[i, m] * t[i]
-    _chol_solve(L, Xt, beta_ls)
+    small_cholesky_solve(L, Xt, beta_ls)
     e[:, :] = 0.0
     Xr[:] = 0.0
     rr = 0.0
@@ -351,12 +351,12 @@ def _newton_step(x, g, H, bounded, step):
             for b in range(nf):
                 Hf[a, b] = H[idx[a], idx[b]]
             Hf[a, a] += damping
-        if _cholesky(Hf, Lf):
+        if small_cholesky(Hf, Lf):
             break
         damping = max(1e-10 * max(scale, 1e-300), 10.0 * damping)
     else:
         return 0.0, True
-    _chol_solve(Lf, gf, sf)
+    small_cholesky_solve(Lf, gf, sf)
     dec = 0.0
     for a in range(nf):
         step[idx[a]] = sf[a]
@@ -595,7 +595,7 @@ def fit_one(X, codes, Z, Zt, w, tidx, bounded, S, C, XtX, t, reml, ldW, out_thet
     for m in range(p):
         col[:] = 0.0
         col[m] = 1.0
-        _chol_solve(LP, col, out_pinv[m])
+        small_cholesky_solve(LP, col, out_pinv[m])
     out_info[0] = OK
     out_info[1] = crit
     out_info[2] = ml
