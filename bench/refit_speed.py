@@ -24,12 +24,13 @@ import glmmcore
 from bench.plugin_speed import interleaved, paired_ratio
 
 
-def sleepstudy_like(seed: int = 1) -> pd.DataFrame:
-    """18 subjects x 10 days with a random intercept and slope, as lme4's sleepstudy."""
+def sleepstudy_like(seed: int = 1, slope_sd: float = 6.0) -> pd.DataFrame:
+    """18 subjects x 10 days with a random intercept and slope, as lme4's sleepstudy
+    (``slope_sd``: the slopes' standard deviation; small values give singular fits)."""
     rng = np.random.default_rng(seed)
     subject = np.repeat(np.arange(18), 10)
     days = np.tile(np.arange(10.0), 18)
-    b0, b1 = rng.normal(0, 25, 18), rng.normal(0, 6, 18)
+    b0, b1 = rng.normal(0, 25, 18), rng.normal(0, slope_sd, 18)
     reaction = 250 + 10 * days + b0[subject] + b1[subject] * days + rng.normal(0, 25, 180)
     return pd.DataFrame({"Reaction": reaction, "Days": days,
                          "Subject": [f"S{s}" for s in subject]})

@@ -14,6 +14,7 @@ import pytest
 from scipy import stats
 
 import glmmcore
+from bench.refit_speed import sleepstudy_like
 from glmmcore.inference.confint import percentile_interval, profile_intervals
 from glmmcore.inference.parameters import sdcor_to_theta, theta_to_sdcor
 from glmmcore.inference.profile import _held_zeta, _problem
@@ -21,16 +22,6 @@ from glmmcore.inference.spline import inverse_profile
 
 HERE = Path(__file__).parent
 Z975 = stats.norm.ppf(0.975)
-
-
-def sleepstudy_like(seed: int = 1) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    subject = np.repeat(np.arange(18), 10)
-    days = np.tile(np.arange(10.0), 18)
-    b0, b1 = rng.normal(0, 25, 18), rng.normal(0, 6, 18)
-    reaction = 250 + 10 * days + b0[subject] + b1[subject] * days + rng.normal(0, 25, 180)
-    return pd.DataFrame({"Reaction": reaction, "Days": days,
-                         "Subject": [f"S{s}" for s in subject]})
 
 
 @pytest.fixture(scope="module")

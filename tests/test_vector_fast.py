@@ -17,22 +17,12 @@ import pandas as pd
 import pytest
 
 import glmmcore
+from bench.refit_speed import sleepstudy_like
 from glmmcore.fitting.vector_fast import applies, vector_fitter
 
 SLEEP = "Reaction ~ Days + (Days | Subject)"
 REGULAR = {"fast_path": False, "warn": False}
 FAST = {"warn": False}
-
-
-def sleepstudy_like(seed: int = 1, slope_sd: float = 6.0) -> pd.DataFrame:
-    """18 subjects x 10 days with a random intercept and slope, as lme4's sleepstudy."""
-    rng = np.random.default_rng(seed)
-    subject = np.repeat(np.arange(18), 10)
-    days = np.tile(np.arange(10.0), 18)
-    b0, b1 = rng.normal(0, 25, 18), rng.normal(0, slope_sd, 18)
-    reaction = 250 + 10 * days + b0[subject] + b1[subject] * days + rng.normal(0, 25, 180)
-    return pd.DataFrame({"Reaction": reaction, "Days": days,
-                         "Subject": [f"S{s}" for s in subject]})
 
 
 def _compare(fast, regular):
