@@ -2,8 +2,11 @@
 
 ``python -m bench.cold_start`` runs each step in a fresh subprocess whose
 ``NUMBA_CACHE_DIR`` and ``GLMMCORE_KERNEL_DIR`` are new empty directories (the
-state of a new install, Docker image or CI run), then once more with the caches
-it filled (every later process), and prints:
+state of a new install, Docker image or CI run): once as a user's first process
+runs (the cold path, :mod:`glmmcore.fitting.cold_path`, with its background
+compile off: that runs in its own niced process), once compiling in process
+(``GLMMCORE_COLD_START=0``), then once more with the caches that filled (every
+later process), and prints:
 
 - the wall and CPU seconds of ``import glmmcore``, of the first LMM fit (the demo's
   first model, a 2,400-row LMM) and of the first binomial GLMM after it (the
@@ -142,18 +145,26 @@ def fresh_env(cache_root: Path) -> dict[str, str]:
     return env
 
 
+RUNS = (("cold", "a first process: the cold path (the background compile off)"),
+        ("in_process", "a first process compiling in process (GLMMCORE_COLD_START=0)"),
+        ("cached", "a later process (the compiled paths, loaded from the cache)"))
+
+
 def measure(demo: bool) -> dict:
-    """Cold and cached runs of the first fits (and the demo), each in a fresh process."""
+    """The first fits of fresh processes (and the demo): on the cold path, compiling in
+    process, and loading from the cache; each in a fresh process."""
     results: dict = {"load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="glmmcore-cold-") as tmp:
-        env = fresh_env(Path(tmp))
-        for label in ("cold", "cached"):
-            _, stdout = _run(["-m", "bench.cold_start", "--child", "lmm,binomial"], env)
+        envs = {"cold": dict(fresh_env(Path(tmp) / "a"), GLMMCORE_BACKGROUND_COMPILE="0"),
+                "in_process": dict(fresh_env(Path(tmp) / "b"), GLMMCORE_COLD_START="0")}
+        envs["cached"] = envs["in_process"]
+        for label, _ in RUNS:
+            _, stdout = _run(["-m", "bench.cold_start", "--child", "lmm,binomial"], envs[label])
             line = next(ln for ln in stdout.splitlines() if ln.startswith(RESULT_TAG))
             results[label] = json.loads(line[len(RESULT_TAG):])
     if demo:
         with tempfile.TemporaryDirectory(prefix="glmmcore-demo-") as tmp:
-            env = fresh_env(Path(tmp))
+            env = dict(fresh_env(Path(tmp)), GLMMCORE_BACKGROUND_COMPILE="0")
             before = os.times()
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "glmmcore", "demo"], env=env, check=True,
@@ -170,26 +181,35 @@ def report(results: dict, top: int) -> str:
     """The figures as markdown tables."""
     lines = [f"load average {results['load_before'][0]:.2f} before, "
              f"{results['load_after'][0]:.2f} after", "",
-             "| step | cold wall s | cold CPU s | cached wall s | cached CPU s |",
-             "|---|---:|---:|---:|---:|"]
-    cold, cached = results["cold"], results["cached"]
+             "| step | " + " | ".join(f"{label} wall s | {label} CPU s" for label, _ in RUNS)
+             + " |", "|---|" + "---:|---:|" * len(RUNS)]
     for step in ("import", "lmm", "binomial", "total"):
-        lines.append(f"| {step} | {cold[step]['wall']:.2f} | {cold[step]['cpu']:.2f} | "
-                     f"{cached[step]['wall']:.2f} | {cached[step]['cpu']:.2f} |")
+        lines.append(f"| {step} | " + " | ".join(
+            f"{results[label][step]['wall']:.2f} | {results[label][step]['cpu']:.2f}"
+            for label, _ in RUNS) + " |")
     if "demo" in results:
-        lines.append(f"| demo (`python -m glmmcore demo`, cold) | {results['demo']['wall']:.2f} "
-                     f"| {results['demo']['cpu']:.2f} | | |")
-    functions = sorted(cold["functions"].items(), key=lambda kv: -kv[1]["cpu"])
+        lines.append(f"| demo (`python -m glmmcore demo`, cold path) | "
+                     f"{results['demo']['wall']:.2f} | {results['demo']['cpu']:.2f} |"
+                     + " | |" * (len(RUNS) - 1))
+    lines += ["", "Runs: " + "; ".join(f"{label}: {text}" for label, text in RUNS) + "."]
+    for label in ("cold", "in_process"):
+        lines += _functions(results[label], label, top)
+    return "\n".join(lines)
+
+
+def _functions(run: dict, label: str, top: int) -> list[str]:
+    """The compiled functions of one run, most expensive first."""
+    functions = sorted(run["functions"].items(), key=lambda kv: -kv[1]["cpu"])
     compiled = sum(f["cpu"] for _, f in functions)
-    lines += ["", f"Compiling: {compiled:.1f} CPU s in {len(functions)} functions "
-              f"({sum(f['versions'] for _, f in functions)} specializations), family kernels "
-              f"{cold['family_kernels']['cpu']:.1f} CPU s.", "",
-              "| function | first fit | own compile CPU s | of which LLVM | wall s "
-              "| specializations |", "|---|---|---:|---:|---:|---:|"]
+    lines = ["", f"{label}: compiling {compiled:.1f} CPU s in {len(functions)} functions "
+             f"({sum(f['versions'] for _, f in functions)} specializations), family kernels "
+             f"{run['family_kernels']['cpu']:.1f} CPU s.", "",
+             "| function | first fit | own compile CPU s | of which LLVM | wall s "
+             "| specializations |", "|---|---|---:|---:|---:|---:|"]
     for name, f in functions[:top]:
         lines.append(f"| {name.removeprefix('glmmcore.')} | {f['step']} | {f['cpu']:.2f} "
                      f"| {f['llvm']:.2f} | {f['wall']:.2f} | {f['versions']} |")
-    return "\n".join(lines)
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,7 @@
     glmm batch DATA RESPONSES FORMULA --out OUT [--reduced F] [--family F] [--jobs N]
                [--scheduler ADDRESS] [--checkpoint DIR] ...   (see glmmcore.batch.cli)
     glmm demo [--seed S]
-    glmm warmup [--quiet]
+    glmm warmup [--quiet] [--background]
 
 Every error a user can cause ends in one ``glmm: error: ...`` message on
 standard error and exit status 2 (1 for an internal error, whose traceback
@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     warm = sub.add_parser("warmup", parents=[common], help="compile every kernel ahead, "
                           "so that no later fit waits for the compiler (images, clusters)")
     warm.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    warm.add_argument("--background", action="store_true",
+                      help="at low priority, and not at all while another process does it "
+                      "(what a first fit starts: glmmcore.fitting.cold_path)")
     warm.set_defaults(run=_run_warmup)
     return parser
 
@@ -271,6 +274,13 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_warmup(args: argparse.Namespace) -> int:
     from .fitting.warmup import warmup
+    if args.background:
+        from .fitting.cold_path import hold_background_lock
+        lock = hold_background_lock()
+        if lock is None:
+            return 0                   # another process compiles into the same cache
+        if hasattr(os, "nice"):
+            os.nice(10)
     seconds = warmup(progress=not args.quiet)
     print(f"glmmcore kernels compiled and cached in {seconds:.0f} s")
     return 0

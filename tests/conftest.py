@@ -10,6 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+# the suite compiles in process, so that a test's path does not depend on what earlier
+# tests compiled; the cold path (glmmcore.fitting.cold_path) has its own tests
+os.environ["GLMMCORE_COLD_START"] = "0"
+os.environ["GLMMCORE_BACKGROUND_COMPILE"] = "0"
+
 SHARED = Path(os.environ.get("GLMMCORE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 DATA = SHARED / "data"
 REFERENCE = SHARED / "reference" / "lme4_seed.json"

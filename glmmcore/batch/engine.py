@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -195,6 +196,11 @@ def fit_model(model: MixedModel, responses: Any, *, per_fit: Any = None,
     source = Responses(responses, model.nobs if used_rows else model.nrows)
     if backend == "dask":
         client = backends.dask_client(client)
+    # the batch compiles the kernels at once (no cold path) and builds the factorization's
+    # layout before any thread reads it
+    control = replace(model.control if control is None else FitControl.from_any(control),
+                      cold_start=False)
+    model.predictor.layout    # noqa: B018
     fitter = ModelMapper(model, per_fit, control=control, start=start, used_rows=used_rows,
                          on_error=on_error)
     size = chunk_size or default_chunk_size(source.n_features)

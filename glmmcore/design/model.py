@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ArgumentError, DataError, IgnoredArgumentWarning, ModelSpecError, show, warn
+from ..fitting.cold_path import fit_cold, takes_cold_path
 from ..fitting.control import FitControl
 from ..fitting.scalar_fast import control_allows, fast_fitter
 from ..fitting.vector_fast import vector_fitter
@@ -88,7 +89,7 @@ class MixedModel:
         self.response = build_response(parsed, frame, self.family)
         fixed = fixed_design(parsed.fixed, frame.table, parsed.text)
         reterms = build_reterms(parsed, frame.table)
-        self.predictor = build_predictor(fixed, reterms, self.control.backend)
+        self.predictor = build_predictor(fixed, reterms, self.control.backend, build=False)
         self.formula = parsed.text
         self.parsed = parsed
         # what prediction on new data evaluates there: a column name, or an array of the
@@ -100,8 +101,12 @@ class MixedModel:
         self.kept_rows = frame.kept_rows
         self.prior_weights = frame.weights
         self._check()
-        # lazily built parts of the predictor, built here so that threads only read them
+        # lazily built parts of the predictor, built here so that threads only read them;
+        # the blocked layout's ordering compiles kernels that a fit on the cold path
+        # (glmmcore.fitting.cold_path) does not need: then the first compiled fit builds it
         self.predictor.linear_predictor_args()
+        if not takes_cold_path(self, self.control, None):
+            self.predictor.layout     # noqa: B018
         self._free_factors: dict = {}      # factor workspaces no fit is using, by m
         self._kept: dict = {}              # for_weights and once: made by the first fit
 
@@ -152,10 +157,17 @@ class MixedModel:
                                  f"{self.predictor.backend!r}; build a MixedModel with it")
         theta0 = None if start is None else self._checked_start(start)
         kind = "lmm" if self.is_lmm else "glmm"
+        if takes_cold_path(self, ctrl, theta0):
+            announce_compilation(kind, "cold")
+            with single_threaded_blas():
+                return fit_cold(self, response, ctrl)
         if theta0 is None and control_allows(ctrl):
-            fast = fast_fitter(self) or vector_fitter(self)
+            fast = fast_fitter(self)
+            path = "fast"
+            if fast is None:
+                fast, path = vector_fitter(self), "vector"
             if fast is not None:
-                announce_compilation(kind, "fast")
+                announce_compilation(kind, path)
             result = None if fast is None else fast.fit(response, ctrl)
             if result is not None:
                 return result

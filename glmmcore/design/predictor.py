@@ -19,7 +19,7 @@ Choice of factorization (``backend``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -49,14 +49,25 @@ class Predictor:
         The random-effects terms.
     backend
         ``"blocked"`` or ``"sparse"`` (see module doc).
-    layout
-        The backend's response-independent structure.
+    built_layout
+        The backend's response-independent structure, or None until
+        :attr:`layout` builds it.
     """
 
     fixed: FixedDesign
     reterms: ReTerms
     backend: str
-    layout: Any
+    built_layout: Any = field(default=None, repr=False)
+
+    @property
+    def layout(self) -> Any:
+        """The backend's response-independent structure, built on first use: the
+        blocked layout's ordering compiles kernels that a fit on another path never
+        needs (:mod:`glmmcore.fitting.cold_path`).  Two threads may both build it the
+        first time: the same structure either way."""
+        if self.built_layout is None:
+            self.built_layout = build_layout(self.reterms.blocks, self.backend)
+        return self.built_layout
 
     @property
     def X(self) -> np.ndarray:
@@ -104,7 +115,7 @@ class Predictor:
     def linear_predictor(self, theta: np.ndarray, u: np.ndarray, base: np.ndarray,
                          zb: np.ndarray, eta: np.ndarray) -> None:
         """``zb = Z Lambda(theta) u`` and ``eta = base + zb``, into the given arrays."""
-        _linear_predictor(*self.linear_predictor_args(), theta, u, base, zb, eta)
+        _linear_predictor(*self.linear_predictor_args(), writable(theta), u, base, zb, eta)
 
     def linear_predictor_args(self) -> tuple:
         """The fixed arguments of the compiled linear predictor."""
@@ -121,7 +132,7 @@ class Predictor:
         _, _, p, _, boff = self._z
         tidx, toff = self._tmaps
         out = np.empty(u.shape[0])
-        _apply_lambda(p, boff, tidx, toff, np.asarray(theta, dtype=float),
+        _apply_lambda(p, boff, tidx, toff, writable(theta),
                       np.ascontiguousarray(u, dtype=float), out, False)
         return out
 
@@ -194,22 +205,37 @@ def _zb_row(codes, Xall, p, xoff, boff, b, i):
     return s
 
 
-def build_predictor(fixed: FixedDesign, reterms: ReTerms, backend: str = "auto") -> Predictor:
+def writable(theta: np.ndarray) -> np.ndarray:
+    """``theta`` as a writable C float array: a read-only one (a result's) would compile
+    a second specialization of each kernel it is passed to."""
+    return np.require(theta, dtype=float, requirements=("C", "W"))
+
+
+def build_predictor(fixed: FixedDesign, reterms: ReTerms, backend: str = "auto",
+                    *, build: bool = True) -> Predictor:
     """Lay out the penalized system and choose the factorization.
 
     Parameters
     ----------
     backend
         ``"auto"``, ``"blocked"`` or ``"sparse"``.
+    build
+        Build the factorization's layout now; else on first use (:attr:`Predictor.layout`).
     """
     if backend not in BACKENDS:
         raise ModelSpecError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     q_rest = sum(b.q for b in reterms.blocks[1:])
     if backend == "auto":
         backend = "blocked" if q_rest <= DENSE_REST_MAX else "sparse"
+    predictor = Predictor(fixed=fixed, reterms=reterms, backend=backend)
+    if build:
+        predictor.layout    # noqa: B018 (built here, so that threads only read it)
+    return predictor
+
+
+def build_layout(blocks: list, backend: str) -> Any:
+    """The response-independent structure of the ``"blocked"`` or ``"sparse"`` factorization."""
     if backend == "blocked":
-        layout: Any = build_structure(reterms.blocks)
-    else:
-        from ..linalg.sparse import build_sparse_structure
-        layout = build_sparse_structure(reterms.blocks)
-    return Predictor(fixed=fixed, reterms=reterms, backend=backend, layout=layout)
+        return build_structure(blocks)
+    from ..linalg.sparse import build_sparse_structure
+    return build_sparse_structure(blocks)

@@ -39,7 +39,8 @@ def column_scales(X: np.ndarray) -> np.ndarray | None:
 def rescaled(predictor: Any, scale: np.ndarray) -> Any:
     """The predictor with X's columns divided by ``scale``."""
     fixed = replace(predictor.fixed, X=np.ascontiguousarray(predictor.X / scale))
-    return replace(predictor, fixed=fixed)
+    # one layout for both (built here if the model has not yet)
+    return replace(predictor, fixed=fixed, built_layout=predictor.layout)
 
 
 def scaled_back(result: Any, scale: np.ndarray | None) -> Any:

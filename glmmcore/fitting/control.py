@@ -48,6 +48,11 @@ class FitControl:
         whole fit (:mod:`glmmcore.fitting.scalar_fast`) where it applies; the
         same optimum, found without the interpreter.  False always takes the
         regular path.
+    cold_start
+        Where the compiled kernels a fit needs are not in numba's cache yet, fit on
+        the sparse factorization while a background process compiles them
+        (:mod:`glmmcore.fitting.cold_path`); False compiles in this process.  The
+        batch engine turns it off (thousands of fits repay the compile at once).
     """
 
     backend: str = "auto"
@@ -59,6 +64,7 @@ class FitControl:
     start: str = "auto"
     optimizer: str = "auto"
     fast_path: bool = True
+    cold_start: bool = True
 
     def __post_init__(self) -> None:
         # types and ranges first: a string tolerance or a float maxeval fails deep inside
@@ -68,7 +74,7 @@ class FitControl:
                                                       minimum=0.0))
         object.__setattr__(self, "maxeval", check_int(self.maxeval, "control maxeval",
                                                       minimum=1))
-        for name in ("check_convergence", "warn", "fast_path"):
+        for name in ("check_convergence", "warn", "fast_path", "cold_start"):
             check_bool(getattr(self, name), f"control {name}")
         check_str(self.start, "control start")
         check_start_rule(self.start)

@@ -28,25 +28,32 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 # CPU seconds of a cold compile on the machine bench/cold_start.py ran on (bench/README.md)
-EXPECTED_SECONDS = {("lmm", "regular"): 23, ("lmm", "fast"): 12, ("glmm", "regular"): 28,
-                    ("glmm", "fast"): 25}
+EXPECTED_SECONDS = {("lmm", "regular"): 42, ("lmm", "fast"): 12, ("lmm", "vector"): 42,
+                    ("glmm", "regular"): 53, ("glmm", "fast"): 25, ("lmm", "cold"): 10,
+                    ("glmm", "cold"): 12}
+PATHS = ("regular", "fast", "vector")
 _announced: set[tuple[str, str]] = set()
 _announce_lock = threading.Lock()
 
 
 def _representative(kind: str, path: str) -> Any:
     """A compiled function every fit of this kind (``"lmm"``, ``"glmm"``) on this path
-    (``"regular"``, or ``"fast"``: glmmcore.fitting.scalar_fast) calls; its cache shows
-    whether the path's kernels were compiled before."""
-    if kind == "lmm":
-        if path == "fast":
+    calls and no other path does: ``"regular"`` (the blocked factorization), ``"fast"``
+    (one scalar term, :mod:`glmmcore.fitting.scalar_fast`) or ``"vector"`` (an LMM's one
+    vector term, :mod:`glmmcore.fitting.vector_fast`); its cache shows whether the
+    path's kernels were compiled before."""
+    if path == "vector":
+        from ..objectives.vector_lmm import fit_columns
+        return fit_columns
+    if path == "fast":
+        if kind == "lmm":
             from ..objectives.scalar_lmm import fit_columns
             return fit_columns
-        from ..objectives.lmm import _criterion
-        return _criterion
-    if path == "fast":
         from ..objectives.scalar_glmm import fit_columns
         return fit_columns
+    if kind == "lmm":
+        from ..linalg.blocked import _factor
+        return _factor
     from ..objectives.pirls_kernel import pirls_loop
     return pirls_loop
 
@@ -65,18 +72,28 @@ def must_compile(kind: str, path: str = "regular") -> bool:
 
 def announce_compilation(kind: str, path: str = "regular",
                          stream: TextIO | None = None) -> None:
-    """Say once per process, on stderr, that a fit is about to compile its kernels."""
+    """Say once per process, on stderr, that a fit is about to compile its kernels
+    (``path`` one of :data:`PATHS`), or (``path="cold"``) that it takes the sparse
+    factorization while a background process compiles them
+    (:mod:`glmmcore.fitting.cold_path`)."""
     with _announce_lock:
         if (kind, path) in _announced:
             return
         _announced.add((kind, path))
-    if not must_compile(kind, path):
-        return
     what = "linear mixed model" if kind == "lmm" else "GLMM"
-    print(f"glmmcore: compiling the {what} kernels on first use (about "
-          f"{EXPECTED_SECONDS[kind, path]} s of CPU, once: later processes load them from "
-          "the cache; 'glmm warmup' compiles everything ahead)",
-          file=stream or sys.stderr, flush=True)
+    if path == "cold":
+        message = (f"glmmcore: the {what} kernels are not compiled yet; this fit takes the "
+                   f"CHOLMOD path (about {EXPECTED_SECONDS[kind, path]} s of CPU the first "
+                   "time) while a background process compiles them for later fits and "
+                   "processes ('glmm warmup' compiles ahead; GLMMCORE_COLD_START=0 compiles "
+                   "here instead)")
+    elif must_compile(kind, path):
+        message = (f"glmmcore: compiling the {what} kernels on first use (about "
+                   f"{EXPECTED_SECONDS[kind, path]} s of CPU, once: later processes load "
+                   "them from the cache; 'glmm warmup' compiles everything ahead)")
+    else:
+        return
+    print(message, file=stream or sys.stderr, flush=True)
 
 
 def _simulated(design: str, **size: Any) -> Any:
@@ -86,7 +103,8 @@ def _simulated(design: str, **size: Any) -> Any:
 
 def _fit(formula: str, data: Any, **kwargs: Any) -> Any:
     from ..api import fit
-    return fit(formula, data, **kwargs)
+    control = {"cold_start": False, **(kwargs.pop("control", None) or {})}
+    return fit(formula, data, control=control, **kwargs)
 
 
 def _lmm_steps() -> list[tuple[str, Callable[[], Any]]]:
@@ -182,7 +200,7 @@ def warmup(progress: bool = True, stream: TextIO | None = None) -> float:
     out = stream or sys.stderr
     start = time.perf_counter()
     _announced.update((kind, path) for kind in ("lmm", "glmm")   # the wait is announced here
-                      for path in ("regular", "fast"))
+                      for path in (*PATHS, "cold"))
     steps = _lmm_steps() + _glmm_steps() + _family_kernel_steps()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")       # small simulated fits may be singular
