@@ -157,3 +157,90 @@ def test_a_fresh_process_fits_cold_and_the_background_fills_the_cache(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines == ["first True", "child 0", "left []", "second None True", "same True"]
+
+
+@pytest.mark.parametrize("family, link", [("binomial", "logit"), ("binomial", "probit"),
+                                          ("poisson", "log"), ("poisson", "sqrt")])
+def test_the_numpy_glm_start_takes_the_compiled_iterations(family, link, speed):
+    """The sparse factorization's GLM start (numpy) against the compiled loop."""
+    from glmmcore.objectives import pirls
+    from glmmcore.objectives.family_kernels import call_map, family_kernels
+    from glmmcore.objectives.glm_irls import CONVERGED, glm_irls, glm_irls_numpy
+    if family == "binomial":
+        model = glmmcore.MixedModel("decision ~ attractive_sc + sincere_sc + (1 | iid)",
+                                    speed.data, family=family, link=link)
+    else:
+        sim = glmmcore.simulate("patents", seed=3, n_patents=300, n_years=6)
+        model = glmmcore.MixedModel(sim.formula, sim.data, family=family, link=link)
+    k = family_kernels(model.family)
+    X, resp = model.predictor.X, model.response
+    limits = (pirls.STEP_TOL, pirls.FLOOR_TOL, float(pirls.MAX_ITER), float(pirls.MAX_HALVINGS))
+    eta0 = np.empty(model.nobs)            # Pirls.start_glm's start
+    call_map(k.linkfun_vec, np.ascontiguousarray(model.family.start_mu(resp.y, resp.weights)),
+             eta0)
+    sw = np.sqrt(resp.weights)
+    start = np.linalg.lstsq(X * sw[:, None], (eta0 - resp.offset) * sw, rcond=None)[0]
+    out = []
+    for irls in (glm_irls, glm_irls_numpy):
+        beta = start.copy()
+        work = [np.empty(model.nobs) for _ in range(5)]
+        status = irls(k.update, k.observed_weights, k.newton, k.canonical, X, resp.y,
+                      resp.weights, resp.offset, 1.0, beta, limits, *work)
+        out.append((status, beta, work))
+    (s1, b1, w1), (s2, b2, w2) = out
+    assert s1 == s2 == CONVERGED
+    np.testing.assert_allclose(b2, b1, rtol=1e-9, atol=1e-12)
+    for compiled, numpy_twin in zip(w1, w2):     # eta, mu, weights, residuals, deviances
+        np.testing.assert_allclose(numpy_twin, compiled, rtol=1e-8, atol=1e-12)
+
+
+def test_the_sparse_factor_keeps_the_rows_before_a_failing_one():
+    """A zero response column (beta's covariance alone) fails only its own row of the
+    dense Schur complement's factor, as a factorization in place leaves it."""
+    from glmmcore.linalg.sparse import _leading_cholesky
+    rng = np.random.default_rng(1)
+    G = rng.normal(size=(6, 4))
+    A = np.zeros((5, 5))
+    A[:4, :4] = G.T @ G
+    out = _leading_cholesky(A)
+    np.testing.assert_allclose(out[:4, :4], np.linalg.cholesky(A[:4, :4]))
+    assert not out[4].any() and not out[:, 4].any()
+
+
+def test_blas_libraries_loaded_later_are_limited_too(monkeypatch):
+    from glmmcore.linalg import threads
+    found = []
+
+    class Lib:
+        user_api = "blas"
+
+        def __init__(self):
+            self.threads = 4
+
+        def get_num_threads(self):
+            return self.threads
+
+        def set_num_threads(self, n):
+            self.threads = n
+
+    libs = [Lib()]
+
+    class Controller:
+        @property
+        def lib_controllers(self):
+            found.append(len(libs))
+            return list(libs)
+
+    import threadpoolctl
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", Controller)
+    monkeypatch.setattr(threads, "_state", {"depth": 0, "blas": None, "original": [],
+                                            "stale": False})
+    with threads.single_threaded_blas():
+        assert libs[0].threads == 1
+    libs.append(Lib())                          # CHOLMOD's BLAS, loaded since
+    with threads.single_threaded_blas():
+        assert libs[1].threads == 4             # not found again without a rescan
+    threads.rescan_blas()
+    with threads.single_threaded_blas():
+        assert [lib.threads for lib in libs] == [1, 1]
+    assert [lib.threads for lib in libs] == [4, 4] and found == [1, 2]

@@ -159,8 +159,7 @@ class MixedModel:
         kind = "lmm" if self.is_lmm else "glmm"
         if takes_cold_path(self, ctrl, theta0):
             announce_compilation(kind, "cold")
-            with single_threaded_blas():
-                return fit_cold(self, response, ctrl)
+            return fit_cold(self, response, ctrl)
         if theta0 is None and control_allows(ctrl):
             fast = fast_fitter(self)
             path = "fast"

@@ -79,14 +79,17 @@ def takes_cold_path(model: Any, control: Any, start: Any) -> bool:
 def fit_cold(model: Any, response: Any, control: Any) -> Any:
     """Fit on the sparse factorization of ``model`` (kept on the model) and start the
     background compile; the result belongs to ``model``."""
+    from ..linalg.threads import single_threaded_blas
     start_background_compile()
+    # built before the BLAS limit: it loads CHOLMOD and the BLAS that the limit must find
     twin = model.once("cold_twin", lambda: _sparse_twin(model))
-    if model.is_lmm:
-        from .lmm_fit import fit_lmm
-        result = fit_lmm(twin, response, control)
-    else:
-        from .glmm_fit import fit_glmm
-        result = fit_glmm(twin, response, control)
+    with single_threaded_blas():
+        if model.is_lmm:
+            from .lmm_fit import fit_lmm
+            result = fit_lmm(twin, response, control)
+        else:
+            from .glmm_fit import fit_glmm
+            result = fit_glmm(twin, response, control)
     result.model = model
     result.extra["cold_path"] = True
     return result

@@ -24,7 +24,9 @@ from numba import njit
 from scipy.linalg import solve_triangular
 from sksparse.cholmod import CholmodNotPositiveDefiniteError, analyze
 
-from .dense import chol_lower_small, solve_lower_t
+from .threads import rescan_blas
+
+rescan_blas()      # CHOLMOD's BLAS (the system's) is loaded now: limit its threads too
 
 
 @dataclass
@@ -157,16 +159,21 @@ class SparseFactor:
         self.logdet_re = self.F.logdet()
         self.RZY = np.asarray(self.F.solve_L(self.F.apply_P(self.LtY),
                                              use_LDLt_decomposition=False))
-        DY = self.YtY - self.RZY.T @ self.RZY
-        ok = chol_lower_small(DY)
-        self.DY = np.tril(DY)
-        return bool(ok)
+        # numpy's Cholesky of the m x m Schur complement: this path is the one a first
+        # fit takes before the compiled kernels exist (glmmcore.fitting.cold_path)
+        schur = self.YtY - self.RZY.T @ self.RZY
+        try:
+            self.DY = np.linalg.cholesky(schur)
+        except np.linalg.LinAlgError:
+            self.DY = _leading_cholesky(schur)
+            return False
+        return bool(np.all(np.isfinite(self.DY)))
 
     def solve(self, nsolve: int) -> tuple[np.ndarray, np.ndarray]:
         """Back-substitute with ``Y``'s column ``nsolve`` as right-hand side."""
         x = self.DY[nsolve, :nsolve].copy()
         if nsolve:
-            solve_lower_t(np.ascontiguousarray(self.DY[:nsolve, :nsolve]), x)
+            x = solve_triangular(self.DY[:nsolve, :nsolve], x, lower=True, trans="T")
         rhs = self.RZY[:, nsolve] - self.RZY[:, :nsolve] @ x
         u = self.F.apply_Pt(self.F.solve_Lt(rhs, use_LDLt_decomposition=False))
         return np.asarray(u).ravel(), x
@@ -211,6 +218,19 @@ class SparseFactor:
     def y_lower(self) -> np.ndarray:
         """Lower factor of the ``Y`` rows (``m x m``)."""
         return self.DY
+
+
+def _leading_cholesky(A: np.ndarray) -> np.ndarray:
+    """The factor's rows before the first that fails (zeros after), as a factorization in
+    place leaves them: a zero response column (rx_vcov's) fails only its own row."""
+    out = np.zeros_like(A)
+    for k in range(A.shape[0] - 1, 0, -1):
+        try:
+            out[:k, :k] = np.linalg.cholesky(A[:k, :k])
+        except np.linalg.LinAlgError:
+            continue
+        return out
+    return out
 
 
 @njit(cache=True, nogil=True)

@@ -18,7 +18,8 @@ setting is restored when the last one ends.
 threadpoolctl finds the loaded BLAS libraries by inspecting the process, which
 costs ~0.7 ms per call, a tenth of a small model's fit; the libraries are found
 once (on the first fit, when numpy's and scipy's are loaded) and their
-controllers are kept.  Their thread counts are then read, set and restored
+controllers are kept (found again after :func:`rescan_blas`: CHOLMOD's BLAS is
+loaded with the sparse factorization, later).  Their thread counts are then read, set and restored
 directly (threadpoolctl's limiter also builds its ``info`` dictionaries twice, ~9 us
 a fit, a hundredth of a small LMM's refit).
 """
@@ -30,7 +31,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 _lock = threading.Lock()
-_state: dict = {"depth": 0, "blas": None, "original": []}
+_state: dict = {"depth": 0, "blas": None, "original": [], "stale": False}
+
+
+def rescan_blas() -> None:
+    """Find the loaded BLAS libraries again when the next fit starts (after one more was
+    loaded: the system BLAS that CHOLMOD calls)."""
+    with _lock:
+        _state["stale"] = True
 
 
 @contextmanager
@@ -41,7 +49,8 @@ def single_threaded_blas(active: bool = True) -> Iterator[None]:
         return
     with _lock:
         if _state["depth"] == 0:
-            if _state["blas"] is None:
+            if _state["blas"] is None or _state["stale"]:
+                _state["stale"] = False
                 from threadpoolctl import ThreadpoolController  # not needed on the fast path
                 _state["blas"] = [lib for lib in ThreadpoolController().lib_controllers
                                   if lib.user_api == "blas"]

@@ -9,7 +9,9 @@ The same iterations as PIRLS's (:mod:`glmmcore.objectives.pirls`): Newton's weig
 where the family asks for them (non-canonical links; Fisher scoring's where
 those are not positive), step-halving on the deviance, and the stop on the
 relative increment; the working weights and residuals at the end are the ones
-PIRLS would leave.
+PIRLS would leave.  :func:`glm_irls_numpy` takes the same iterations with numpy's
+products and solves, for the sparse factorization's fits (the cold path's: their
+first fit does not wait for this loop to compile).
 """
 
 from __future__ import annotations
@@ -65,6 +67,46 @@ def glm_irls(update, observed, newton, canonical, X, y, wt, offset, phi, beta, l
             t *= 0.5
         else:
             _deviance_at(update, X, y, wt, offset, phi, beta, eta, mu, w, r, dev)
+            return HALVING_FAILED
+        beta[:] = trial
+        deviance = value
+        full_step = step if t == 1.0 else np.inf
+    return MAX_ITERATIONS
+
+
+def glm_irls_numpy(update, observed, newton, canonical, X, y, wt, offset, phi, beta, limits,
+                   eta, mu, w, r, dev):
+    """:func:`glm_irls`'s iterations (the same arguments and status) with numpy."""
+    step_tol, floor_tol, max_iter, max_halvings = limits
+    wbuf = np.empty(w.shape[0] if newton else 0)
+
+    def deviance_at(coef):
+        np.add(X @ coef, offset, out=eta)
+        return call_update(update, eta, y, wt, phi, mu, w, r, dev)
+
+    deviance = deviance_at(beta)
+    step = full_step = np.inf
+    for _ in range(int(max_iter)):
+        if newton:
+            newton_weights(observed, eta, y, wt, phi, mu, w, r, wbuf)
+        try:
+            L = np.linalg.cholesky(X.T @ (X * w[:, None]))
+        except np.linalg.LinAlgError:
+            return NOT_POSITIVE_DEFINITE
+        b = np.linalg.solve(L.T, np.linalg.solve(L, X.T @ (w * (eta - offset + r))))
+        last_step = step
+        step = float(np.max(np.abs(b - beta)) / (1.0 + np.max(np.abs(beta)))) if b.size else 0.0
+        if at_mode(step, last_step, full_step, newton or canonical, step_tol, floor_tol):
+            return CONVERGED
+        t = 1.0
+        for _ in range(int(max_halvings)):
+            trial = beta + t * (b - beta)
+            value = deviance_at(trial)
+            if value <= deviance + 1e-10 * (1.0 + abs(deviance)):
+                break
+            t *= 0.5
+        else:
+            deviance_at(beta)
             return HALVING_FAILED
         beta[:] = trial
         deviance = value

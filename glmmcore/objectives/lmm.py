@@ -23,7 +23,6 @@ from ..design.predictor import Predictor
 from ..fitting.checks import (
     FD_STEP,
 )
-from ..linalg.dense import solve_lower, solve_lower_t
 from .lmm_gradient import profiled_gradient
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -206,7 +205,8 @@ class NormalEquations:
         if self.L is None:
             sw = np.sqrt(weights)
             return np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)[0]
-        return _cholesky_solve(self.L, self.Xw.T @ y)
+        # numpy's solves, once per fit: compiled ones cost a first fit 1.1 s to compile
+        return np.linalg.solve(self.L.T, np.linalg.solve(self.L, self.Xw.T @ y))
 
 
 def normal_equations(X: np.ndarray, weights: np.ndarray) -> NormalEquations:
@@ -219,15 +219,6 @@ def normal_equations(X: np.ndarray, weights: np.ndarray) -> NormalEquations:
     except np.linalg.LinAlgError:
         L = None
     return NormalEquations(Xw=Xw, L=L, ldW=float(np.sum(np.log(weights))))
-
-
-@njit(cache=True, nogil=True)
-def _cholesky_solve(L, b):
-    """``(L L')^{-1} b`` for a lower triangular ``L``."""
-    x = b.copy()
-    solve_lower(L, x)
-    solve_lower_t(L, x)
-    return x
 
 
 @njit(cache=True, nogil=True)

@@ -33,7 +33,7 @@ from ..design.predictor import Predictor
 from ..errors import ConvergenceError
 from .family_kernels import FamilyKernels, call_map, call_observed, call_update, call_yms
 from .glm_irls import CONVERGED as GLM_CONVERGED
-from .glm_irls import glm_irls
+from .glm_irls import glm_irls, glm_irls_numpy
 from .pirls_kernel import (
     HALVING_FAILED,
     MAX_ITERATIONS,
@@ -277,9 +277,10 @@ class Pirls:
         beta = self.beta.copy()
         limits = (self.step_tol, FLOOR_TOL, float(MAX_ITER), float(MAX_HALVINGS))
         k = self.kernels
-        status = glm_irls(k.update, k.observed_weights, k.newton, k.canonical, X, self.y,
-                          self.wt, self.offset, phi, beta, limits, self.eta, self.mu, self.w,
-                          self.r, self.dev)
+        irls = glm_irls if self.compiled else glm_irls_numpy
+        status = irls(k.update, k.observed_weights, k.newton, k.canonical, X, self.y, self.wt,
+                      self.offset, phi, beta, limits, self.eta, self.mu, self.w, self.r,
+                      self.dev)
         if status != GLM_CONVERGED:
             # separation or worse: PIRLS at theta = 0 stops on the deviance or says why
             beta = self.run(np.zeros(self.predictor.reterms.ntheta), None, phi).beta
