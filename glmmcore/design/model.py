@@ -105,10 +105,10 @@ class MixedModel:
         # the blocked layout's ordering compiles kernels that a fit on the cold path
         # (glmmcore.fitting.cold_path) does not need: then the first compiled fit builds it
         self.predictor.linear_predictor_args()
-        if not takes_cold_path(self, self.control, None):
-            self.predictor.layout     # noqa: B018
         self._free_factors: dict = {}      # factor workspaces no fit is using, by m
         self._kept: dict = {}              # for_weights and once: made by the first fit
+        if not takes_cold_path(self, self.control, None):
+            self.predictor.layout     # noqa: B018
 
     # -- sizes -----------------------------------------------------------------------
     @property

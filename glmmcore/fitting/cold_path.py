@@ -64,16 +64,17 @@ def compiled_path(model: Any) -> str:
 
 
 def takes_cold_path(model: Any, control: Any, start: Any) -> bool:
-    """Whether this fit takes the sparse factorization while the kernels compile."""
-    if (not control.cold_start or not enabled("GLMMCORE_COLD_START") or start is not None
-            or control.backend != "auto"
+    """Whether this fit takes the sparse factorization while the kernels compile
+    (the cheap tests first: a warm process pays a few microseconds a fit)."""
+    if (not control.cold_start or start is not None or control.backend != "auto"
             or model.predictor.backend != "blocked" or model.nobs > COLD_MAX_ROWS
-            or (not model.is_lmm and model.nagq > 1)
-            or importlib.util.find_spec("sksparse") is None):
+            or (not model.is_lmm and model.nagq > 1)):
         return False
     kind = "lmm" if model.is_lmm else "glmm"
-    path = compiled_path(model) if control.fast_path else "regular"
-    return must_compile(kind, path)
+    path = model.once("compiled_path", lambda: compiled_path(model)) if control.fast_path \
+        else "regular"
+    return (must_compile(kind, path) and enabled("GLMMCORE_COLD_START")
+            and importlib.util.find_spec("sksparse") is not None)
 
 
 def fit_cold(model: Any, response: Any, control: Any) -> Any:
