@@ -155,7 +155,8 @@ def measure(demo: bool) -> dict:
     process, and loading from the cache; each in a fresh process."""
     results: dict = {"load_before": os.getloadavg()}
     with tempfile.TemporaryDirectory(prefix="glmmcore-cold-") as tmp:
-        envs = {"cold": dict(fresh_env(Path(tmp) / "a"), GLMMCORE_BACKGROUND_COMPILE="0"),
+        envs = {"cold": dict(fresh_env(Path(tmp) / "a"), GLMMCORE_COLD_START="1",
+                             GLMMCORE_BACKGROUND_COMPILE="0"),
                 "in_process": dict(fresh_env(Path(tmp) / "b"), GLMMCORE_COLD_START="0")}
         envs["cached"] = envs["in_process"]
         for label, _ in RUNS:
@@ -164,7 +165,8 @@ def measure(demo: bool) -> dict:
             results[label] = json.loads(line[len(RESULT_TAG):])
     if demo:
         with tempfile.TemporaryDirectory(prefix="glmmcore-demo-") as tmp:
-            env = dict(fresh_env(Path(tmp)), GLMMCORE_BACKGROUND_COMPILE="0")
+            env = dict(fresh_env(Path(tmp)), GLMMCORE_COLD_START="1",
+                       GLMMCORE_BACKGROUND_COMPILE="0")
             before = os.times()
             t = time.perf_counter()
             subprocess.run([sys.executable, "-m", "glmmcore", "demo"], env=env, check=True,
