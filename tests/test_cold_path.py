@@ -244,3 +244,36 @@ def test_blas_libraries_loaded_later_are_limited_too(monkeypatch):
     with threads.single_threaded_blas():
         assert [lib.threads for lib in libs] == [1, 1]
     assert [lib.threads for lib in libs] == [4, 4] and found == [1, 2]
+
+
+@pytest.mark.slow
+def test_every_seed_model_reaches_the_compiled_optimum_on_the_cold_path(monkeypatch):
+    """Each of bench's seed workloads (lme4's reference calls) on the cold path: the
+    compiled path's log-likelihood to 1e-9 relative, and converged where it is."""
+    import warnings
+
+    from bench.workloads import all_workloads
+    monkeypatch.setenv("GLMMCORE_COLD_START", "1")
+    monkeypatch.setenv("GLMMCORE_BACKGROUND_COMPILE", "0")
+    families = glmmcore.available_families()
+    taken = 0
+    for work in all_workloads():
+        if work.size != "seed" or not work.family_available(families):
+            continue
+        kwargs = work.fit_kwargs()
+        if not work.is_lmm:
+            kwargs["family"] = work.glmmcore_family(families)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = glmmcore.MixedModel(work.formula, work.source.load(), **kwargs)
+            with monkeypatch.context() as patch:
+                patch.setattr(cold_path, "must_compile", lambda kind, path: True)
+                cold_fit = model.fit()
+            compiled = model.fit(control={"cold_start": False})
+        if not cold_fit.extra.get("cold_path"):
+            assert model.nagq > 1, work.name          # quadrature: compiled
+            continue
+        taken += 1
+        assert abs(cold_fit.loglik - compiled.loglik) <= 1e-9 * abs(compiled.loglik), work.name
+        assert cold_fit.converged == compiled.converged, work.name
+    assert taken >= 20

@@ -41,7 +41,8 @@ from typing import Any
 
 from .warmup import must_compile
 
-COLD_MAX_ROWS = 200_000    # more rows: the compile is a small part of the fit anyway
+COLD_MAX_ROWS = 100_000    # more rows: the compile is a smaller part of the fit, which the
+                           # sparse path in Python may take longer than the compile
 _spawned: dict[str, subprocess.Popen] = {}
 _spawn_lock = threading.Lock()
 
