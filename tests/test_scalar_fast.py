@@ -171,8 +171,10 @@ def test_the_beta_plugin_matches_the_regular_path():
         assert fast.extra["phi"] == pytest.approx(regular.extra["phi"], rel=1e-4)
 
 
-def _fast_objective(model, y):
-    """``x -> (objective, gradient)`` of the fast path for response ``y`` (Laplace)."""
+def _fast_objective(model, y, fused=True):
+    """``x -> (objective, gradient)`` of the fast path for response ``y`` (Laplace); with
+    ``fused=False`` without the family's update_newton kernel (its laplace_weights
+    kernel gives the gradient's terms)."""
     from glmmcore.objectives import scalar_newton, scalar_pirls
     from glmmcore.objectives.family_kernels import family_kernels
     fitter, kernels = fast_fitter(model), family_kernels(model.family)
@@ -181,7 +183,8 @@ def _fast_objective(model, y):
     P = (fitter.X, fitter.codes, fitter.z, np.ascontiguousarray(y, dtype=float),
          fitter.weights, fitter.offset, kernels.update, fitter.slope,
          kernels.observed_weights, kernels.logpdf_vec, has_phi, kernels.laplace_weights,
-         kernels.weight_slope, kernels.dlogpdf_dphi_vec, kernels.laplace_observed)
+         kernels.weight_slope, kernels.dlogpdf_dphi_vec, kernels.laplace_observed,
+         kernels.update_newton if fused else 0)
 
     def objective(x):
         obs, lev = scalar_pirls._workspace(n, fitter.G)
@@ -200,9 +203,10 @@ def _fast_objective(model, y):
                                           ("binomial", "probit"),
                                           ("binomial", "cloglog"), ("poisson", "sqrt")])
 def test_fast_gradients_match_central_differences(design, family, link):
-    """The fast path's analytic gradient (from the family's laplace_weights kernel) is
-    the derivative of its objective, off the optimum, for every built-in family and
-    link it takes beyond the canonical ones."""
+    """The fast path's analytic gradient (its terms from PIRLS's update_newton kernel
+    where the family has one, and from its laplace_weights kernel) is the derivative
+    of its objective, off the optimum, for every built-in family and link it takes
+    beyond the canonical ones."""
     rng = np.random.default_rng(11)
     counts = _counts(design, 3, 0.5, 1.0)
     y = {"negative_binomial": counts, "poisson": counts,
@@ -215,6 +219,10 @@ def test_fast_gradients_match_central_differences(design, family, link):
     x = np.concatenate([fit.theta, fit.beta]) + np.concatenate([[0.2], np.full(2, 0.05)])
     if model.family.extra is not None:
         x = np.append(x, np.log(fit.extra["phi"]) + 0.1)
+    from glmmcore.objectives.family_kernels import family_kernels
+    kernels = family_kernels(model.family)
+    assert (kernels.update_newton != 0) == (link in ("probit", "cloglog", "sqrt")
+                                            or family == "negative_binomial")
     objective = _fast_objective(model, y)
     value, grad = objective(x)
     assert np.isfinite(value)
@@ -226,6 +234,10 @@ def test_fast_gradients_match_central_differences(design, family, link):
         down[c] -= h
         numeric[c] = (objective(up)[0] - objective(down)[0]) / (2 * h)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5 * (1 + abs(value)) * 1e-3)
+    if kernels.update_newton:       # the same terms by the family's laplace_weights kernel
+        value2, grad2 = _fast_objective(model, y, fused=False)(x)
+        assert value2 == pytest.approx(value, rel=1e-13)
+        np.testing.assert_allclose(grad2, grad, rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("reml", [True, False])

@@ -172,6 +172,40 @@ def laplace_weights(n, eta_p, y_p, wt_p, phi, s_p, w_p, h_p, dw_p):
     return 0.0
 '''
 
+# PIRLS's update with Newton's steps fused with the terms they and the Laplace gradient
+# need at the same eta: the information H = -d s / d eta (the observed information) and
+# dW / d eta, from the link's kernels evaluated once (probit: one erfc and one exp per
+# observation, where the update, observed_weights and laplace_weights kernels in turn take
+# two erfc and four exp).
+_UPDATE_NEWTON_TEMPLATE = '''
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P, _P, _P),
+       cache={cache}, error_model="numpy")
+def update_newton(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p, h_p, dw_p):
+    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
+    mu, w, r, dev = carray(mu_p, n), carray(w_p, n), carray(r_p, n), carray(dev_p, n)
+    h, dw = carray(h_p, n), carray(dw_p, n)
+    for i in range(n):
+        e = eta[i]
+        m = linkinv(e)
+        mu[i] = m
+        if wt[i] == 0.0:
+            w[i] = 0.0
+            r[i] = 0.0
+            dev[i] = 0.0
+            h[i] = 0.0
+            dw[i] = 0.0
+            continue
+        me = mu_eta(e, m)
+        v = variance(m, phi)
+        w[i] = wt[i] * me * me / v
+        r[i] = {residual}
+        dev[i] = dev_resid(y[i], m, wt[i], phi)
+        h[i] = {information}
+        dw[i] = {weight_slope}
+    return run_sum(dev, 0, n)
+'''
+
 _DPHI_TEMPLATE = '''
 
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
@@ -268,6 +302,7 @@ class FamilyKernels:
     laplace_weights: int = 0    # the Laplace gradient's terms (0: the canonical route, or none)
     weight_slope: bool = False  # laplace_weights gives dW / d eta (else a central difference)
     dlogpdf_dphi_vec: int = 0   # d log p / d phi per observation (0: a central difference)
+    update_newton: int = 0      # update and, at the same eta, H and dW / d eta (fused_update)
     family: Any = None          # the family they were made for (what a pickle keeps)
 
     def __reduce__(self) -> tuple:
@@ -328,7 +363,8 @@ def family_kernels(family: Any) -> FamilyKernels:
         if flags not in _loaded:
             module = _load_module(family, scalars, key)
             extra = {name: getattr(module, name).address
-                     for name in ("observed_weights", "laplace_weights", "dlogpdf_dphi_vec")
+                     for name in ("observed_weights", "laplace_weights", "dlogpdf_dphi_vec",
+                                  "update_newton")
                      if hasattr(module, name)}
             _loaded[flags] = FamilyKernels(
                 **{name: getattr(module, name).address for name in ARRAY_KERNELS},
@@ -383,6 +419,15 @@ def _gradient_scalars(family: Any, route: str) -> dict[str, Any]:
     return out
 
 
+def fused_update(family: Any, scalars: dict[str, Any]) -> bool:
+    """Whether the family gets the ``update_newton`` kernel: Newton's steps in PIRLS
+    (:func:`newton_steps`), Fisher's weights in the Laplace approximation and their
+    analytic slope, so that one pass over the observations gives everything PIRLS's
+    iteration and the Laplace gradient need at the mode."""
+    return (newton_steps(family) and gradient_route(family) == "observed"
+            and _analytic_slope(family, scalars))
+
+
 def _analytic_slope(family: Any, scalars: dict[str, Any]) -> bool:
     """Whether laplace_weights gives dW / d eta: Fisher's weights, with V' and mu_eta2."""
     return ("dvariance_dmu" in scalars and "mu_eta2" in scalars
@@ -415,7 +460,8 @@ def uses_cumulant(family: Any) -> bool:
 def _key(family: Any, scalars: dict[str, Any]) -> str:
     """Hash of everything the generated module's machine code depends on."""
     digest = hashlib.sha256("".join((_TEMPLATE, _OBSERVED_TEMPLATE, _GRADIENT_TEMPLATE,
-                                     _DPHI_TEMPLATE, _FISHER, _OBSERVED, _FISHER_SLOPE,
+                                     _DPHI_TEMPLATE, _UPDATE_NEWTON_TEMPLATE, _FISHER,
+                                     _OBSERVED, _FISHER_SLOPE,
                                      _OBSERVED_BY_VARIANCE, _LOGLIK_BY_CUMULANT,
                                      _LOGLIK_BY_DEVIANCE, _UPDATE_BY_CUMULANT,
                                      _UPDATE_BY_DEV_RESID,
@@ -486,9 +532,12 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
     loglik_eta = _LOGLIK_BY_CUMULANT if by_cumulant else _LOGLIK_BY_DEVIANCE
     update_body = (_UPDATE_BY_CUMULANT if _update_by_cumulant(family, scalars)
                    else _UPDATE_BY_DEV_RESID.format(residual=residual))
+    fused = (_UPDATE_NEWTON_TEMPLATE.format(residual=residual, information=_OBSERVED,
+                                            weight_slope=_FISHER_SLOPE, cache="{cache}")
+             if fused_update(family, scalars) else "")
     text = (_TEMPLATE + (_OBSERVED_TEMPLATE if "d2logpdf_dmu2" in scalars else "")
             + _gradient_source(family, scalars)
-            + (_DPHI_TEMPLATE if "dlogpdf_dphi" in scalars else ""))
+            + (_DPHI_TEMPLATE if "dlogpdf_dphi" in scalars else "") + fused)
     return text.format(family=family.name, link=family.link.name, imports=imports,
                        cache=cache, loglik_eta=loglik_eta, update_body=update_body)
 
@@ -626,6 +675,22 @@ call_laplace_weights = call_update
 def _call_observed(typingctx, fn, n, eta, y, wt, phi, mu, w):
     sig = types.float64(*([types.int64] * 5), types.float64, types.int64, types.int64)
     return sig, _pointer_call(_D, [_I, _PTR, _PTR, _PTR, _D, _PTR, _PTR], [1, 2, 3, 5, 6])
+
+
+@intrinsic
+def _call_update_newton(typingctx, fn, n, eta, y, wt, phi, mu, w, r, dev, h, dw):
+    sig = types.float64(*([types.int64] * 5), types.float64, *([types.int64] * 6))
+    return sig, _pointer_call(_D, [_I, _PTR, _PTR, _PTR, _D, *([_PTR] * 6)],
+                              [1, 2, 3, 5, 6, 7, 8, 9, 10])
+
+
+@njit(cache=True, nogil=True)
+def call_update_newton(fn, eta, y, wt, phi, mu, w, r, dev, h, dw):
+    """:func:`call_update`, and the information ``H`` and ``dW / d eta`` at eta into h
+    and dw (the ``update_newton`` kernel)."""
+    return _call_update_newton(fn, eta.size, eta.ctypes.data, y.ctypes.data, wt.ctypes.data,
+                               phi, mu.ctypes.data, w.ctypes.data, r.ctypes.data,
+                               dev.ctypes.data, h.ctypes.data, dw.ctypes.data)
 
 
 @njit(cache=True, nogil=True)

@@ -102,14 +102,16 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
 
     ``kern`` = (update, weight slope rule, logpdf, observed-information kernel or 0,
     has phi, laplace_weights kernel or 0, whether it gives ``dW / d eta``,
-    dlogpdf_dphi kernel or 0, the Laplace approximation at the observed information);
+    dlogpdf_dphi kernel or 0, the Laplace approximation at the observed information,
+    update_newton kernel or 0);
     ``phi0`` the family parameter's start (unused without one).
     ``out_info`` = (status, complete deviance, evaluations, PIRLS iterations).
     ``out_x`` is (theta, beta[, log phi]) for nAGQ=1, (theta,) for nAGQ=0,
     ``out_grad`` and ``out_hess`` its derivatives; ``out_cov`` beta's covariance
     given theta.
     """
-    upd, slope, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed = kern
+    (upd, slope, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed,
+     updn) = kern
     n, p = X.shape
     obs, lev = _workspace(n, G)
     cx = np.zeros((G, p))
@@ -117,7 +119,7 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     L = np.zeros((p, p))
     counts = np.zeros(2, dtype=np.int64)
     P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi, lw, analytic_slope,
-         dphi, laplace_observed)
+         dphi, laplace_observed, updn)
     W = (obs, lev, cx, S, L, counts)
     beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
     u = np.zeros(G)

@@ -54,14 +54,26 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad):
     place (:mod:`glmmcore.objectives.laplace_gradient`'s terms for one scalar term).
 
     The family's terms (score ``s``, the log-determinant's weights ``W``, the
-    information ``H`` that moves the modes, ``dW / d eta``) come from its
-    ``laplace_weights`` kernel where it has one (any link, the observed
-    information, an extra parameter), else (a canonical link) from PIRLS's working
-    weights and residuals (``W = H``) and the weights' slope rule.
+    information ``H`` that moves the modes, ``dW / d eta``) come from PIRLS's last
+    update where its kernel gave them (``update_newton``: ``s = w r``, ``W = w``, H
+    and ``dW / d eta`` in obs[16:18]), else from the family's ``laplace_weights``
+    kernel where it has one (any link, the observed information, an extra
+    parameter), else (a canonical link) from PIRLS's working weights and residuals
+    (``W = H``) and the weights' slope rule.
     """
     upd, slope, lw, has_phi = P[6], P[7], P[11], P[10]
     s = obs[14]
-    if lw != 0:
+    if P[15] != 0:
+        W, H, dW = obs[2], obs[16], obs[17]
+        Wz2, Hz2 = lev[8], lev[9]
+        Wz2[:] = 0.0
+        Hz2[:] = 0.0
+        for i in range(codes.shape[0]):
+            g, z2 = codes[i], z[i] * z[i]
+            s[i] = W[i] * obs[3][i]
+            Wz2[g] += W[i] * z2
+            Hz2[g] += H[i] * z2
+    elif lw != 0:
         W, H, dW = obs[15], obs[16], obs[17]
         _kernel_terms(lw, P[12], phi, y, wt, obs)
         Wz2, Hz2 = lev[8], lev[9]

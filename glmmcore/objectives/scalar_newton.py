@@ -45,8 +45,8 @@ def _evaluate(theta, x, joint, P, u, beta, W):
             for a in range(p):
                 beta[a] = x[1 + a]
             _fixed_part(X, beta, offset, obs[5])
-            ok, pdev, its, observed = modes(theta, phi, codes, z, y, wt, upd, obsw, obs[5],
-                                            u, obs, lev)
+            ok, pdev, its, observed = modes(theta, phi, codes, z, y, wt, upd, obsw, P[15],
+                                            obs[5], u, obs, lev)
         else:
             ok, pdev, its = modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta,
                                            obs, lev, cx, S, L)

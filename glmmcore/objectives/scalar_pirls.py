@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit
 
 from ..linalg.small import small_cholesky, small_cholesky_solve
-from .family_kernels import call_observed, call_update
+from .family_kernels import call_observed, call_update, call_update_newton
 from .pirls import FLOOR_TOL, MAX_HALVINGS, MAX_ITER, STEP_TOL
 from .pirls_kernel import _fixed_part, _rel_change, at_mode
 
@@ -24,27 +24,35 @@ def _workspace(n, G):
 
 
 @njit(cache=True, nogil=True)
-def _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs):
+def _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, updn=0):
     """Penalized deviance at ``u`` (the update kernel's deviance plus ``|u|^2``); leaves
-    eta, mu, w, r there."""
+    eta, mu, w, r there, and with the ``update_newton`` kernel ``updn`` the information
+    and ``dW / d eta`` in obs[16] and obs[17]."""
     eta, mu, w, r, dev = obs[0], obs[1], obs[2], obs[3], obs[4]
     for i in range(eta.shape[0]):
         eta[i] = base[i] + theta * z[i] * u[codes[i]]
-    total = call_update(upd, eta, y, wt, phi, mu, w, r, dev)
+    if updn != 0:
+        total = call_update_newton(updn, eta, y, wt, phi, mu, w, r, dev, obs[16], obs[17])
+    else:
+        total = call_update(upd, eta, y, wt, phi, mu, w, r, dev)
     for j in range(u.shape[0]):
         total += u[j] * u[j]
     return total
 
 
 @njit(cache=True, nogil=True)
-def _observed(obsw, phi, y, wt, obs):
+def _observed(obsw, updn, phi, y, wt, obs):
     """``-d s / d eta`` into obs[10]: the observed information from the family's kernel
-    (a non-canonical link), or where that is not positive, and for a canonical link
-    (where they agree), the working weights (the regular path's rule).  Returns
-    whether obs[10] holds the family's observed information."""
+    (a non-canonical link; the update_newton kernel ``updn`` left it in obs[16]), or
+    where that is not positive, and for a canonical link (where they agree), the
+    working weights (the regular path's rule).  Returns whether obs[10] holds the
+    family's observed information."""
     w, info = obs[2], obs[10]
     if obsw != 0:
-        call_observed(obsw, obs[0], y, wt, phi, obs[1], info)
+        if updn != 0:
+            info[:] = obs[16]
+        else:
+            call_observed(obsw, obs[0], y, wt, phi, obs[1], info)
         for i in range(info.shape[0]):
             if wt[i] != 0.0 and not (info[i] > 0.0 and np.isfinite(info[i])):
                 info[:] = w
@@ -72,9 +80,10 @@ def observed_information(obsw, theta, phi, codes, z, y, wt, obs, lev):
 
 
 @njit(cache=True, nogil=True)
-def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
+def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev):
     """PIRLS for the modes ``u`` given theta, phi and the fixed part ``base``: Newton's
-    steps level by level (Fisher scoring where the information is Fisher's).
+    steps level by level (Fisher scoring where the information is Fisher's); ``updn``
+    the update_newton kernel or 0 (:func:`_pdev`).
 
     Returns (converged, pdev, iterations, observed); at convergence eta, mu, w, r and
     the information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
@@ -83,11 +92,11 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
     """
     w, r, info = obs[2], obs[3], obs[10]
     wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
-    pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs)
+    pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, updn)
     step = full_step = np.inf
     t2 = theta * theta
     for iteration in range(MAX_ITER):
-        observed = _observed(obsw, phi, y, wt, obs)
+        observed = _observed(obsw, updn, phi, y, wt, obs)
         wz2[:] = 0.0
         oz2[:] = 0.0
         sz[:] = 0.0
@@ -109,7 +118,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, base, u, obs, lev):
         for _ in range(MAX_HALVINGS):
             for j in range(u.shape[0]):
                 u_try[j] = u[j] + t * (u_new[j] - u[j])
-            pdev_t = _pdev(theta, phi, u_try, codes, z, base, y, wt, upd, obs)
+            pdev_t = _pdev(theta, phi, u_try, codes, z, base, y, wt, upd, obs, updn)
             if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
                 accepted = True
                 break
