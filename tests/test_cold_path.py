@@ -97,7 +97,8 @@ def test_fit_many_compiles_instead(cold, gpa, monkeypatch):
 
 
 def test_one_background_compile_per_cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(cold_path.tempfile, "gettempdir", lambda: str(tmp_path))
+    import tempfile
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
     held = cold_path.hold_background_lock()
     assert held is not None
     assert cold_path.hold_background_lock() is None     # another holder: no second compile
@@ -120,7 +121,7 @@ def test_start_background_compile_starts_one_warmup(monkeypatch):
             started.append((args, kwargs))
 
     monkeypatch.setenv("GLMMCORE_BACKGROUND_COMPILE", "1")
-    monkeypatch.setattr(cold_path.subprocess, "Popen", FakePopen)
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
     monkeypatch.setattr(cold_path, "_spawned", {})
     first = cold_path.start_background_compile()
     assert cold_path.start_background_compile() is first

@@ -29,12 +29,9 @@ the cold path, or by ``glmm warmup``).
 from __future__ import annotations
 
 import copy
-import hashlib
 import importlib.util
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -43,7 +40,7 @@ from .warmup import must_compile
 
 COLD_MAX_ROWS = 100_000    # more rows: the compile is a smaller part of the fit, which the
                            # sparse path in Python may take longer than the compile
-_spawned: dict[str, subprocess.Popen] = {}
+_spawned: dict[str, Any] = {}     # the background compile's Popen, once started
 _spawn_lock = threading.Lock()
 
 
@@ -108,14 +105,16 @@ def _sparse_twin(model: Any) -> Any:
     return twin
 
 
-def start_background_compile() -> subprocess.Popen | None:
+def start_background_compile() -> Any:
     """Start ``glmm warmup --background`` once per process (None if switched off).
 
     The child fills the same numba and kernel caches; it takes a lock, so that
-    several processes starting at once compile once.
+    several processes starting at once compile once.  Returns the ``subprocess.Popen``.
     """
     if not enabled("GLMMCORE_BACKGROUND_COMPILE"):
         return None
+    # imported here: a fit that starts no background compile does not import subprocess
+    import subprocess
     with _spawn_lock:
         if "warmup" in _spawned:
             return _spawned["warmup"]
@@ -135,6 +134,9 @@ def start_background_compile() -> subprocess.Popen | None:
 
 def background_lock_path() -> Path:
     """The lock a background compile holds: one per cache location and package."""
+    import hashlib
+    import tempfile
+
     import numba
     where = f"{numba.config.CACHE_DIR}|{Path(__file__).resolve().parents[1]}"
     digest = hashlib.sha1(where.encode()).hexdigest()[:12]
