@@ -219,6 +219,22 @@ def test_chunk_size_depends_on_the_number_of_features_only():
     assert sizes == {1: 1, 7: 1, 20: 3, 300: 16, 10_000: 100, 20_000: 200, 100_000: 200}
 
 
+def test_dask_tasks_are_consecutive_chunks_a_few_per_worker():
+    from glmmcore.batch.backends import TASK_VALUES_MAX, TASKS_PER_WORKER, task_groups
+    chunks = [(k, 100 * k, min(100 * k + 100, 9_950)) for k in range(100)]
+    groups = task_groups(chunks, workers=2, nrows=600)
+    assert [c for g in groups for c in g] == chunks          # every chunk once, in order
+    assert len(groups) == 2 * TASKS_PER_WORKER
+    assert {len(g) for g in groups} == {6, 7}
+    # a task's responses stay under the cap: tall data means fewer chunks a task
+    tall = task_groups(chunks, workers=2, nrows=TASK_VALUES_MAX // 300)
+    assert [c for g in tall for c in g] == chunks
+    assert len(tall) == 34 and {len(g) for g in tall} == {2, 3}
+    # a resumed run's chunks need not be contiguous; one chunk a task at least
+    assert task_groups(chunks[::7], workers=64, nrows=600) == [[c] for c in chunks[::7]]
+    assert task_groups([], workers=2, nrows=600) == []
+
+
 def test_tables_of_10000_features_fit_in_300_megabytes(batch):
     """A BatchResult holds tables, whose size grows by the same bytes per feature."""
     per_feature = (batch.fits.memory_usage(deep=True).sum()

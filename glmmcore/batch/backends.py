@@ -3,17 +3,20 @@
 Every backend runs the same :meth:`ChunkFitter.fit_chunk` on the same chunks
 and yields each chunk's tables as it finishes, so the results do not depend
 on the backend or the number of workers.  At most a few chunks per worker are
-in flight at once: the responses of a chunk are read (a sparse block densified
-alone) only when it is sent.
+in flight at once (on Dask, a few tasks of consecutive chunks: :func:`task_groups`):
+the responses of a chunk are read (a sparse block densified alone) only when it
+is sent.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, ThreadPoolExecutor, wait
+from itertools import pairwise
 from typing import Any
 
 from ..errors import ArgumentError, GlmmWarning
@@ -22,6 +25,8 @@ from .rows import ChunkFitter, ChunkTables
 
 BACKENDS = ("threads", "processes", "dask")
 IN_FLIGHT_PER_WORKER = 2
+TASKS_PER_WORKER = 8
+TASK_VALUES_MAX = 2 ** 22        # 32 MB of float64 responses per Dask task
 
 Chunks = list[tuple[int, int, int]]     # (index, first column, stop)
 
@@ -127,18 +132,19 @@ def _run_dask(fitter: ChunkFitter, responses: Responses, chunks: Chunks, client:
               ) -> Iterator[ChunkTables]:
     from distributed import as_completed
     client = dask_client(client)
-    # the models go to every worker once; chunks refer to them by their future
+    # the models go to every worker once; tasks refer to them by their future
     shared = client.scatter(fitter, broadcast=True, hash=False)
     batch = uuid.uuid4().hex[:12]
     workers = max(sum(client.nthreads().values()), 1)
-    pending = list(reversed(chunks))
+    pending = list(reversed(task_groups(chunks, workers, responses.matrix.shape[0])))
     queue = as_completed()
     futures: list = []
 
     def submit() -> None:
-        k, a, b = pending.pop()
-        future = client.submit(_dask_chunk, shared, k, responses.names[a:b],
-                               responses.block(a, b), key=f"glmmcore-chunk-{batch}-{k}")
+        group = pending.pop()
+        parts = [(k, responses.names[a:b], responses.block(a, b)) for k, a, b in group]
+        future = client.submit(_dask_chunks, shared, parts,
+                               key=f"glmmcore-chunks-{batch}-{group[0][0]}")
         futures.append(future)
         queue.add(future)
 
@@ -150,13 +156,32 @@ def _run_dask(fitter: ChunkFitter, responses: Responses, chunks: Chunks, client:
             future.release()
             if pending:
                 submit()
-            yield tables
+            yield from tables
     finally:
         client.cancel([f for f in futures if not f.done()])
         shared.release()
 
 
-def _dask_chunk(fitter: ChunkFitter, k: int, names: list[str], block: Any) -> ChunkTables:
+def task_groups(chunks: Chunks, workers: int, nrows: int) -> list[Chunks]:
+    """The chunks cut into consecutive groups, one Dask task each.
+
+    A task costs the client, the scheduler and the worker some milliseconds of
+    their cores (the graph, a round trip, the result's transfer) whatever its size:
+    about :data:`TASKS_PER_WORKER` tasks per worker thread keep that small against
+    the fits and still balance the workers.  A task's responses stay under
+    :data:`TASK_VALUES_MAX` values (a sparse block densified on the worker).
+    """
+    if not chunks:
+        return []
+    per_chunk = nrows * max(b - a for _, a, b in chunks)
+    most = max(1, TASK_VALUES_MAX // max(per_chunk, 1))          # chunks a task may hold
+    count = max(min(len(chunks), TASKS_PER_WORKER * workers), math.ceil(len(chunks) / most))
+    bounds = [len(chunks) * i // count for i in range(count + 1)]  # sizes differ by one at most
+    return [chunks[a:b] for a, b in pairwise(bounds)]
+
+
+def _dask_chunks(fitter: ChunkFitter, parts: list[tuple[int, list[str], Any]]
+                 ) -> list[ChunkTables]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GlmmWarning)
-        return fitter.fit_chunk(k, names, dense_columns(block))
+        return [fitter.fit_chunk(k, names, dense_columns(block)) for k, names, block in parts]
