@@ -171,11 +171,10 @@ def test_the_beta_plugin_matches_the_regular_path():
         assert fast.extra["phi"] == pytest.approx(regular.extra["phi"], rel=1e-4)
 
 
-def _fast_objective(model, y, fused=True):
-    """``x -> (objective, gradient)`` of the fast path for response ``y`` (Laplace); with
+def _fast_parts(model, y, fused=True):
+    """The fast path's fixed arguments ``P`` for response ``y`` and ``(n, G, p)``; with
     ``fused=False`` without the family's update_newton kernel (its laplace_weights
     kernel gives the gradient's terms)."""
-    from glmmcore.objectives import scalar_newton, scalar_pirls
     from glmmcore.objectives.family_kernels import family_kernels
     fitter, kernels = fast_fitter(model), family_kernels(model.family)
     n, p = fitter.X.shape
@@ -185,13 +184,20 @@ def _fast_objective(model, y, fused=True):
          kernels.observed_weights, kernels.logpdf_vec, has_phi, kernels.laplace_weights,
          kernels.weight_slope, kernels.dlogpdf_dphi_vec, kernels.laplace_observed,
          kernels.update_newton if fused else 0)
+    return P, (n, fitter.G, p)
+
+
+def _fast_objective(model, y, fused=True, workspace=None):
+    """``x -> (objective, gradient)`` of the fast path for response ``y`` (Laplace), in a
+    new workspace per call unless ``workspace`` is given (kept across calls); ``fused``
+    as :func:`_fast_parts`."""
+    from glmmcore.objectives import scalar_newton
+    P, (n, G, p) = _fast_parts(model, y, fused)
 
     def objective(x):
-        obs, lev = scalar_pirls._workspace(n, fitter.G)
-        W = (obs, lev, np.zeros((fitter.G, p)), np.zeros((p, p)), np.zeros((p, p)),
-             np.zeros(2, dtype=np.int64))
+        W = workspace if workspace is not None else scalar_newton.workspace(n, G, p)
         grad = np.empty(x.size)
-        value = scalar_newton._objective(x, True, P, np.zeros(fitter.G), np.zeros(p), W,
+        value = scalar_newton._objective(x, True, P, np.zeros(G), np.zeros(p), W,
                                          grad)
         return value, grad
     return objective
@@ -238,6 +244,55 @@ def test_fast_gradients_match_central_differences(design, family, link):
         value2, grad2 = _fast_objective(model, y, fused=False)(x)
         assert value2 == pytest.approx(value, rel=1e-13)
         np.testing.assert_allclose(grad2, grad, rtol=1e-9, atol=1e-9)
+
+
+def _extra_parameter_models(design):
+    """The built-in families with an extra parameter, and the Beta plugin if installed."""
+    out = [("negative_binomial", "log", _counts(design, 3, 0.5, 1.0)),
+           ("gamma", "log", _positive(design, 3, 0.5, 4.0))]
+    if "beta" in glmmcore.available_families():
+        rng = np.random.default_rng(5)
+        out.append(("beta", "logit", np.clip(rng.beta(4.0, 6.0, len(design)), 1e-6, 1 - 1e-6)))
+    return [(glmmcore.MixedModel("y ~ cond + (1 | subject)", design.assign(y=y),
+                                 family=family, link=link), y) for family, link, y in out]
+
+
+def test_kept_phi_terms_give_the_direct_objective(design):
+    """The complete deviance's term of phi alone, kept from the first mode at a phi,
+    gives the same objective at other theta and beta as logpdf at the mode does."""
+    from glmmcore.objectives import scalar_newton
+    for model, y in _extra_parameter_models(design):
+        fit = model.fit(control=REGULAR)
+        x = np.concatenate([fit.theta, fit.beta, [np.log(fit.extra["phi"])]])
+        _, (n, G, p) = _fast_parts(model, y)
+        kept = _fast_objective(model, y, workspace=scalar_newton.workspace(n, G, p))
+        fresh = _fast_objective(model, y)
+        for shift in ([0.0, 0.0, 0.0], [0.1, -0.05, 0.02], [-0.2, 0.1, 0.0]):
+            moved = x.copy()
+            moved[:3] += shift
+            assert kept(moved)[0] == pytest.approx(fresh(moved)[0], rel=1e-12)
+
+
+def test_the_start_of_phi_maximizes_the_conditional_likelihood(design):
+    """conditional_phi's log phi zeroes the conditional log-likelihood's slope at the
+    start's modes (the family's dlogpdf_dphi and a difference of logpdf agree)."""
+    from glmmcore.objectives import scalar_glmm, scalar_newton
+    for model, y in _extra_parameter_models(design):
+        P, (n, G, p) = _fast_parts(model, y)
+        fit = model.fit(control=REGULAR)
+        x = np.concatenate([fit.theta, fit.beta, [np.log(fit.extra["phi"]) + 0.7]])
+        W = scalar_newton.workspace(n, G, p)
+        u, beta = np.zeros(G), fit.beta.copy()
+        lp = scalar_glmm.conditional_phi(x, P, u, beta, W)
+        assert abs(lp - x[-1]) > 0.1
+        obs, h = W[0], 1e-4
+        slope = scalar_glmm._loglik_slope(lp, P, obs)
+        logpdf = model.family.logpdf_array
+        up, down = (np.sum(logpdf(P[3], obs[1], P[4], np.exp(lp + d))) for d in (h, -h))
+        assert slope == pytest.approx((up - down) / (2 * h), abs=1e-5 * (1 + abs(up)))
+        curvature = (scalar_glmm._loglik_slope(lp + h, P, obs) - slope) / h
+        assert curvature < 0
+        assert abs(slope) <= 1e-4 * abs(curvature)     # lp within 1e-4 of the maximizer
 
 
 @pytest.mark.parametrize("reml", [True, False])

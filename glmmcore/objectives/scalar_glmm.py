@@ -34,11 +34,13 @@ from numba import njit
 
 from ..linalg.small import small_cholesky, small_cholesky_solve
 from .family_kernels import call_update, call_yms
-from .scalar_gradient import _logdet
-from .scalar_newton import OK, PIRLS_FAILED, _evaluate, logdet_weights, minimize
+from .scalar_gradient import PHI_STEP, _logdet
+from .scalar_newton import OK, PIRLS_FAILED, _evaluate, logdet_weights, minimize, workspace
 from .scalar_pirls import _workspace, modes_and_beta
 
 SMALLEST_START = 0.05
+PHI_START_STEPS = 8     # Newton steps of the family parameter's start (conditional_phi)
+PHI_START_TOL = 1e-3    # ... ending when the step in log phi is below this
 
 
 @njit(cache=True, nogil=True)
@@ -113,14 +115,10 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     (upd, slope, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed,
      updn) = kern
     n, p = X.shape
-    obs, lev = _workspace(n, G)
-    cx = np.zeros((G, p))
-    S = np.zeros((p, p))
-    L = np.zeros((p, p))
-    counts = np.zeros(2, dtype=np.int64)
+    W = workspace(n, G, p)
+    obs, lev, cx, S, L, counts = W[0], W[1], W[2], W[3], W[4], W[5]
     P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi, lw, analytic_slope,
          dphi, laplace_observed, updn)
-    W = (obs, lev, cx, S, L, counts)
     beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
     u = np.zeros(G)
     ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx,
@@ -129,6 +127,8 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     if not ok:
         out_info[0] = PIRLS_FAILED
         return
+    if has_phi:     # the working weights at the family parameter's start, not at 1
+        call_update(upd, obs[0], y, wt, phi0, obs[1], obs[2], obs[3], obs[4])
     theta0 = moment_start(1.0, codes, G, z, obs, lev)
     joint = nagq >= 1
     k = 1 + p + int(has_phi) if joint else 1
@@ -138,6 +138,7 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
         x[1:1 + p] = beta
         if has_phi:
             x[1 + p] = np.log(phi0)
+            x[1 + p] = conditional_phi(x, P, u, beta, W)
     grad = np.empty(k)
     H = np.empty((k, k))
     u[:] = 0.0
@@ -164,6 +165,45 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     out_grad[:k] = grad
     out_hess[:k, :k] = H
     _given_theta_cov(theta, X, codes, z, obs[10] if laplace_observed else obs[2], out_cov)
+
+
+@njit(cache=True, nogil=True)
+def conditional_phi(x, P, u, beta, W):
+    """The log phi that maximizes ``sum log p(y | mu, phi)`` at the modes at ``x`` =
+    (theta, beta, log phi): a start nearer the optimum than the family's, taken from the
+    fit without random effects, which counts their spread as the family's (the Gamma's
+    dispersion twice, the Beta's precision a third, on the gpa data and the plugin's).
+    Newton's method in log phi, the slope from the family's ``dlogpdf_dphi`` (else
+    central differences of logpdf), the curvature from forward differences of the
+    slope; x's log phi where PIRLS or a step fails.  ``u`` ends at x's modes."""
+    p = P[0].shape[1]
+    start = x[1 + p]
+    W[5][0] += 1
+    if not np.isfinite(_evaluate(x[0], x, True, P, u, beta, W)):
+        return start
+    lp = start
+    for _ in range(PHI_START_STEPS):
+        g = _loglik_slope(lp, P, W[0])
+        h = (_loglik_slope(lp + 1e3 * PHI_STEP, P, W[0]) - g) / (1e3 * PHI_STEP)
+        if not (np.isfinite(g) and h < 0.0):
+            break
+        step = min(max(-g / h, -2.0), 2.0)
+        lp += step
+        if abs(step) < PHI_START_TOL:
+            break
+    return lp if np.isfinite(lp) else start
+
+
+@njit(cache=True, nogil=True)
+def _loglik_slope(lp, P, obs):
+    """``d sum log p(y | mu, phi) / d log phi`` at obs' mu, phi = exp(lp)."""
+    y, wt, logpdf, dphi = P[3], P[4], P[9], P[13]
+    mu, out = obs[1], obs[13]
+    phi = np.exp(lp)
+    if dphi != 0:
+        return phi * call_yms(dphi, y, mu, wt, phi, out)
+    up = call_yms(logpdf, y, mu, wt, phi * np.exp(PHI_STEP), out)
+    return (up - call_yms(logpdf, y, mu, wt, phi * np.exp(-PHI_STEP), out)) / (2 * PHI_STEP)
 
 
 @njit(cache=True, nogil=True)

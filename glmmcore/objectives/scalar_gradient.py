@@ -49,9 +49,10 @@ def _logdet(theta, wz2):
 
 
 @njit(cache=True, nogil=True)
-def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad):
+def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want_phi):
     """Gradient of the Laplace objective over (theta, beta[, log phi]) at the mode in
-    place (:mod:`glmmcore.objectives.laplace_gradient`'s terms for one scalar term).
+    place (:mod:`glmmcore.objectives.laplace_gradient`'s terms for one scalar term);
+    the log phi entry NaN unless ``want_phi``.
 
     The family's terms (score ``s``, the log-determinant's weights ``W``, the
     information ``H`` that moves the modes, ``dW / d eta``) come from PIRLS's last
@@ -92,7 +93,7 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad):
     _gradient_sums(theta, X, codes, z, u, s, W, H, dW, Wz2, Hz2, lev[4], lev[5], grad)
     if has_phi:
         grad[1 + X.shape[1]] = _phi_derivative(theta, phi, codes, z, y, wt, P, obs, Wz2,
-                                               lev[4])
+                                               lev[4]) if want_phi else np.nan
 
 
 @njit(cache=True, nogil=True)

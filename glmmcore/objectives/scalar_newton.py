@@ -14,7 +14,7 @@ from .family_kernels import call_yms
 from .laplace_gradient import GRADIENT_MIN_THETA
 from .pirls_kernel import _fixed_part
 from .scalar_gradient import _laplace_gradient, _logdet, _nagq0_gradient
-from .scalar_pirls import modes, modes_and_beta, observed_information
+from .scalar_pirls import _workspace, modes, modes_and_beta, observed_information
 
 OK, PIRLS_FAILED, NOT_CONVERGED, NOT_FINITE = 0, 1, 2, 3
 
@@ -27,15 +27,45 @@ MAX_NEWTON = 50
 
 
 @njit(cache=True, nogil=True)
+def workspace(n, G, p):
+    """The optimizer's workspace W: per-observation and per-level buffers, the levels'
+    ``sum w z x``, two p x p matrices, the counts (evaluations, PIRLS iterations) and
+    the cache of :func:`_complete_deviance` (phi, its term)."""
+    obs, lev = _workspace(n, G)
+    return (obs, lev, np.zeros((G, p)), np.zeros((p, p)), np.zeros((p, p)),
+            np.zeros(2, dtype=np.int64), np.full(2, np.nan))
+
+
+@njit(cache=True, nogil=True)
+def _complete_deviance(pdev, phi, P, u, W):
+    """``-2 log p(y | u) + |u|^2`` at the mode in the workspace, ``pdev`` its penalized
+    deviance from PIRLS.  ``-2 logpdf - dev_resid`` is free of mu (the kernel contract,
+    docs/family-plugins.md), so their sums differ by a function of phi alone: computed
+    from logpdf at the first mode with a phi and kept in ``W[6]`` (the negative
+    binomial's, the Gamma's and the Beta's lgamma terms once per phi, not once per
+    evaluation: the Hessian's columns in theta and beta keep phi)."""
+    y, wt, logpdf = P[3], P[4], P[9]
+    obs, cache = W[0], W[6]
+    if cache[0] == phi:
+        return pdev + cache[1]
+    total = -2.0 * call_yms(logpdf, y, obs[1], wt, phi, obs[13])
+    for j in range(u.shape[0]):
+        total += u[j] * u[j]
+    cache[0] = phi
+    cache[1] = total - pdev
+    return total
+
+
+@njit(cache=True, nogil=True)
 def _evaluate(theta, x, joint, P, u, beta, W):
     """The objective ``pdev + sum log A`` at theta (and beta = x[1:1+p], log phi =
     x[1+p] if joint; with phi the deviance is complete, its "constants" depend on
     phi): PIRLS from ``u`` (again from 0 if that fails); inf where it fails from both,
     and where the Laplace approximation is at the observed information
     (``laplace = "observed"``) and that is not positive at the mode."""
-    X, codes, z, y, wt, offset, upd, obsw, logpdf, has_phi = (P[0], P[1], P[2], P[3], P[4],
-                                                             P[5], P[6], P[8], P[9], P[10])
-    obs, lev, cx, S, L, counts = W
+    X, codes, z, y, wt, offset, upd, obsw, has_phi = (P[0], P[1], P[2], P[3], P[4], P[5],
+                                                     P[6], P[8], P[10])
+    obs, lev, cx, S, L, counts = W[0], W[1], W[2], W[3], W[4], W[5]
     p = X.shape[1]
     phi = np.exp(x[1 + p]) if has_phi else 1.0
     saved_b = beta.copy()
@@ -56,9 +86,7 @@ def _evaluate(theta, x, joint, P, u, beta, W):
                     obsw, theta, phi, codes, z, y, wt, obs, lev):
                 return np.inf
             if has_phi:
-                pdev = -2.0 * call_yms(logpdf, y, obs[1], wt, phi, obs[13])
-                for j in range(u.shape[0]):
-                    pdev += u[j] * u[j]
+                pdev = _complete_deviance(pdev, phi, P, u, W)
             return pdev + _logdet(theta, logdet_weights(P, lev))
         u[:] = 0.0
         beta[:] = saved_b
@@ -73,19 +101,20 @@ def logdet_weights(P, lev):
 
 
 @njit(cache=True, nogil=True)
-def _gradient(theta, x, joint, P, u, W, grad):
+def _gradient(theta, x, joint, P, u, W, grad, want_phi):
     X, codes, z, y, wt, upd, slope, has_phi = P[0], P[1], P[2], P[3], P[4], P[6], P[7], P[10]
-    obs, lev, cx, _, L, _ = W
+    obs, lev, cx, L = W[0], W[1], W[2], W[4]
     if joint:
         phi = np.exp(x[1 + X.shape[1]]) if has_phi else 1.0
-        _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad)
+        _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want_phi)
     else:
         grad[0] = _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L)
 
 
 @njit(cache=True, nogil=True)
-def _objective(x, joint, P, u, beta, W, grad):
-    """Objective and gradient at ``x`` ((theta, beta) if ``joint``, else (theta,)).
+def _objective(x, joint, P, u, beta, W, grad, want_phi=True):
+    """Objective and gradient at ``x`` ((theta, beta) if ``joint``, else (theta,));
+    the gradient's log phi entry NaN unless ``want_phi`` (it costs the most).
 
     The modes start from ``u`` (and ``beta`` for ``nAGQ = 0``) and are left at
     ``x``'s, as is the workspace; inf if PIRLS fails.  Below GRADIENT_MIN_THETA
@@ -97,7 +126,7 @@ def _objective(x, joint, P, u, beta, W, grad):
     value = _evaluate(theta, x, joint, P, u, beta, W)
     if not np.isfinite(value):
         return np.inf
-    _gradient(theta, x, joint, P, u, W, grad)
+    _gradient(theta, x, joint, P, u, W, grad, want_phi)
     if theta < GRADIENT_MIN_THETA:
         u2, b2 = u.copy(), beta.copy()
         raised = x.copy()
@@ -105,7 +134,7 @@ def _objective(x, joint, P, u, beta, W, grad):
         g2 = np.empty_like(grad)
         if not np.isfinite(_evaluate(FD_STEP, raised, joint, P, u2, b2, W)):
             return np.inf
-        _gradient(FD_STEP, raised, joint, P, u2, W, g2)
+        _gradient(FD_STEP, raised, joint, P, u2, W, g2, False)
         grad[0] = g2[0]
         _evaluate(theta, x, joint, P, u, beta, W)    # the workspace back at x's mode
     return value
@@ -148,8 +177,10 @@ def _predict(u0, dU, step, u):
 def _hessian(x, g, joint, P, u, beta, W, dU, H):
     """Forward differences of the gradient (the regular path's steps); False if a
     step fails.  ``u`` and ``beta`` are left at ``x``'s, the rest of the workspace
-    is not."""
+    is not.  With a family parameter, its row is its column's (the gradient's log phi
+    entry is the dearest: only the column that moves phi takes it)."""
     k = x.shape[0]
+    last = k - 1 if joint and P[10] else k
     g2 = np.empty(k)
     u0, b0 = u.copy(), beta.copy()
     step = np.zeros(k)
@@ -163,10 +194,13 @@ def _hessian(x, g, joint, P, u, beta, W, dU, H):
         step[c] = h
         _predict(u0, dU, step, u)
         beta[:] = b0
-        if not np.isfinite(_objective(xs, joint, P, u, beta, W, g2)):
+        if not np.isfinite(_objective(xs, joint, P, u, beta, W, g2, c >= last)):
             return False
         for a in range(k):
             H[a, c] = (g2[a] - g[a]) / h
+    if last < k:
+        for c in range(last):
+            H[last, c] = H[c, last]
     for a in range(k):
         for c in range(a):
             m = 0.5 * (H[a, c] + H[c, a])
