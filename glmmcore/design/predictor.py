@@ -29,7 +29,7 @@ from numba import njit
 from ..errors import ModelSpecError
 from ..linalg.blocked import BlockedFactor, build_structure
 from ..linalg.crossprod import all_scalar
-from ..linalg.dense import FALSE
+from ..linalg.dense import FALSE, writable
 from ..spec.fixed import FixedDesign
 from ..spec.reterms import ReTerms
 
@@ -203,12 +203,6 @@ def _zb_row(codes, Xall, p, xoff, boff, b, i):
         for a in range(pk):
             s += Xall[i, xoff[k] + a] * b[start + a]
     return s
-
-
-def writable(theta: np.ndarray) -> np.ndarray:
-    """``theta`` as a writable C float array: a read-only one (a result's) would compile
-    a second specialization of each kernel it is passed to."""
-    return np.require(theta, dtype=float, requirements=("C", "W"))
 
 
 def build_predictor(fixed: FixedDesign, reterms: ReTerms, backend: str = "auto",

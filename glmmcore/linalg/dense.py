@@ -36,6 +36,12 @@ FAST = {"reassoc", "contract"}
 FALSE, TRUE, ZERO = np.bool_(False), np.bool_(True), np.int64(0)
 
 
+def writable(theta: np.ndarray) -> np.ndarray:
+    """``theta`` as a writable C float array: a read-only one (a result's) would compile
+    a second specialization of each kernel it is passed to."""
+    return np.require(theta, dtype=float, requirements=("C", "W"))
+
+
 @njit(cache=True, nogil=True)
 def envelope(A: np.ndarray, first: np.ndarray, limit: float = np.inf) -> float:
     """First nonzero column of each row of the lower triangle of ``A``, into ``first``.

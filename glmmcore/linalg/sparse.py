@@ -24,6 +24,7 @@ from numba import njit
 from scipy.linalg import solve_triangular
 from sksparse.cholmod import CholmodNotPositiveDefiniteError, analyze
 
+from .dense import writable
 from .threads import rescan_blas
 
 rescan_blas()      # CHOLMOD's BLAS (the system's) is loaded now: limit its threads too
@@ -147,9 +148,7 @@ class SparseFactor:
     def factor(self, theta: np.ndarray) -> bool:
         """Factor the system at ``theta``; False if not positive definite."""
         s = self.s
-        # one specialization: a read-only theta (a result's) would compile a second
-        theta = np.require(theta, dtype=float, requirements=("C", "W"))
-        _apply_lambda(theta, s.tidx, s.toff, s.p, s.off, s.pair_rterm, s.pair_cterm,
+        _apply_lambda(writable(theta), s.tidx, s.toff, s.p, s.off, s.pair_rterm, s.pair_cterm,
                       s.pair_voff, s.pair_pos, self.values,
                       self.A.data, self.ZtY, self.LtY, self.tbuf)
         try:

@@ -21,7 +21,7 @@ from numba import njit
 
 from ..linalg.dense import chol_lower_small, solve_lower, solve_lower_t
 from .family_kernels import call_update
-from .pirls_kernel import _fixed_part, _rel_change, at_mode, newton_weights
+from .pirls_kernel import _fixed_part, _rel_change, at_mode, newton_weights, rel_change
 
 CONVERGED, NOT_POSITIVE_DEFINITE, HALVING_FAILED, MAX_ITERATIONS = range(4)
 
@@ -95,7 +95,7 @@ def glm_irls_numpy(update, observed, newton, canonical, X, y, wt, offset, phi, b
             return NOT_POSITIVE_DEFINITE
         b = np.linalg.solve(L.T, np.linalg.solve(L, X.T @ (w * (eta - offset + r))))
         last_step = step
-        step = float(np.max(np.abs(b - beta)) / (1.0 + np.max(np.abs(beta)))) if b.size else 0.0
+        step = rel_change(b, beta)
         if at_mode(step, last_step, full_step, newton or canonical, step_tol, floor_tol):
             return CONVERGED
         t = 1.0

@@ -42,6 +42,7 @@ from .pirls_kernel import (
     at_mode,
     newton_weights,
     pirls_loop,
+    rel_change,
 )
 
 STEP_TOL = 1e-12     # on max|increment| / (1 + max|value|)
@@ -225,7 +226,7 @@ class Pirls:
         for iteration in range(1, MAX_ITER + 1):
             u_new, b_new = self._newton(theta, phi)
             last_step = step
-            step = max(_rel_change(u_new, u), _rel_change(b_new, b) if self.beta_in_pirls
+            step = max(rel_change(u_new, u), rel_change(b_new, b) if self.beta_in_pirls
                        else 0.0)
             if at_mode(step, last_step, full_step, quadratic, self.step_tol, FLOOR_TOL):
                 self.u, self.beta = u, b
@@ -380,9 +381,3 @@ def _start_state(predictor: Predictor) -> tuple:
     return (np.zeros(1, dtype=np.int64), np.zeros(ntheta), np.zeros(p), np.zeros(q),
             np.zeros(n), np.zeros(n), np.zeros(ntheta), np.zeros(q + p), np.zeros(q),
             np.zeros(q + p))
-
-
-def _rel_change(new: np.ndarray, old: np.ndarray) -> float:
-    if new.size == 0:
-        return 0.0
-    return float(np.max(np.abs(new - old)) / (1.0 + np.max(np.abs(old))))

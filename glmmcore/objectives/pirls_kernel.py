@@ -369,6 +369,13 @@ def at_mode(step, last_step, full_step, quadratic, step_tol, floor_tol):
     return step >= last_step
 
 
+def rel_change(new: np.ndarray, old: np.ndarray) -> float:
+    """:func:`_rel_change` with numpy, for the Python loops (the sparse factorization's)."""
+    if new.size == 0:
+        return 0.0
+    return float(np.max(np.abs(new - old)) / (1.0 + np.max(np.abs(old))))
+
+
 @njit(cache=True, nogil=True)
 def _rel_change(new, old):
     if new.shape[0] == 0:
