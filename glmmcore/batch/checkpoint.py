@@ -94,12 +94,12 @@ class Checkpoint:
         """A finished chunk's tables."""
         fits = pd.read_parquet(self._path(index, "fits"))
         coefs = pd.read_parquet(self._path(index, "coefs"))
-        return ChunkTables(index=index, fits=fits, coefs=coefs)
+        return ChunkTables.from_frames(index, fits, coefs)
 
     def write(self, tables: ChunkTables) -> None:
         """Write a finished chunk (coefficients first; the fits file marks it finished)."""
         for kind in ("coefs", "fits"):
-            frame = getattr(tables, kind)
+            frame = pd.DataFrame(getattr(tables, kind))
             target = self._path(tables.index, kind)
             temporary = target.with_name(target.name + f".{os.getpid()}.tmp")
             frame.to_parquet(temporary, index=False)

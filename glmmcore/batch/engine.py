@@ -27,7 +27,7 @@ from .checkpoint import Checkpoint, digest
 from .mapper import ModelMapper
 from .responses import Responses, from_anndata, is_anndata
 from .result import BatchResult
-from .rows import ChunkFitter, ChunkTables
+from .rows import ChunkFitter, ChunkTables, frame
 
 ON_ERROR = ("record", "raise")
 MAX_CHUNK = 200
@@ -135,7 +135,7 @@ def fit_many(formula: str, data: Any, responses: Any = None, *, family: Any = "g
         done = {k: store.read(k) for k in sorted(store.finished()) if k < len(chunks)}
     todo = [c for c in chunks if c[0] not in done]
     bar = _progress_bar(progress, source.n_features,
-                        sum(len(t.fits) for t in done.values()))
+                        sum(len(t) for t in done.values()))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", GlmmWarning)
@@ -144,13 +144,12 @@ def fit_many(formula: str, data: Any, responses: Any = None, *, family: Any = "g
                     store.write(tables)
                 done[tables.index] = tables
                 if bar is not None:
-                    bar.update(len(tables.fits))
+                    bar.update(len(tables))
     finally:
         if bar is not None:
             bar.close()
     ordered = [done[k] for k, _, _ in chunks]
-    result = BatchResult.from_chunks(pd.concat([t.fits for t in ordered], ignore_index=True),
-                                     pd.concat([t.coefs for t in ordered], ignore_index=True),
+    result = BatchResult.from_chunks(frame(ordered, "fits"), frame(ordered, "coefs"),
                                      refit=_Refit(model, source))
     _warn_summary(result)
     return result

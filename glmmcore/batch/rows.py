@@ -8,8 +8,9 @@ the features it leaves (errors, flags before the fit, failed checks) go to
 :func:`fit_one`.
 :class:`ChunkFitter` knows the columns every feature gets (from the models,
 before any fit, so a failed feature has the same columns as the others) and
-turns a block of responses into the chunk's ``fits`` and ``coefs`` tables with
-numpy only: per-feature pandas work would cost more than a small fit.
+turns a block of responses into the chunk's ``fits`` and ``coefs`` columns with
+numpy only; the batch's two tables are built once from all chunks' columns
+(:func:`frame`): per-chunk pandas work would cost more than a chunk's fits.
 """
 
 from __future__ import annotations
@@ -35,11 +36,29 @@ def fit_one(model: Any, y: np.ndarray) -> Any:
 
 @dataclass
 class ChunkTables:
-    """One chunk's results: ``fits`` (one row per feature) and ``coefs`` (long)."""
+    """One chunk's results as columns (name -> 1-D array, in the tables' order):
+    ``fits`` (one row per feature) and ``coefs`` (long)."""
 
     index: int
-    fits: pd.DataFrame
-    coefs: pd.DataFrame
+    fits: dict[str, np.ndarray]
+    coefs: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        """The chunk's features."""
+        return len(self.fits["feature"])
+
+    @classmethod
+    def from_frames(cls, index: int, fits: pd.DataFrame, coefs: pd.DataFrame) -> ChunkTables:
+        """A chunk's columns from its two tables (as a checkpoint stores them)."""
+        return cls(index=index, fits={c: fits[c].to_numpy() for c in fits.columns},
+                   coefs={c: coefs[c].to_numpy() for c in coefs.columns})
+
+
+def frame(chunks: list[ChunkTables], kind: str) -> pd.DataFrame:
+    """The ``kind`` (``"fits"`` or ``"coefs"``) table of chunks, in their order: each
+    column concatenated once (no per-chunk table)."""
+    parts = [getattr(t, kind) for t in chunks]
+    return pd.DataFrame({c: np.concatenate([part[c] for part in parts]) for c in parts[0]})
 
 
 class ChunkFitter:
@@ -78,7 +97,7 @@ class ChunkFitter:
 
     def fit_chunk(self, index: int, names: list[str], Y: np.ndarray) -> ChunkTables:
         """Fit every column of ``Y`` (dense, observations x features) and tabulate."""
-        from scipy import stats  # here: importing glmmcore does not load scipy.stats
+        from scipy import special  # here: importing glmmcore does not load scipy.special
         n, p = len(names), len(self.terms)
         numbers = {c: np.full(n, np.nan) for c in self.fit_columns
                    if c not in ("feature", "converged", "singular", "error", "flags")}
@@ -111,13 +130,12 @@ class ChunkFitter:
         columns = {"feature": _objects(names), "converged": converged, "singular": singular,
                    **numbers, "error": _objects(errors), "flags": _objects(flags)}
         # a failed feature's converged and singular stay False
-        fits = pd.DataFrame({c: columns[c] for c in self.fit_columns}, copy=False)
+        fits = {c: columns[c] for c in self.fit_columns}
         statistic = (estimate / std_error).ravel()
-        coefs = pd.DataFrame({
+        coefs = {  # the normal's survival function: scipy.stats.norm.sf's, at less cost
             "feature": np.repeat(_objects(names), p), "term": np.tile(_objects(self.terms), n),
             "estimate": estimate.ravel(), "std_error": std_error.ravel(),
-            "statistic": statistic, "p_value": 2 * stats.norm.sf(np.abs(statistic))},
-            copy=False)
+            "statistic": statistic, "p_value": 2 * special.ndtr(-np.abs(statistic))}
         return ChunkTables(index=index, fits=fits, coefs=coefs)
 
     def _fill_block(self, Y: np.ndarray, numbers: dict[str, np.ndarray], converged: np.ndarray,
@@ -125,7 +143,7 @@ class ChunkFitter:
                     std_error: np.ndarray) -> np.ndarray:
         """The chunk's rows that the fast path answers (of the model and, with a
         likelihood-ratio test, of the reduced model); returns which."""
-        from scipy import stats
+        from scipy import special
 
         from ..fitting.scalar_block import fit_block
         start = time.perf_counter()
@@ -155,8 +173,8 @@ class ChunkFitter:
             numbers["loglik_reduced"][rows] = small.fits.loglik[rows]
             numbers["lrt_statistic"][rows] = statistic
             numbers["lrt_df"][rows] = self.lrt_df
-            numbers["lrt_p_value"][rows] = stats.chi2.sf(np.maximum(statistic, 0.0),
-                                                         self.lrt_df)
+            numbers["lrt_p_value"][rows] = special.chdtrc(self.lrt_df,     # chi2.sf
+                                                          np.maximum(statistic, 0.0))
         converged[rows] = block.converged[rows] & (True if small is None
                                                    else small.converged[rows])
         singular[rows] = block.singular[rows]
@@ -168,7 +186,7 @@ class ChunkFitter:
         return done
 
     def _fill(self, numbers: dict[str, np.ndarray], i: int, fit: Any, small: Any) -> None:
-        from scipy import stats
+        from scipy import special
         numbers["loglik"][i] = fit.loglik
         numbers["deviance"][i] = fit.deviance
         numbers["aic"][i] = -2.0 * fit.loglik + 2.0 * fit.nparams
@@ -193,7 +211,7 @@ class ChunkFitter:
             numbers["loglik_reduced"][i] = small.loglik
             numbers["lrt_statistic"][i] = statistic
             numbers["lrt_df"][i] = self.lrt_df
-            numbers["lrt_p_value"][i] = stats.chi2.sf(max(statistic, 0.0), self.lrt_df)
+            numbers["lrt_p_value"][i] = special.chdtrc(self.lrt_df, max(statistic, 0.0))
 
 
 def _objects(values: list) -> np.ndarray:
