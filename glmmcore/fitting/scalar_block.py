@@ -104,9 +104,10 @@ def _spreads(target: np.ndarray) -> np.ndarray:
 
 
 def _level_sums(codes: np.ndarray, G: int, values: np.ndarray) -> np.ndarray:
-    out = np.zeros((G, values.shape[1]))
-    np.add.at(out, codes, values)
-    return out
+    """Each level's sums of the columns of ``values``, summed in the rows' order."""
+    m = values.shape[1]
+    bins = (codes[:, None] + G * np.arange(m)).ravel()      # (level, column) of each value
+    return np.bincount(bins, weights=values.ravel(), minlength=G * m).reshape(m, G).T
 
 
 def _spread_fits(fits: FastFits | None, ready: np.ndarray, m: int, p: int,
@@ -167,11 +168,14 @@ def _flags_after(model: Any, fitter: Any, Y: np.ndarray, fits: FastFits) -> list
         for j in np.flatnonzero(np.any(sums == 0, axis=0)):
             flags[j].append("zero_count_levels")
     if family.mean_bounds is not None:
+        from ..objectives.family_kernels import call_map
         lo, hi = family.mean_bounds
         eps = 10 * np.finfo(float).eps
-        eta = (fitter.X @ fits.beta.T + (fits.theta[:, 0] * fits.u)[:, fitter.codes].T
-               * fitter.z[:, None] + fitter.offset[:, None])
-        mu = family.linkinv_array(np.ascontiguousarray(eta))
+        eta = np.ascontiguousarray(
+            fitter.X @ fits.beta.T + (fits.theta[:, 0] * fits.u)[:, fitter.codes].T
+            * fitter.z[:, None] + fitter.offset[:, None])
+        mu = np.empty_like(eta)
+        call_map(fitter.kernels().linkinv_vec, eta, mu)     # family.linkinv_array's
         for j in np.flatnonzero(np.any((mu < lo + eps) | (mu > hi - eps), axis=0)):
             flags[j].append("separation")
     return flags

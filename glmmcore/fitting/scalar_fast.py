@@ -106,6 +106,25 @@ def control_allows(control: Any) -> bool:
             and getattr(control, "fast_path", True))
 
 
+def positive_definite(H: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The ``rows`` of a stack of symmetric matrices ``H`` that are positive definite
+    (numpy's Cholesky factorization succeeds): all at once, one by one only where
+    one of them is not."""
+    try:
+        np.linalg.cholesky(H[rows])
+        return rows
+    except np.linalg.LinAlgError:
+        pass
+    keep = np.zeros(rows.size, dtype=bool)
+    for k, j in enumerate(rows):
+        try:
+            np.linalg.cholesky(H[j])
+            keep[k] = True
+        except np.linalg.LinAlgError:
+            pass
+    return rows[keep]
+
+
 @dataclass
 class FastFits:
     """The compiled fits of a block of responses, one row per response.
@@ -157,6 +176,18 @@ class ScalarFastFitter:
             self.slope = {("poisson", "log"): 1, ("binomial", "logit"): 2}.get(
                 (family.name, family.link.name), 0) if builtin else 0
 
+    def kernels(self) -> Any:
+        """The family's compiled kernels, looked up once per process (their addresses are
+        this process's: a pickled fitter leaves them behind)."""
+        kernels = self.__dict__.get("_kernels")
+        if kernels is None:
+            from ..objectives.family_kernels import family_kernels
+            kernels = self._kernels = family_kernels(self.model.family)
+        return kernels
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_kernels"}
+
     # -- blocks of responses -------------------------------------------------------
     def fit_columns(self, Y: np.ndarray, weights: np.ndarray | None = None) -> FastFits:
         """Compiled fits of the columns of ``Y`` (one row per observation used, on the
@@ -168,12 +199,14 @@ class ScalarFastFitter:
         if self.is_lmm:
             return self._lmm_columns(Y, wt)
         from ..objectives import scalar_glmm
-        from ..objectives.family_kernels import family_kernels
+        from ..objectives.family_kernels import call_map
         family = self.model.family
-        eta0 = np.empty_like(Y)
+        kernels = self.kernels()
+        mu0 = np.empty_like(Y)
         for j in range(m):
-            eta0[:, j] = family.linkfun_array(family.start_mu(Y[:, j], wt))
-        kernels = family_kernels(family)    # (this process's addresses: not kept, pickled)
+            mu0[:, j] = family.start_mu(Y[:, j], wt)
+        eta0 = np.empty_like(Y)
+        call_map(kernels.linkfun_vec, mu0, eta0)    # the link, elementwise: the block at once
         has_phi = family.extra is not None
         phi0 = np.ones(m)
         if has_phi:         # the family's start, from the fit without random effects
@@ -199,12 +232,9 @@ class ScalarFastFitter:
         laplace = self.model.nagq >= 1
         vcov = given_theta
         if laplace:         # from the Hessian where it is positive definite, as regular
-            for j in np.flatnonzero(status == 0):
-                try:
-                    np.linalg.cholesky(out_hess[j])
-                    vcov[j] = 2.0 * np.linalg.inv(out_hess[j])[1:1 + p, 1:1 + p]
-                except np.linalg.LinAlgError:
-                    pass
+            rows = positive_definite(out_hess, np.flatnonzero(status == 0))
+            if rows.size:
+                vcov[rows] = 2.0 * np.linalg.inv(out_hess[rows])[:, 1:1 + p, 1:1 + p]
         nk = k if laplace else 1
         phi = np.exp(out_x[:, 1 + p]) if has_phi else np.ones(m)
         return FastFits(status=status, theta=out_x[:, :1].copy(), beta=out_beta, u=out_u,
@@ -228,11 +258,12 @@ class ScalarFastFitter:
         theta = info[:, 1:2].copy()
         dof = n - p if reml else n
         sigma = np.sqrt(np.maximum(info[:, 4], 0.0) / dof)
-        t2 = theta[:, 0] ** 2
         vcov = np.full((m, p, p), np.nan)
-        for j in np.flatnonzero(status == 0):      # sigma^2 P(theta)^{-1}
-            f = t2[j] / (1.0 + t2[j] * a)
-            vcov[j] = sigma[j] ** 2 * np.linalg.inv(XtX - (c * f[:, None]).T @ c)
+        rows = np.flatnonzero(status == 0)      # sigma^2 P(theta)^{-1}, the block at once
+        t2 = theta[rows] ** 2
+        f = t2 / (1.0 + t2 * a)
+        P = XtX - np.swapaxes(c * f[:, :, None], 1, 2) @ c
+        vcov[rows] = sigma[rows, None, None] ** 2 * np.linalg.inv(P)
         bad = status != 0
         theta[bad] = np.nan
         out_beta[bad] = np.nan
