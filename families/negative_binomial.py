@@ -19,10 +19,10 @@ from numba import njit
 from glmmcore.errors import FamilyError, show
 
 from .base import ExtraParameter
-from .binomial import ylogy
 from .links import LOG, SQRT
 from .poisson import Poisson
 from .special import digamma
+from .vecmath import vlog
 
 
 @njit(cache=True, inline="always")
@@ -32,7 +32,9 @@ def nb_variance(mu: float, theta: float) -> float:
 
 @njit(cache=True, inline="always")
 def nb_dev_resid(y: float, mu: float, wt: float, theta: float) -> float:
-    return 2.0 * wt * (ylogy(y, mu) - (y + theta) * math.log((y + theta) / (mu + theta)))
+    # vlog and a select, not ylogy's branch: PIRLS's update loop vectorizes
+    ylogy = y * vlog(y / mu) if y > 0.0 else 0.0
+    return 2.0 * wt * (ylogy - (y + theta) * vlog((y + theta) / (mu + theta)))
 
 
 @njit(cache=True, inline="always")

@@ -20,7 +20,7 @@ from glmmcore.errors import FamilyError, FamilyPluginWarning, ResponseError
 from glmmcore.families.base import Family
 from glmmcore.families.gaussian import Gaussian
 from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
-from glmmcore.families.vecmath import vexp
+from glmmcore.families.vecmath import vexp, vlog
 from glmmcore.objectives.family_kernels import call_yms, family_kernels, uses_cumulant
 from glmmcore.testing import check_link
 
@@ -54,6 +54,30 @@ def test_vectorizable_exp_is_within_two_ulp_with_exp_limits():
     _vexp_all(special, out)
     np.testing.assert_array_equal(out[:-1], [0.0, 0.0, np.inf, np.inf, np.inf, 0.0])
     assert np.isnan(out[-1])
+
+
+@njit(error_model="numpy")
+def _vlog_all(x, out):
+    for i in range(x.size):
+        out[i] = vlog(x[i])
+
+
+def test_vectorizable_log_is_within_one_ulp_with_log_limits():
+    rng = np.random.default_rng(6)
+    x = np.concatenate([np.exp(rng.uniform(-745.0, 709.7, 400_000)),
+                        rng.uniform(0.5, 2.0, 100_000), 1.0 + rng.normal(0, 1e-8, 10_000),
+                        [1.0, 2.0, 0.5, math.sqrt(2.0), math.sqrt(0.5), 5e-324, 1e-310,
+                         2.2250738585072014e-308, 1.7976931348623157e308]])
+    out = np.empty_like(x)
+    _vlog_all(x, out)
+    ref = np.log(x)
+    assert np.all(np.abs(out - ref) <= np.spacing(np.abs(ref)))
+    assert out[-9] == 0.0
+    special = np.array([0.0, -0.0, -1.0, -np.inf, np.inf, np.nan])
+    out = np.empty_like(special)
+    _vlog_all(special, out)
+    np.testing.assert_array_equal(out[:2], [-np.inf, -np.inf])
+    assert np.isnan(out[2]) and np.isnan(out[3]) and out[4] == np.inf and np.isnan(out[5])
 
 
 def test_check_link_catches_a_wrong_derivative():

@@ -133,16 +133,18 @@ def observed_weights(n, eta_p, y_p, wt_p, phi, mu_p, w_p):
     eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
     mu, w = carray(mu_p, n), carray(w_p, n)
     for i in range(n):
-        if wt[i] == 0.0:
-            w[i] = 0.0
-            continue
         m = mu[i]
         me = mu_eta(eta[i], m)
         w[i] = -(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me
-                 + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(eta[i], m))
+                 + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(eta[i], m)
+                 ) if wt[i] != 0.0 else 0.0
     return 0.0
 '''
 
+# Observations with zero weight get 0 through a conditional expression per output, not a
+# ``continue``: LLVM vectorizes the loop then (a ``continue`` past several stores kept it
+# scalar: the negative binomial's update_newton), and the kernels reading y still never
+# run there.
 # The Laplace gradient's per-observation terms (glmmcore.laplace_gradient): the score
 # s = d log p / d eta, the weights W of log|M| (Fisher's or the observed information), the
 # information H = -d s / d eta (which moves the mode) and, where the family gives the
@@ -155,20 +157,15 @@ def laplace_weights(n, eta_p, y_p, wt_p, phi, s_p, w_p, h_p, dw_p):
     eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
     s, w, h, dw = carray(s_p, n), carray(w_p, n), carray(h_p, n), carray(dw_p, n)
     for i in range(n):
-        if wt[i] == 0.0:
-            s[i] = 0.0
-            w[i] = 0.0
-            h[i] = 0.0
-            dw[i] = 0.0
-            continue
         e = eta[i]
         m = linkinv(e)
         me = mu_eta(e, m)
         v = variance(m, phi)
-        s[i] = {score}
-        w[i] = {weight}
-        h[i] = {information}
-        dw[i] = {weight_slope}
+        keep = wt[i] != 0.0
+        s[i] = {score} if keep else 0.0
+        w[i] = {weight} if keep else 0.0
+        h[i] = {information} if keep else 0.0
+        dw[i] = {weight_slope} if keep else 0.0
     return 0.0
 '''
 
@@ -189,20 +186,14 @@ def update_newton(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p, h_p, dw_p):
         e = eta[i]
         m = linkinv(e)
         mu[i] = m
-        if wt[i] == 0.0:
-            w[i] = 0.0
-            r[i] = 0.0
-            dev[i] = 0.0
-            h[i] = 0.0
-            dw[i] = 0.0
-            continue
+        keep = wt[i] != 0.0
         me = mu_eta(e, m)
         v = variance(m, phi)
-        w[i] = wt[i] * me * me / v
-        r[i] = {residual}
-        dev[i] = dev_resid(y[i], m, wt[i], phi)
-        h[i] = {information}
-        dw[i] = {weight_slope}
+        w[i] = wt[i] * me * me / v if keep else 0.0
+        r[i] = {residual} if keep else 0.0
+        dev[i] = dev_resid(y[i], m, wt[i], phi) if keep else 0.0
+        h[i] = {information} if keep else 0.0
+        dw[i] = {weight_slope} if keep else 0.0
     return run_sum(dev, 0, n)
 '''
 
