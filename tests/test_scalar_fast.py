@@ -171,28 +171,32 @@ def test_the_beta_plugin_matches_the_regular_path():
         assert fast.extra["phi"] == pytest.approx(regular.extra["phi"], rel=1e-4)
 
 
-def _fast_parts(model, y, fused=True):
+def _fast_parts(model, y, fused=True, distinct=True):
     """The fast path's fixed arguments ``P`` for response ``y`` and ``(n, G, p)``; with
     ``fused=False`` without the family's update_newton kernel (its laplace_weights
-    kernel gives the gradient's terms)."""
+    kernel gives the gradient's terms), with ``distinct=False`` the family parameter's
+    term summed over the rows, not over the distinct responses."""
+    from glmmcore.objectives import scalar_glmm
     from glmmcore.objectives.family_kernels import family_kernels
     fitter, kernels = fast_fitter(model), family_kernels(model.family)
     n, p = fitter.X.shape
     has_phi = model.family.extra is not None
-    P = (fitter.X, fitter.codes, fitter.z, np.ascontiguousarray(y, dtype=float),
-         fitter.weights, fitter.offset, kernels.update, fitter.slope,
-         kernels.observed_weights, kernels.logpdf_vec, has_phi, kernels.laplace_weights,
-         kernels.weight_slope, kernels.dlogpdf_dphi_vec, kernels.laplace_observed,
-         kernels.update_newton if fused else 0)
+    y = np.ascontiguousarray(y, dtype=float)
+    reps, mult = scalar_glmm.distinct_rows(y if distinct else y[:0], fitter.weights)
+    P = (fitter.X, fitter.codes, fitter.z, y, fitter.weights, fitter.offset, kernels.update,
+         fitter.slope, kernels.observed_weights, kernels.logpdf_vec, has_phi,
+         kernels.laplace_weights, kernels.weight_slope, kernels.dlogpdf_dphi_vec,
+         kernels.laplace_observed, kernels.update_newton if fused else 0,
+         kernels.devres_vec, reps, mult)
     return P, (n, fitter.G, p)
 
 
-def _fast_objective(model, y, fused=True, workspace=None):
+def _fast_objective(model, y, fused=True, workspace=None, distinct=True):
     """``x -> (objective, gradient)`` of the fast path for response ``y`` (Laplace), in a
     new workspace per call unless ``workspace`` is given (kept across calls); ``fused``
-    as :func:`_fast_parts`."""
+    and ``distinct`` as :func:`_fast_parts`."""
     from glmmcore.objectives import scalar_newton
-    P, (n, G, p) = _fast_parts(model, y, fused)
+    P, (n, G, p) = _fast_parts(model, y, fused, distinct)
 
     def objective(x):
         W = workspace if workspace is not None else scalar_newton.workspace(n, G, p)
@@ -271,6 +275,46 @@ def test_kept_phi_terms_give_the_direct_objective(design):
             moved = x.copy()
             moved[:3] += shift
             assert kept(moved)[0] == pytest.approx(fresh(moved)[0], rel=1e-12)
+
+
+def test_phi_terms_over_distinct_responses_equal_the_rows_sum(design):
+    """The family parameter's term summed once per distinct (y, wt) pair, times its
+    multiplicity, gives the objective and gradient of the sum over the rows (to
+    round-off), for counts and for rounded continuous responses."""
+    from glmmcore.objectives import scalar_glmm
+    rng = np.random.default_rng(3)
+    models = _extra_parameter_models(design)
+    gamma_rounded = np.ceil(4.0 * _positive(design, 4, 0.5, 4.0)) / 4.0
+    models.append((glmmcore.MixedModel("y ~ cond + (1 | subject)",
+                                       design.assign(y=gamma_rounded), family="gamma",
+                                       link="log"), gamma_rounded))
+    used = 0
+    for model, y in models:
+        fit = model.fit(control=REGULAR)
+        x = np.concatenate([fit.theta, fit.beta, [np.log(fit.extra["phi"])]])
+        reps, mult = scalar_glmm.distinct_rows(np.ascontiguousarray(y, dtype=float),
+                                               np.ones(y.size))
+        if reps.size:
+            used += 1
+            assert mult.sum() == y.size
+            assert np.unique(y[reps]).size == reps.size == np.unique(y).size
+            np.testing.assert_array_equal(mult, [np.sum(y == v) for v in y[reps]])
+        for shift in ([0.0, 0.0, 0.0, 0.0], [0.1, -0.05, 0.02, 0.3]):
+            moved = x + shift
+            by_rows, g_rows = _fast_objective(model, y, distinct=False)(moved)
+            by_values, g_values = _fast_objective(model, y)(moved)
+            assert by_values == pytest.approx(by_rows, rel=1e-13)
+            np.testing.assert_allclose(g_values, g_rows, rtol=1e-12, atol=1e-9)
+    assert used >= 2        # the counts and the rounded Gamma responses
+    y = rng.normal(size=300)
+    assert scalar_glmm.distinct_rows(y, np.ones(300))[0].size == 0    # all distinct
+    y = np.repeat(np.arange(65.0), 3)
+    assert scalar_glmm.distinct_rows(y, np.ones(y.size))[0].size == 0    # beyond the most
+    y = np.repeat(np.arange(64.0), 4)
+    weights = np.tile([1.0, 2.0], 128)
+    assert scalar_glmm.distinct_rows(y, weights)[0].size == 0     # 128 pairs of (y, wt)
+    reps, mult = scalar_glmm.distinct_rows(y[:128], weights[:128])
+    assert reps.size == 64 and np.all(mult == 2.0)
 
 
 def test_the_start_of_phi_maximizes_the_conditional_likelihood(design):

@@ -41,6 +41,11 @@ from .scalar_pirls import _workspace, modes_and_beta
 SMALLEST_START = 0.05
 PHI_START_STEPS = 8     # Newton steps of the family parameter's start (conditional_phi)
 PHI_START_TOL = 1e-3    # ... ending when the step in log phi is below this
+# the most distinct (y, wt) pairs for which the family parameter's term is summed over
+# them (scalar_newton.phi_term), not over the rows: counts take a few dozen values
+DISTINCT_MAX = 64
+_HASH_SLOTS = 4 * DISTINCT_MAX
+_HASH_Y, _HASH_W = 0x1E3779B97F4A7C15, 0x2545F4914F6CDD1D   # odd: a multiplicative hash
 
 
 @njit(cache=True, nogil=True)
@@ -105,7 +110,7 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     ``kern`` = (update, weight slope rule, logpdf, observed-information kernel or 0,
     has phi, laplace_weights kernel or 0, whether it gives ``dW / d eta``,
     dlogpdf_dphi kernel or 0, the Laplace approximation at the observed information,
-    update_newton kernel or 0);
+    update_newton kernel or 0, devres kernel);
     ``phi0`` the family parameter's start (unused without one).
     ``out_info`` = (status, complete deviance, evaluations, PIRLS iterations).
     ``out_x`` is (theta, beta[, log phi]) for nAGQ=1, (theta,) for nAGQ=0,
@@ -113,12 +118,13 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     given theta.
     """
     (upd, slope, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed,
-     updn) = kern
+     updn, devres) = kern
     n, p = X.shape
     W = workspace(n, G, p)
     obs, lev, cx, S, L, counts = W[0], W[1], W[2], W[3], W[4], W[5]
+    reps, mult = distinct_rows(y, wt) if has_phi else distinct_rows(y[:0], wt[:0])
     P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi, lw, analytic_slope,
-         dphi, laplace_observed, updn)
+         dphi, laplace_observed, updn, devres, reps, mult)
     beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
     u = np.zeros(G)
     ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx,
@@ -165,6 +171,40 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     out_grad[:k] = grad
     out_hess[:k, :k] = H
     _given_theta_cov(theta, X, codes, z, obs[10] if laplace_observed else obs[2], out_cov)
+
+
+@njit(cache=True, nogil=True)
+def distinct_rows(y, wt):
+    """A row of each distinct (y, wt) pair (by bit pattern) and its number of rows, for
+    :func:`glmmcore.objectives.scalar_newton.phi_term`; empty where there are more than
+    :data:`DISTINCT_MAX` pairs or more than half as many as rows (the term is then summed
+    over the rows).  One pass, a hash table of row indices."""
+    n = y.shape[0]
+    yb, wb = y.view(np.int64), wt.view(np.int64)
+    table = np.full(_HASH_SLOTS, -1, dtype=np.int64)
+    reps = np.empty(DISTINCT_MAX, dtype=np.int64)
+    mult = np.zeros(DISTINCT_MAX)
+    slot_of = np.empty(_HASH_SLOTS, dtype=np.int64)    # table slot -> pair number
+    K = 0
+    for i in range(n):
+        h = yb[i] * _HASH_Y + wb[i] * _HASH_W     # wraps: the high bits mix all bits
+        s = (h >> 48) & (_HASH_SLOTS - 1)
+        while True:
+            r = table[s]
+            if r < 0:
+                if K == DISTINCT_MAX or 2 * (K + 1) > n:
+                    return reps[:0].copy(), mult[:0].copy()
+                table[s] = i
+                slot_of[s] = K
+                reps[K] = i
+                mult[K] = 1.0
+                K += 1
+                break
+            if yb[r] == yb[i] and wb[r] == wb[i]:
+                mult[slot_of[s]] += 1.0
+                break
+            s = (s + 1) & (_HASH_SLOTS - 1)
+    return reps[:K].copy(), mult[:K].copy()
 
 
 @njit(cache=True, nogil=True)

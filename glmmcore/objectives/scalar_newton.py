@@ -40,19 +40,46 @@ def workspace(n, G, p):
 def _complete_deviance(pdev, phi, P, u, W):
     """``-2 log p(y | u) + |u|^2`` at the mode in the workspace, ``pdev`` its penalized
     deviance from PIRLS.  ``-2 logpdf - dev_resid`` is free of mu (the kernel contract,
-    docs/family-plugins.md), so their sums differ by a function of phi alone: computed
-    from logpdf at the first mode with a phi and kept in ``W[6]`` (the negative
-    binomial's, the Gamma's and the Beta's lgamma terms once per phi, not once per
-    evaluation: the Hessian's columns in theta and beta keep phi)."""
+    docs/family-plugins.md), so their sums differ by a function of phi alone, kept in
+    ``W[6]`` for the last phi (the Hessian's columns in theta and beta keep phi): the
+    negative binomial's, the Gamma's and the Beta's lgamma terms once per phi, not once
+    per evaluation, and once per distinct (y, wt) where the response has few
+    (:func:`phi_term`), else from logpdf at the mode."""
     y, wt, logpdf = P[3], P[4], P[9]
     obs, cache = W[0], W[6]
     if cache[0] == phi:
+        return pdev + cache[1]
+    if P[17].shape[0] > 0:
+        cache[0] = phi
+        cache[1] = phi_term(phi, P, obs[1])
         return pdev + cache[1]
     total = -2.0 * call_yms(logpdf, y, obs[1], wt, phi, obs[13])
     for j in range(u.shape[0]):
         total += u[j] * u[j]
     cache[0] = phi
     cache[1] = total - pdev
+    return total
+
+
+@njit(cache=True, nogil=True)
+def phi_term(phi, P, mu):
+    """``sum -2 logpdf - dev_resid`` (free of mu) over the distinct (y, wt) pairs
+    ``P[17]`` (a row of each) times their multiplicities ``P[18]``, at that row's mean
+    in ``mu``: the family's lgamma terms at a few values instead of every row."""
+    y, wt, logpdf, devres, reps, mult = P[3], P[4], P[9], P[16], P[17], P[18]
+    K = reps.shape[0]
+    buf = np.empty((5, K))
+    yd, wd, md, lp, dr = buf[0], buf[1], buf[2], buf[3], buf[4]
+    for k in range(K):
+        i = reps[k]
+        yd[k] = y[i]
+        wd[k] = wt[i]
+        md[k] = mu[i]
+    call_yms(logpdf, yd, md, wd, phi, lp)
+    call_yms(devres, yd, md, wd, phi, dr)
+    total = 0.0
+    for k in range(K):
+        total += mult[k] * (-2.0 * lp[k] - dr[k])
     return total
 
 
