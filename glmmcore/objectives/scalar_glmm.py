@@ -114,7 +114,8 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     ``phi0`` the family parameter's start (unused without one).
     ``out_info`` = (status, complete deviance, evaluations, PIRLS iterations).
     ``out_x`` is (theta, beta[, log phi]) for nAGQ=1, (theta,) for nAGQ=0,
-    ``out_grad`` and ``out_hess`` its derivatives; ``out_cov`` beta's covariance
+    ``out_grad`` and ``out_hess`` its derivatives (the Hessian possibly from just before
+    a last short step: scalar_newton.REUSE_TOL); ``out_cov`` beta's covariance
     given theta.
     """
     (upd, slope, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed,
