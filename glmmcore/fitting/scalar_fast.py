@@ -209,10 +209,11 @@ class ScalarFastFitter:
         call_map(kernels.linkfun_vec, mu0, eta0)    # the link, elementwise: the block at once
         has_phi = family.extra is not None
         phi0 = np.ones(m)
+        glm = np.full((m, p + 1), np.nan)
         if has_phi:         # the family's start, from the fit without random effects
             mu = np.empty_like(Y)
             scalar_glmm.glm_means(self.X, self.codes, self.G, self.z, Y, wt, self.offset,
-                                  eta0, kernels.update, mu)
+                                  eta0, kernels.update, mu, glm)
             phi0 = np.array([family.start_phi(Y[:, j], mu[:, j], wt) for j in range(m)])
         observed = kernels.laplace_observed
         kern = (kernels.update, self.slope, kernels.logpdf_vec,
@@ -226,7 +227,7 @@ class ScalarFastFitter:
         given_theta = np.full((m, p, p), np.nan)
         info[:, 0] = -1
         scalar_glmm.fit_columns(self.X, self.codes, self.G, self.z, Y, wt, self.offset, eta0,
-                                phi0, kern, self.model.nagq, out_x, out_u, out_beta, out_grad,
+                                phi0, glm, kern, self.model.nagq, out_x, out_u, out_beta, out_grad,
                                 out_hess, given_theta, info)
         status = info[:, 0].astype(np.int64)
         laplace = self.model.nagq >= 1

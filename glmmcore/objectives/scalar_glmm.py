@@ -34,6 +34,7 @@ from numba import njit
 
 from ..linalg.small import small_cholesky, small_cholesky_solve
 from .family_kernels import call_update, call_yms
+from .pirls_kernel import _fixed_part
 from .scalar_gradient import PHI_STEP, _logdet
 from .scalar_newton import OK, PIRLS_FAILED, _evaluate, logdet_weights, minimize, workspace
 from .scalar_pirls import _workspace, modes_and_beta
@@ -103,15 +104,17 @@ def moment_start(theta_lm, codes, G, z, obs, lev):
 
 
 @njit(cache=True, nogil=True)
-def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u, out_beta,
-            out_grad, out_hess, out_cov, out_info):
+def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, out_u,
+            out_beta, out_grad, out_hess, out_cov, out_info):
     """One whole fit; results into the ``out_*`` arrays.
 
     ``kern`` = (update, weight slope rule, logpdf, observed-information kernel or 0,
     has phi, laplace_weights kernel or 0, whether it gives ``dW / d eta``,
     dlogpdf_dphi kernel or 0, the Laplace approximation at the observed information,
     update_newton kernel or 0, devres kernel);
-    ``phi0`` the family parameter's start (unused without one).
+    ``phi0`` the family parameter's start (unused without one); ``glm`` the fit without
+    random effects from :func:`glm_means` (beta, then its PIRLS iterations) where it was
+    made for that start, else NaN (it is made here).
     ``out_info`` = (status, complete deviance, evaluations, PIRLS iterations).
     ``out_x`` is (theta, beta[, log phi]) for nAGQ=1, (theta,) for nAGQ=0,
     ``out_grad`` and ``out_hess`` its derivatives (the Hessian possibly from just before
@@ -126,14 +129,19 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
     reps, mult = distinct_rows(y, wt) if has_phi else distinct_rows(y[:0], wt[:0])
     P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi, lw, analytic_slope,
          dphi, laplace_observed, updn, devres, reps, mult)
-    beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
     u = np.zeros(G)
-    ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx,
-                                S, L)
-    counts[1] += its
-    if not ok:
-        out_info[0] = PIRLS_FAILED
-        return
+    if np.isnan(glm[0]):
+        beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
+        ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
+                                    cx, S, L)
+        counts[1] += its
+        if not ok:
+            out_info[0] = PIRLS_FAILED
+            return
+    else:           # the same fit, made already: its eta (u = 0 at theta = 0)
+        beta = glm[:p].copy()
+        counts[1] += int(glm[p])
+        _fixed_part(X, beta, offset, obs[0])
     if has_phi:     # the working weights at the family parameter's start, not at 1
         call_update(upd, obs[0], y, wt, phi0, obs[1], obs[2], obs[3], obs[4])
     theta0 = moment_start(1.0, codes, G, z, obs, lev)
@@ -248,9 +256,11 @@ def _loglik_slope(lp, P, obs):
 
 
 @njit(cache=True, nogil=True)
-def glm_means(X, codes, G, z, Y, wt, offset, eta0, upd, out_mu):
+def glm_means(X, codes, G, z, Y, wt, offset, eta0, upd, out_mu, out_glm):
     """The fitted means of the GLM without random effects (phi = 1) of each column of
-    ``Y``: a family parameter's start (the family's ``start_phi``) is taken from them."""
+    ``Y``: a family parameter's start (the family's ``start_phi``) is taken from them.
+    ``out_glm`` gets each fit's beta and PIRLS iterations (:func:`fit_one` starts from
+    them), NaN where PIRLS failed."""
     n, p = X.shape
     obs, lev = _workspace(n, G)
     cx = np.zeros((G, p))
@@ -262,8 +272,13 @@ def glm_means(X, codes, G, z, Y, wt, offset, eta0, upd, out_mu):
         beta = glm_beta(X, y, wt, offset, upd, np.ascontiguousarray(eta0[:, j]), obs, lev,
                         cx, S, L)
         u[:] = 0.0
-        modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx, S, L)
+        ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
+                                    cx, S, L)
         out_mu[:, j] = obs[1]
+        out_glm[j, :p] = beta
+        if not ok:
+            out_glm[j, :p] = np.nan
+        out_glm[j, p] = its
 
 
 @njit(cache=True, nogil=True)
@@ -309,10 +324,11 @@ def _given_theta_cov(theta, X, codes, z, w, out):
 
 
 @njit(cache=True, nogil=True)
-def fit_columns(X, codes, G, z, Y, wt, offset, eta0, phi0, kern, nagq, out_x, out_u,
+def fit_columns(X, codes, G, z, Y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, out_u,
                 out_beta, out_grad, out_hess, out_cov, out_info):
-    """:func:`fit_one` for each column of ``Y`` (and of ``eta0``), row j of each output."""
+    """:func:`fit_one` for each column of ``Y`` (and of ``eta0``, row of ``glm``), row j
+    of each output."""
     for j in range(Y.shape[1]):
         fit_one(X, codes, G, z, np.ascontiguousarray(Y[:, j]), wt, offset,
-                np.ascontiguousarray(eta0[:, j]), phi0[j], kern, nagq, out_x[j], out_u[j],
-                out_beta[j], out_grad[j], out_hess[j], out_cov[j], out_info[j])
+                np.ascontiguousarray(eta0[:, j]), phi0[j], glm[j], kern, nagq, out_x[j],
+                out_u[j], out_beta[j], out_grad[j], out_hess[j], out_cov[j], out_info[j])
