@@ -21,7 +21,7 @@ from glmmcore.errors import FamilyError, show
 from .base import ExtraParameter
 from .links import LOG, SQRT
 from .poisson import Poisson
-from .special import digamma
+from .special import vdigamma
 from .vecmath import vlog
 
 
@@ -63,11 +63,10 @@ def nb_dvariance_dmu(mu: float, theta: float) -> float:
 
 @njit(cache=True, inline="always")
 def nb_dlogpdf_dphi(y: float, mu: float, wt: float, theta: float) -> float:
+    # vlog and vdigamma, no branch (at y = 0 the digammas cancel exactly): the loop over
+    # observations vectorizes
     t = theta + mu
-    out = math.log(theta / t) + (mu - y) / t
-    if y > 0.0:
-        out += digamma(y + theta) - digamma(theta)
-    return wt * out
+    return wt * (vlog(theta / t) + (mu - y) / t + (vdigamma(y + theta) - vdigamma(theta)))
 
 
 class NegativeBinomial(Poisson):

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numba import njit
 from scipy import special
 from test_laplace_gradient import laplace_deviance, with_responses
 
 import glmmcore
 from glmmcore.errors import FamilyError
 from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
-from glmmcore.families.special import digamma
+from glmmcore.families.special import digamma, vdigamma
 from glmmcore.objectives.family_kernels import gradient_route
 from glmmcore.objectives.laplace_gradient import has_laplace_gradient
 from glmmcore.registry import get_family
@@ -153,6 +154,22 @@ def test_digamma_matches_scipy():
     psi = np.array([digamma(x) for x in xs])
     np.testing.assert_allclose(psi, special.digamma(xs), rtol=2e-13, atol=1e-14)
     assert np.isnan(digamma(0.0)) and np.isnan(digamma(-1.0))
+
+
+@njit(error_model="numpy")
+def _vdigamma_all(x, out):
+    for i in range(x.size):
+        out[i] = vdigamma(x[i])
+
+
+def test_vectorizable_digamma_matches_scipy():
+    """vdigamma (fixed recurrence steps, branch-free) to digamma's accuracy, in a loop."""
+    xs = np.concatenate([np.geomspace(1e-8, 1e14, 3001), np.linspace(0.2, 12.0, 1001),
+                         np.geomspace(1e14, 1e300, 101), [0.0, -1.0, np.nan]])
+    out = np.empty_like(xs)
+    _vdigamma_all(xs, out)
+    np.testing.assert_allclose(out[:-3], special.digamma(xs[:-3]), rtol=2e-13, atol=1e-14)
+    assert np.all(np.isnan(out[-3:]))
 
 
 @pytest.fixture(scope="module")

@@ -202,12 +202,14 @@ _DPHI_TEMPLATE = '''
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
        cache={cache}, error_model="numpy")
 def dlogpdf_dphi_vec(n, y_p, mu_p, wt_p, phi, out_p):
+    # the sum in a loop of its own (in order, as it was summed in this one): a floating-point
+    # sum in the kernel's loop would keep LLVM from vectorizing it
     y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
+    for i in range(n):
+        out[i] = dlogpdf_dphi(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
     total = 0.0
     for i in range(n):
-        v = dlogpdf_dphi(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
-        out[i] = v
-        total += v
+        total += out[i]
     return total
 '''
 _FISHER = "wt[i] * me * me / v"
