@@ -44,9 +44,10 @@ def _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, updn=0):
 def _observed(obsw, updn, phi, y, wt, obs):
     """``-d s / d eta`` into obs[10]: the observed information from the family's kernel
     (a non-canonical link; the update_newton kernel ``updn`` left it in obs[16]), or
-    where that is not positive, and for a canonical link (where they agree), the
-    working weights (the regular path's rule).  Returns whether obs[10] holds the
-    family's observed information."""
+    where that is not finite, and for a canonical link (where they agree), the working
+    weights.  Single observations' information may be negative (a Beta response far
+    in a tail): :func:`modes` steps on the levels' sums.  Returns whether obs[10]
+    holds the family's observed information."""
     w, info = obs[2], obs[10]
     if obsw != 0:
         if updn != 0:
@@ -54,7 +55,7 @@ def _observed(obsw, updn, phi, y, wt, obs):
         else:
             call_observed(obsw, obs[0], y, wt, phi, obs[1], info)
         for i in range(info.shape[0]):
-            if wt[i] != 0.0 and not (info[i] > 0.0 and np.isfinite(info[i])):
+            if wt[i] != 0.0 and not np.isfinite(info[i]):
                 info[:] = w
                 return False
         return True
@@ -82,13 +83,14 @@ def observed_information(obsw, theta, phi, codes, z, y, wt, obs, lev):
 @njit(cache=True, nogil=True)
 def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev):
     """PIRLS for the modes ``u`` given theta, phi and the fixed part ``base``: Newton's
-    steps level by level (Fisher scoring where the information is Fisher's); ``updn``
-    the update_newton kernel or 0 (:func:`_pdev`).
+    steps level by level (Fisher scoring where the information is Fisher's, and on a
+    level whose ``1 + theta^2 sum O z^2`` is not positive); ``updn`` the update_newton
+    kernel or 0 (:func:`_pdev`).
 
     Returns (converged, pdev, iterations, observed); at convergence eta, mu, w, r and
     the information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
-    ``lev[7]`` ``sum O z^2`` (O the information; the family's observed information if
-    ``observed``).
+    ``lev[7]`` ``sum O z^2`` (O the information; ``observed``: the family's observed
+    information, positive on every level).
     """
     w, r, info = obs[2], obs[3], obs[10]
     wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
@@ -105,13 +107,18 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev):
             wz2[g] += w[i] * zi * zi
             oz2[g] += info[i] * zi * zi
             sz[g] += zi * w[i] * r[i]
+        fisher = False
         for j in range(u.shape[0]):
-            u_new[j] = u[j] + (theta * sz[j] - u[j]) / (1.0 + t2 * oz2[j])
+            curvature = 1.0 + t2 * oz2[j]
+            if not curvature > 0.0:     # Newton's step would climb: Fisher's there
+                curvature = 1.0 + t2 * wz2[j]
+                fisher = True
+            u_new[j] = u[j] + (theta * sz[j] - u[j]) / curvature
         last = step
         step = _rel_change(u_new, u)
         # Newton's steps (a canonical link, or the observed information): quadratic
-        if at_mode(step, last, full_step, True, STEP_TOL, FLOOR_TOL):
-            return True, pdev, iteration + 1, observed
+        if at_mode(step, last, full_step, not fisher, STEP_TOL, FLOOR_TOL):
+            return True, pdev, iteration + 1, observed and not fisher
         t = 1.0
         accepted = False
         pdev_t = pdev
