@@ -187,7 +187,7 @@ def _fast_parts(model, y, fused=True, distinct=True):
          fitter.slope, kernels.observed_weights, kernels.logpdf_vec, has_phi,
          kernels.laplace_weights, kernels.weight_slope, kernels.dlogpdf_dphi_vec,
          kernels.laplace_observed, kernels.update_newton if fused else 0,
-         kernels.devres_vec, reps, mult)
+         kernels.devres_vec, reps, mult, kernels.linkinv_vec)
     return P, (n, fitter.G, p)
 
 
@@ -248,6 +248,58 @@ def test_fast_gradients_match_central_differences(design, family, link):
         value2, grad2 = _fast_objective(model, y, fused=False)(x)
         assert value2 == pytest.approx(value, rel=1e-13)
         np.testing.assert_allclose(grad2, grad, rtol=1e-9, atol=1e-9)
+
+
+def test_the_beta_plugins_gradient_matches_central_differences():
+    """At the observed information (the Beta plugin) the gradient takes the score and
+    the information from the mode PIRLS left and ``dW / d eta`` from a central
+    difference of the observed-information kernel: the derivative of the objective,
+    off the optimum, in every coordinate (log phi's included)."""
+    if "beta" not in glmmcore.available_families():
+        pytest.skip("needs the example plugin (docs/examples/glmmcore-beta)")
+    from bench.plugin_speed import beta_data
+    data = beta_data(40, 6)
+    model = glmmcore.MixedModel("y ~ x + (1 | g)", data, family="beta")
+    fit = model.fit(control=REGULAR)
+    x = np.concatenate([fit.theta, fit.beta, [np.log(fit.extra["phi"])]])
+    x += np.array([0.2, 0.05, -0.05, 0.1])
+    y = data["y"].to_numpy()
+    objective = _fast_objective(model, y)
+    value, grad = objective(x)
+    assert np.isfinite(value)
+    numeric = np.empty_like(x)
+    for c in range(x.size):
+        h = 1e-5 * max(1.0, abs(x[c]))
+        up, down = x.copy(), x.copy()
+        up[c] += h
+        down[c] -= h
+        numeric[c] = (objective(up)[0] - objective(down)[0]) / (2 * h)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5 * (1 + abs(value)) * 1e-3)
+
+
+def test_newton_steps_per_level_where_an_observations_information_is_negative():
+    """A Beta response far in a tail has negative observed information at the mode;
+    PIRLS still takes Newton's steps on the levels (whose sums are positive), so a
+    fit takes about two iterations per evaluation, at the regular path's optimum."""
+    if "beta" not in glmmcore.available_families():
+        pytest.skip("needs the example plugin (docs/examples/glmmcore-beta)")
+    from bench.plugin_speed import beta_data
+    from glmmcore.objectives import family_kernels as fk
+    data = beta_data(100, 10)
+    model = glmmcore.MixedModel("y ~ x + (1 | g)", data, family="beta")
+    fast, regular = model.fit(control=FAST), model.fit(control=REGULAR)
+    _compare(fast, regular)
+    assert fast.loglik >= regular.loglik - 1e-9 * abs(regular.loglik)
+    fitter = fast_fitter(model)
+    y = np.ascontiguousarray(data["y"].to_numpy(), dtype=float)
+    fits = fitter.fit_columns(y[:, None])
+    eta = fitter.X @ fits.beta[0] + fits.theta[0, 0] * fits.u[0][fitter.codes]
+    kernels = fk.family_kernels(model.family)
+    mu, info = np.empty_like(y), np.empty_like(y)
+    fk.call_map(kernels.linkinv_vec, eta, mu)
+    fk.call_observed(kernels.observed_weights, eta, y, np.ones_like(y), fits.phi[0], mu, info)
+    assert np.sum(info < 0) >= 1
+    assert fits.pirls_iterations[0] <= 2.5 * fits.nevals[0]
 
 
 def _extra_parameter_models(design):

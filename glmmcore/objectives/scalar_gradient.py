@@ -9,7 +9,7 @@ import numpy as np
 from numba import njit
 
 from ..linalg.small import small_cholesky_solve
-from .family_kernels import call_laplace_weights, call_update, call_yms
+from .family_kernels import call_laplace_weights, call_map, call_observed, call_update, call_yms
 from .laplace_gradient import WEIGHT_STEP
 
 PHI_STEP = 1e-5         # central differences in log phi (error ~1e-10 relative)
@@ -58,9 +58,10 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want
     information ``H`` that moves the modes, ``dW / d eta``) come from PIRLS's last
     update where its kernel gave them (``update_newton``: ``s = w r``, ``W = w``, H
     and ``dW / d eta`` in obs[16:18]), else from the family's ``laplace_weights``
-    kernel where it has one (any link, the observed information, an extra
-    parameter), else (a canonical link) from PIRLS's working weights and residuals
-    (``W = H``) and the weights' slope rule.
+    kernel where it has one (any link, an extra parameter; at the observed information
+    ``s = w r`` and ``W = H`` from the mode, ``dW / d eta`` from the family's
+    observed-information kernel: :func:`_observed_slope`), else (a canonical link)
+    from PIRLS's working weights and residuals (``W = H``) and the weights' slope rule.
     """
     upd, slope, lw, has_phi = P[6], P[7], P[11], P[10]
     s = obs[14]
@@ -74,6 +75,14 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want
             s[i] = W[i] * obs[3][i]
             Wz2[g] += W[i] * z2
             Hz2[g] += H[i] * z2
+    elif lw != 0 and P[14]:
+        # the Laplace approximation at the observed information: the mode's W = H is
+        # obs[10] (lev[7] its levels' sums) and s = w r (evaluate left them)
+        W, H, dW = obs[10], obs[10], obs[17]
+        Wz2, Hz2 = lev[7], lev[7]
+        _observed_slope(P[8], P[19], phi, y, wt, obs)
+        for i in range(codes.shape[0]):
+            s[i] = obs[2][i] * obs[3][i]
     elif lw != 0:
         W, H, dW = obs[15], obs[16], obs[17]
         _kernel_terms(lw, P[12], phi, y, wt, obs)
@@ -94,6 +103,24 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want
     if has_phi:
         grad[1 + X.shape[1]] = _phi_derivative(theta, phi, codes, z, y, wt, P, obs, Wz2,
                                                lev[4]) if want_phi else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _observed_slope(obsw, linkinv, phi, y, wt, obs):
+    """``dW / d eta`` into obs[17] by a central difference of the observed-information
+    kernel (W the observed information; one pass of it per side)."""
+    eta, e2, m2, wp, wm = obs[0], obs[6], obs[7], obs[8], obs[9]
+    for i in range(eta.shape[0]):
+        e2[i] = eta[i] + WEIGHT_STEP
+    call_map(linkinv, e2, m2)
+    call_observed(obsw, e2, y, wt, phi, m2, wp)
+    for i in range(eta.shape[0]):
+        e2[i] = eta[i] - WEIGHT_STEP
+    call_map(linkinv, e2, m2)
+    call_observed(obsw, e2, y, wt, phi, m2, wm)
+    dW = obs[17]
+    for i in range(eta.shape[0]):
+        dW[i] = (wp[i] - wm[i]) * (0.5 / WEIGHT_STEP)
 
 
 @njit(cache=True, nogil=True)

@@ -14,7 +14,7 @@ from ..linalg.small import small_cholesky, small_cholesky_solve
 from .family_kernels import call_yms
 from .laplace_gradient import GRADIENT_MIN_THETA
 from .pirls_kernel import _fixed_part
-from .scalar_gradient import _laplace_gradient, _logdet, _nagq0_gradient
+from .scalar_gradient import PHI_STEP, _laplace_gradient, _logdet, _nagq0_gradient
 from .scalar_pirls import _workspace, modes, modes_and_beta, observed_information
 
 OK, PIRLS_FAILED, NOT_CONVERGED, NOT_FINITE = 0, 1, 2, 3
@@ -176,26 +176,33 @@ def _objective(x, joint, P, u, beta, W, grad, want_phi=True):
 
 @njit(cache=True, nogil=True)
 def _slopes(theta, P, u, W, dU):
-    """Derivatives of the modes in (theta, beta) at the mode in the workspace (the
-    mode equations ``u_j = theta sum_j z s``, differentiated): they predict the
-    modes at a nearby point, so that PIRLS starts a step's square away (log phi's
-    column stays 0)."""
+    """Derivatives of the modes in (theta, beta[, log phi]) at the mode in the workspace
+    (the mode equations ``u_j = theta sum_j z s``, differentiated): they predict the
+    modes at a nearby point, so that PIRLS starts a step's square away.  The score's
+    slope in log phi is the central difference the gradient's log phi entry left in
+    obs[18:20] (at x: minimize's points take that entry)."""
     X, codes, z = P[0], P[1], P[2]
     obs, lev = W[0], W[1]
     w, r, info = obs[2], obs[3], obs[10]
     n, p = X.shape
+    with_phi = dU.shape[1] == 2 + p
+    scale = 0.5 / PHI_STEP
     dU[:, :] = 0.0
     for i in range(n):
         g, zi = codes[i], z[i]
         dU[g, 0] += zi * w[i] * r[i]
         for c in range(p):
             dU[g, 1 + c] += info[i] * zi * X[i, c]
+        if with_phi:
+            dU[g, 1 + p] += zi * (obs[18][i] - obs[19][i]) * scale
     t2 = theta * theta
     for j in range(u.shape[0]):
         A = 1.0 + t2 * lev[7][j]
         dU[j, 0] = (dU[j, 0] - theta * lev[7][j] * u[j]) / A
         for c in range(p):
             dU[j, 1 + c] = -theta * dU[j, 1 + c] / A
+        if with_phi:
+            dU[j, 1 + p] = theta * dU[j, 1 + p] / A
 
 
 @njit(cache=True, nogil=True)
