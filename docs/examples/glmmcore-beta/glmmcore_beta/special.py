@@ -1,14 +1,16 @@
 """Digamma and trigamma as scalar ``numba.njit`` functions.
 
 ``math`` has ``lgamma`` but not its derivatives, and a kernel cannot call
-scipy.  Both functions shift the argument upward with the recurrences
-``psi(x) = psi(x + 1) - 1/x`` and ``psi1(x) = psi1(x + 1) + 1/x^2`` and then
-sum the asymptotic (Stirling) series.  Near the positive root of digamma,
-where the recurrence would cancel to a small absolute but large relative
-error, digamma uses its Taylor series about the root instead.  Both agree
-with ``scipy.special`` to better than 1e-13 relative for positive arguments (the
-tests check 1e-12); non-positive arguments give NaN (a Beta kernel never
-asks for them).
+scipy.  Both functions shift the argument up to ``x + m >= SHIFT`` with the
+recurrences ``psi(x) = psi(x + 1) - 1/x`` and ``psi1(x) = psi1(x + 1) + 1/x^2``
+and then sum the asymptotic (Stirling) series.  The shift's sum is kept as one
+fraction (``num / den``, multiplications in the loop and a single division at
+the end: a division's latency is several multiplications').  Near the positive
+root of digamma, where the recurrence would cancel to a small absolute but large
+relative error, digamma uses its Taylor series about the root instead.  Both
+agree with ``scipy.special`` to better than 1e-13 relative for positive
+arguments (the tests check 1e-12); non-positive arguments give NaN (a Beta
+kernel never asks for them).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import math
 
 from numba import njit
 
-SHIFT = 10.0    # the asymptotic series are summed at x >= SHIFT
+SHIFT = 7.0     # the asymptotic series are summed at x >= SHIFT (8 and 9 terms)
+TINY = 1e-100   # below, trigamma is 1/x^2 (the shift's x^2 would underflow)
 # the root of digamma, as hi + lo, and psi's Taylor coefficients psi^(k)(root) / k! there
 ROOT_HI = 1.4616321449683622
 ROOT_LO = 9.549995429965697e-17
@@ -40,15 +43,18 @@ def digamma(x: float) -> float:
         for k in range(len(ROOT_TAYLOR) - 1, -1, -1):
             s = s * dx + ROOT_TAYLOR[k]
         return s * dx
-    shift = 0.0
+    num, den = 0.0, 1.0             # sum 1 / (x + k), k < m
     while x < SHIFT:
-        shift += 1.0 / x
+        num = num * x + den
+        den *= x
         x += 1.0
-    z = 1.0 / (x * x)
-    # Bernoulli terms B_2k / (2k x^2k), k = 1..7
+    inv = 1.0 / x
+    z = inv * inv
+    # Bernoulli terms B_2k / (2k x^2k), k = 1..8
     series = z * (1.0 / 12.0 - z * (1.0 / 120.0 - z * (1.0 / 252.0 - z * (
-        1.0 / 240.0 - z * (1.0 / 132.0 - z * (691.0 / 32760.0 - z / 12.0))))))
-    return math.log(x) - 0.5 / x - series - shift
+        1.0 / 240.0 - z * (1.0 / 132.0 - z * (691.0 / 32760.0 - z * (
+            1.0 / 12.0 - z * (3617.0 / 8160.0))))))))
+    return math.log(x) - 0.5 * inv - series - num / den
 
 
 @njit(cache=True, inline="always")
@@ -58,12 +64,18 @@ def trigamma(x: float) -> float:
         return math.nan
     if math.isinf(x):
         return 0.0
-    shift = 0.0
+    if x < TINY:
+        return (1.0 / x) / x
+    num, den = 0.0, 1.0             # sum 1 / (x + k)^2, k < m
     while x < SHIFT:
-        shift += 1.0 / (x * x)
+        x2 = x * x
+        num = num * x2 + den
+        den *= x2
         x += 1.0
-    z = 1.0 / (x * x)
-    # 1/x + 1/(2x^2) + sum B_2k / x^(2k+1), k = 1..7
+    inv = 1.0 / x
+    z = inv * inv
+    # 1/x + 1/(2x^2) + sum B_2k / x^(2k+1), k = 1..9
     series = z * (1.0 / 6.0 - z * (1.0 / 30.0 - z * (1.0 / 42.0 - z * (
-        1.0 / 30.0 - z * (5.0 / 66.0 - z * (691.0 / 2730.0 - z * 7.0 / 6.0))))))
-    return (1.0 + 0.5 / x + series) / x + shift
+        1.0 / 30.0 - z * (5.0 / 66.0 - z * (691.0 / 2730.0 - z * (
+            7.0 / 6.0 - z * (3617.0 / 510.0 - z * (43867.0 / 798.0)))))))))
+    return (1.0 + 0.5 * inv + series) * inv + num / den
