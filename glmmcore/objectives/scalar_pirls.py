@@ -139,8 +139,10 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev):
 
 
 @njit(cache=True, nogil=True)
-def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx, S, L):
-    """PIRLS for ``(u, beta)`` jointly given theta (``nAGQ = 0``).
+def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx, S, L,
+                   phi=1.0):
+    """PIRLS for ``(u, beta)`` jointly given theta (``nAGQ = 0``; and at theta = 0 the
+    start's GLM, at the family parameter ``phi``).
 
     Returns (converged, pdev, iterations); at convergence ``lev[0]`` holds
     ``sum w z^2`` per level, ``cx`` the levels' ``sum w z x``, ``S`` the Schur
@@ -153,7 +155,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
     wz2, rz, u_new, u_try = lev[0], lev[1], lev[2], lev[3]
     b_new, b_try, rhs, xwz = np.empty(p), np.empty(p), np.empty(p), np.empty(p)
     _fixed_part(X, beta, offset, base)
-    pdev = _pdev(theta, 1.0, u, codes, z, base, y, wt, upd, obs)
+    pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs)
     step = full_step = np.inf
     t2 = theta * theta
     for iteration in range(MAX_ITER):
@@ -208,7 +210,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
             for a in range(p):
                 b_try[a] = beta[a] + t * (b_new[a] - beta[a])
             _fixed_part(X, b_try, offset, base)
-            pdev_t = _pdev(theta, 1.0, u_try, codes, z, base, y, wt, upd, obs)
+            pdev_t = _pdev(theta, phi, u_try, codes, z, base, y, wt, upd, obs)
             if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
                 accepted = True
                 break
