@@ -338,10 +338,13 @@ def minimize(x, joint, P, u, beta, W, grad, H):
             beta[:] = b0
             return (OK if dec <= ROUNDOFF_TOL * (1.0 + abs(f)) else NOT_CONVERGED), f
         last_dec, last_f = dec, f
+        # onto the bound theta = 0 the Hessian's theta column takes another step (FD_STEP)
+        # and the objective's shape in theta changes (even there): a new Hessian
+        onto_bound = x_t[0] == 0.0 and x[0] != 0.0
         x[:] = x_t
         grad[:] = g_t
         f = f_t
-        if last_dec <= REUSE_TOL * (1.0 + abs(last_f)):
+        if last_dec <= REUSE_TOL * (1.0 + abs(last_f)) and not onto_bound:
             if _newton_step(x, grad, H, d) <= NEWTON_TOL * (1.0 + abs(f)):
                 return OK, f
     return NOT_CONVERGED, f
