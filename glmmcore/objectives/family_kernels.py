@@ -43,182 +43,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-_TEMPLATE = '''"""Array kernels of {family!r} with link {link!r}, written by glmmcore."""
-{imports}
-from numba import carray, cfunc, types
-
-from glmmcore.objectives.family_kernels import run_sum
-
-_P = types.CPointer(types.float64)
-
-
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P),
-       cache={cache}, error_model="numpy")
-def update(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p):
-    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
-    mu, w, r, dev = carray(mu_p, n), carray(w_p, n), carray(r_p, n), carray(dev_p, n)
-    for i in range(n):
-        m = linkinv(eta[i])
-        mu[i] = m
-{update_body}
-    return run_sum(dev, 0, n)
-
-
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def logpdf_vec(n, y_p, mu_p, wt_p, phi, out_p):
-    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
-    total = 0.0
-    for i in range(n):
-        v = logpdf(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
-        out[i] = v
-        total += v
-    return total
-
-
-@cfunc(types.float64(types.int64, _P, _P),
-       cache={cache}, error_model="numpy")
-def linkinv_vec(n, eta_p, mu_p):
-    eta, mu = carray(eta_p, n), carray(mu_p, n)
-    for i in range(n):
-        mu[i] = linkinv(eta[i])
-    return 0.0
-
-
-@cfunc(types.float64(types.int64, _P, _P),
-       cache={cache}, error_model="numpy")
-def linkfun_vec(n, mu_p, eta_p):
-    mu, eta = carray(mu_p, n), carray(eta_p, n)
-    for i in range(n):
-        eta[i] = linkfun(mu[i])
-    return 0.0
-
-
-@cfunc(types.float64(types.int64, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def variance_vec(n, mu_p, phi, out_p):
-    mu, out = carray(mu_p, n), carray(out_p, n)
-    for i in range(n):
-        out[i] = variance(mu[i], phi)
-    return 0.0
-
-
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def devres_vec(n, y_p, mu_p, wt_p, phi, out_p):
-    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
-    total = 0.0
-    for i in range(n):
-        v = dev_resid(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
-        out[i] = v
-        total += v
-    return total
-
-
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def loglik_eta_vec(n, y_p, eta_p, wt_p, phi, out_p):
-    # no sum here: a floating-point sum in the loop would keep LLVM from vectorizing it
-    y, eta, wt, out = carray(y_p, n), carray(eta_p, n), carray(wt_p, n), carray(out_p, n)
-    for i in range(n):
-        out[i] = {loglik_eta} if wt[i] != 0.0 else 0.0
-    return 0.0
-'''
-
-_OBSERVED_TEMPLATE = '''
-
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P),
-       cache={cache}, error_model="numpy")
-def observed_weights(n, eta_p, y_p, wt_p, phi, mu_p, w_p):
-    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
-    mu, w = carray(mu_p, n), carray(w_p, n)
-    for i in range(n):
-        m = mu[i]
-        me = mu_eta(eta[i], m)
-        w[i] = -(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me
-                 + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(eta[i], m)
-                 ) if wt[i] != 0.0 else 0.0
-    return 0.0
-'''
-
-# Observations with zero weight get 0 through a conditional expression per output, not a
-# ``continue``: LLVM vectorizes the loop then (a ``continue`` past several stores kept it
-# scalar: the negative binomial's update_newton), and the kernels reading y still never
-# run there.
-# The Laplace gradient's per-observation terms (glmmcore.laplace_gradient): the score
-# s = d log p / d eta, the weights W of log|M| (Fisher's or the observed information), the
-# information H = -d s / d eta (which moves the mode) and, where the family gives the
-# variance's derivative, dW / d eta (else 0: the gradient takes a central difference).
-_GRADIENT_TEMPLATE = '''
-
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P),
-       cache={cache}, error_model="numpy")
-def laplace_weights(n, eta_p, y_p, wt_p, phi, s_p, w_p, h_p, dw_p):
-    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
-    s, w, h, dw = carray(s_p, n), carray(w_p, n), carray(h_p, n), carray(dw_p, n)
-    for i in range(n):
-        e = eta[i]
-        m = linkinv(e)
-        me = mu_eta(e, m)
-        v = variance(m, phi)
-        keep = wt[i] != 0.0
-        s[i] = {score} if keep else 0.0
-        w[i] = {weight} if keep else 0.0
-        h[i] = {information} if keep else 0.0
-        dw[i] = {weight_slope} if keep else 0.0
-    return 0.0
-'''
-
-# PIRLS's update with Newton's steps fused with the terms they and the Laplace gradient
-# need at the same eta: the information H = -d s / d eta (the observed information) and
-# dW / d eta, from the link's kernels evaluated once (probit: one erfc and one exp per
-# observation, where the update, observed_weights and laplace_weights kernels in turn take
-# two erfc and four exp).
-_UPDATE_NEWTON_TEMPLATE = '''
-
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P, _P, _P),
-       cache={cache}, error_model="numpy")
-def update_newton(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p, h_p, dw_p):
-    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
-    mu, w, r, dev = carray(mu_p, n), carray(w_p, n), carray(r_p, n), carray(dev_p, n)
-    h, dw = carray(h_p, n), carray(dw_p, n)
-    for i in range(n):
-        e = eta[i]
-        m = linkinv(e)
-        mu[i] = m
-        keep = wt[i] != 0.0
-        me = mu_eta(e, m)
-        v = variance(m, phi)
-        w[i] = wt[i] * me * me / v if keep else 0.0
-        r[i] = {residual} if keep else 0.0
-        dev[i] = dev_resid(y[i], m, wt[i], phi) if keep else 0.0
-        h[i] = {information} if keep else 0.0
-        dw[i] = {weight_slope} if keep else 0.0
-    return run_sum(dev, 0, n)
-'''
-
-_DPHI_TEMPLATE = '''
-
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def dlogpdf_dphi_vec(n, y_p, mu_p, wt_p, phi, out_p):
-    # the sum in a loop of its own (in order, as it was summed in this one): a floating-point
-    # sum in the kernel's loop would keep LLVM from vectorizing it
-    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
-    for i in range(n):
-        out[i] = dlogpdf_dphi(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
-    total = 0.0
-    for i in range(n):
-        total += out[i]
-    return total
-'''
-_FISHER = "wt[i] * me * me / v"
-_OBSERVED = ("-(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me"
-             " + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(e, m))")
-# H of an exponential-dispersion family (score wt (y - mu) mu_eta / V) from V'
-_OBSERVED_BY_VARIANCE = ("wt[i] * me * me / v - wt[i] * (y[i] - m) * (mu_eta2(e, m) / v"
-                         " - me * me * dvariance_dmu(m, phi) / (v * v))")
-_FISHER_SLOPE = "wt[i] * me * (2.0 * mu_eta2(e, m) / v - me * me * dvariance_dmu(m, phi) / (v * v))"
+from . import kernel_templates as templates
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -246,32 +71,6 @@ OBSERVED_KERNELS = ("mu_eta2", "dlogpdf_dmu", "d2logpdf_dmu2")
 GRADIENT_KERNELS = ("dvariance_dmu", "dlogpdf_dphi")
 ARRAY_KERNELS = ("update", "logpdf_vec", "linkinv_vec", "linkfun_vec", "variance_vec",
                  "devres_vec", "loglik_eta_vec")
-# log p(y | eta) up to a term free of eta, from the cumulant where it applies
-_LOGLIK_BY_CUMULANT = "wt[i] * (y[i] * eta[i] - cumulant(eta[i]))"
-_LOGLIK_BY_DEVIANCE = "-0.5 * dev_resid(y[i], linkinv(eta[i]), wt[i], phi)"
-# The update kernel's loop body.  With the cumulant (and the plain working residual) it is
-# arithmetic on eta and y, branch-free, so LLVM vectorizes the loop (Poisson: vexp, no
-# log); its deviance is dev_resid's up to a term free of eta
-# (glmmcore.objectives.pirls.deviance_offset).
-# Otherwise observations with zero weight skip the family's kernels, as documented.
-_UPDATE_BY_CUMULANT = """
-        me = mu_eta(eta[i], m)
-        v = variance(m, phi)
-        keep = wt[i] != 0.0
-        w[i] = wt[i] * me * me / v if keep else 0.0
-        r[i] = (y[i] - m) / me if keep else 0.0
-        dev[i] = 2.0 * wt[i] * (cumulant(eta[i]) - y[i] * eta[i]) if keep else 0.0"""
-_UPDATE_BY_DEV_RESID = """
-        if wt[i] == 0.0:
-            w[i] = 0.0
-            r[i] = 0.0
-            dev[i] = 0.0
-            continue
-        me = mu_eta(eta[i], m)
-        v = variance(m, phi)
-        w[i] = wt[i] * me * me / v
-        r[i] = {residual}
-        dev[i] = dev_resid(y[i], m, wt[i], phi)"""
 
 
 @dataclass(frozen=True)
@@ -397,7 +196,7 @@ def gradient_route(family: Any) -> str | None:
 
 
 def _gradient_scalars(family: Any, route: str) -> dict[str, Any]:
-    """The kernels :data:`_GRADIENT_TEMPLATE` calls on a route (beyond the six)."""
+    """The kernels :data:`templates.GRADIENT_TEMPLATE` calls on a route (beyond the six)."""
     cls, link = type(family), family.link
     out = {}
     for name in ("dlogpdf_dmu", "d2logpdf_dmu2", *GRADIENT_KERNELS):
@@ -452,13 +251,7 @@ def uses_cumulant(family: Any) -> bool:
 
 def _key(family: Any, scalars: dict[str, Any]) -> str:
     """Hash of everything the generated module's machine code depends on."""
-    digest = hashlib.sha256("".join((_TEMPLATE, _OBSERVED_TEMPLATE, _GRADIENT_TEMPLATE,
-                                     _DPHI_TEMPLATE, _UPDATE_NEWTON_TEMPLATE, _FISHER,
-                                     _OBSERVED, _FISHER_SLOPE,
-                                     _OBSERVED_BY_VARIANCE, _LOGLIK_BY_CUMULANT,
-                                     _LOGLIK_BY_DEVIANCE, _UPDATE_BY_CUMULANT,
-                                     _UPDATE_BY_DEV_RESID,
-                                     inspect.getsource(run_sum.py_func))).encode())
+    digest = hashlib.sha256((templates.ALL + inspect.getsource(run_sum.py_func)).encode())
     digest.update(f"{numba.__version__}|{family.name}|{family.link.name}|"
                   f"{getattr(type(family), 'score_residual', None)}".encode())
     seen: set = set()
@@ -522,15 +315,15 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
     residual = ("dlogpdf_dmu(y[i], m, wt[i], phi) * v / (wt[i] * me)"
                 if by_score else "(y[i] - m) / me")
     by_cumulant = "cumulant" in scalars
-    loglik_eta = _LOGLIK_BY_CUMULANT if by_cumulant else _LOGLIK_BY_DEVIANCE
-    update_body = (_UPDATE_BY_CUMULANT if _update_by_cumulant(family, scalars)
-                   else _UPDATE_BY_DEV_RESID.format(residual=residual))
-    fused = (_UPDATE_NEWTON_TEMPLATE.format(residual=residual, information=_OBSERVED,
-                                            weight_slope=_FISHER_SLOPE, cache="{cache}")
-             if fused_update(family, scalars) else "")
-    text = (_TEMPLATE + (_OBSERVED_TEMPLATE if "d2logpdf_dmu2" in scalars else "")
+    loglik_eta = templates.LOGLIK_BY_CUMULANT if by_cumulant else templates.LOGLIK_BY_DEVIANCE
+    update_body = (templates.UPDATE_BY_CUMULANT if _update_by_cumulant(family, scalars)
+                   else templates.UPDATE_BY_DEV_RESID.format(residual=residual))
+    fused = (templates.UPDATE_NEWTON_TEMPLATE.format(
+        residual=residual, information=templates.OBSERVED, weight_slope=templates.FISHER_SLOPE,
+        cache="{cache}") if fused_update(family, scalars) else "")
+    text = (templates.TEMPLATE + (templates.OBSERVED_TEMPLATE if "d2logpdf_dmu2" in scalars else "")
             + _gradient_source(family, scalars)
-            + (_DPHI_TEMPLATE if "dlogpdf_dphi" in scalars else "") + fused)
+            + (templates.DPHI_TEMPLATE if "dlogpdf_dphi" in scalars else "") + fused)
     return text.format(family=family.name, link=family.link.name, imports=imports,
                        cache=cache, loglik_eta=loglik_eta, update_body=update_body)
 
@@ -543,11 +336,11 @@ def _gradient_source(family: Any, scalars: dict[str, Any]) -> str:
     observed = getattr(type(family), "laplace", "expected") == "observed"
     score = ("dlogpdf_dmu(y[i], m, wt[i], phi) * me" if "dlogpdf_dmu" in scalars
              else "wt[i] * (y[i] - m) * me / v")
-    weight = _OBSERVED if observed else _FISHER
-    information = {"same": "w[i]", "observed": _OBSERVED,
-                   "variance": _OBSERVED_BY_VARIANCE}[route]
-    slope = _FISHER_SLOPE if _analytic_slope(family, scalars) else "0.0"
-    body = _GRADIENT_TEMPLATE.format(score=score, weight=weight, information=information,
+    weight = templates.OBSERVED if observed else templates.FISHER
+    information = {"same": "w[i]", "observed": templates.OBSERVED,
+                   "variance": templates.OBSERVED_BY_VARIANCE}[route]
+    slope = templates.FISHER_SLOPE if _analytic_slope(family, scalars) else "0.0"
+    body = templates.GRADIENT_TEMPLATE.format(score=score, weight=weight, information=information,
                                      weight_slope=slope, cache="{cache}")
     return body
 
