@@ -19,6 +19,15 @@ ASYMPTOTIC_FROM = 8.0
 
 
 @njit(cache=True, inline="always")
+def _asymptotic_tail(z: float) -> float:
+    """``sum_k B_2k / (2k x^2k)``, k = 1..6, at ``z = 1 / x^2``: what digamma's
+    asymptotic series subtracts beyond ``log(x) - 1 / (2x)``."""
+    # Bernoulli numbers B_2k / (2k): 1/12, 1/120, 1/252, 1/240, 1/132, 691/32760
+    return z * (1.0 / 12.0 - z * (1.0 / 120.0 - z * (1.0 / 252.0 - z * (
+        1.0 / 240.0 - z * (1.0 / 132.0 - z * (691.0 / 32760.0))))))
+
+
+@njit(cache=True, inline="always")
 def digamma(x: float) -> float:
     """``d log Gamma(x) / dx`` for ``x > 0`` (NaN otherwise)."""
     if not x > 0.0:
@@ -30,9 +39,7 @@ def digamma(x: float) -> float:
         acc -= 1.0 / x
         x += 1.0
     z = 1.0 / (x * x)
-    # Bernoulli numbers B_2k / (2k): 1/12, 1/120, 1/252, 1/240, 1/132, 691/32760
-    tail = z * (1.0 / 12.0 - z * (1.0 / 120.0 - z * (1.0 / 252.0 - z * (
-        1.0 / 240.0 - z * (1.0 / 132.0 - z * (691.0 / 32760.0))))))
+    tail = _asymptotic_tail(z)
     return acc + math.log(x) - 0.5 / x - tail
 
 
@@ -50,8 +57,7 @@ def vdigamma(x: float) -> float:
     y = x + 8.0
     r = 1.0 / y
     z = r * r
-    tail = z * (1.0 / 12.0 - z * (1.0 / 120.0 - z * (1.0 / 252.0 - z * (
-        1.0 / 240.0 - z * (1.0 / 132.0 - z * (691.0 / 32760.0))))))
+    tail = _asymptotic_tail(z)
     out = acc + vlog(y) - 0.5 * r - tail
     if x > 1e15:
         out = vlog(x)

@@ -207,6 +207,19 @@ def _fast_objective(model, y, fused=True, workspace=None, distinct=True):
     return objective
 
 
+def _central_differences(objective, x: np.ndarray) -> np.ndarray:
+    """Central differences of ``objective(x)[0]`` in each coordinate, steps 1e-5 (relative
+    above 1)."""
+    numeric = np.empty_like(x)
+    for c in range(x.size):
+        h = 1e-5 * max(1.0, abs(x[c]))
+        up, down = x.copy(), x.copy()
+        up[c] += h
+        down[c] -= h
+        numeric[c] = (objective(up)[0] - objective(down)[0]) / (2 * h)
+    return numeric
+
+
 @pytest.mark.parametrize("family, link", [("negative_binomial", "log"),
                                           ("negative_binomial", "sqrt"),
                                           ("gamma", "log"), ("gamma", "inverse"),
@@ -236,13 +249,7 @@ def test_fast_gradients_match_central_differences(design, family, link):
     objective = _fast_objective(model, y)
     value, grad = objective(x)
     assert np.isfinite(value)
-    numeric = np.empty_like(x)
-    for c in range(x.size):
-        h = 1e-5 * max(1.0, abs(x[c]))
-        up, down = x.copy(), x.copy()
-        up[c] += h
-        down[c] -= h
-        numeric[c] = (objective(up)[0] - objective(down)[0]) / (2 * h)
+    numeric = _central_differences(objective, x)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5 * (1 + abs(value)) * 1e-3)
     if kernels.update_newton:       # the same terms by the family's laplace_weights kernel
         value2, grad2 = _fast_objective(model, y, fused=False)(x)
@@ -267,13 +274,7 @@ def test_the_beta_plugins_gradient_matches_central_differences():
     objective = _fast_objective(model, y)
     value, grad = objective(x)
     assert np.isfinite(value)
-    numeric = np.empty_like(x)
-    for c in range(x.size):
-        h = 1e-5 * max(1.0, abs(x[c]))
-        up, down = x.copy(), x.copy()
-        up[c] += h
-        down[c] -= h
-        numeric[c] = (objective(up)[0] - objective(down)[0]) / (2 * h)
+    numeric = _central_differences(objective, x)
     np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5 * (1 + abs(value)) * 1e-3)
 
 

@@ -29,15 +29,27 @@ def _weight_slope(upd, slope, y, wt, phi, obs, dW):
         for i in range(n):
             dW[i] = obs[2][i] * (1.0 - 2.0 * obs[1][i])
         return
-    for i in range(n):
-        e2[i] = eta[i] + WEIGHT_STEP
+    _shifted(eta, WEIGHT_STEP, e2)
     # obs[4] (the deviance terms) is scratch here: the deviance is summed already
     call_update(upd, e2, y, wt, phi, m2, wp, dW, r2)
-    for i in range(n):
-        e2[i] = eta[i] - WEIGHT_STEP
+    _shifted(eta, -WEIGHT_STEP, e2)
     call_update(upd, e2, y, wt, phi, m2, wm, dW, r2)
-    for i in range(n):
-        dW[i] = (wp[i] - wm[i]) * (0.5 / WEIGHT_STEP)
+    _central_difference(wp, wm, dW)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _shifted(eta, h, out):
+    """``eta + h`` into ``out``: a side of the central differences in eta."""
+    for i in range(eta.shape[0]):
+        out[i] = eta[i] + h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _central_difference(up, down, out):
+    """``(up - down) / (2 WEIGHT_STEP)`` into ``out``: a weight's slope in eta from its
+    values at ``eta +- WEIGHT_STEP``."""
+    for i in range(out.shape[0]):
+        out[i] = (up[i] - down[i]) * (0.5 / WEIGHT_STEP)
 
 
 @njit(cache=True, nogil=True)
@@ -110,17 +122,13 @@ def _observed_slope(obsw, linkinv, phi, y, wt, obs):
     """``dW / d eta`` into obs[17] by a central difference of the observed-information
     kernel (W the observed information; one pass of it per side)."""
     eta, e2, m2, wp, wm = obs[0], obs[6], obs[7], obs[8], obs[9]
-    for i in range(eta.shape[0]):
-        e2[i] = eta[i] + WEIGHT_STEP
+    _shifted(eta, WEIGHT_STEP, e2)
     call_map(linkinv, e2, m2)
     call_observed(obsw, e2, y, wt, phi, m2, wp)
-    for i in range(eta.shape[0]):
-        e2[i] = eta[i] - WEIGHT_STEP
+    _shifted(eta, -WEIGHT_STEP, e2)
     call_map(linkinv, e2, m2)
     call_observed(obsw, e2, y, wt, phi, m2, wm)
-    dW = obs[17]
-    for i in range(eta.shape[0]):
-        dW[i] = (wp[i] - wm[i]) * (0.5 / WEIGHT_STEP)
+    _central_difference(wp, wm, obs[17])
 
 
 @njit(cache=True, nogil=True)
@@ -133,15 +141,11 @@ def _kernel_terms(lw, analytic_slope, phi, y, wt, obs):
     if analytic_slope:
         return
     e2, wp, wm, scratch = obs[6], obs[7], obs[8], obs[9]
-    for i in range(eta.shape[0]):
-        e2[i] = eta[i] + WEIGHT_STEP
+    _shifted(eta, WEIGHT_STEP, e2)
     call_laplace_weights(lw, e2, y, wt, phi, scratch, wp, obs[11], obs[12])
-    for i in range(eta.shape[0]):
-        e2[i] = eta[i] - WEIGHT_STEP
+    _shifted(eta, -WEIGHT_STEP, e2)
     call_laplace_weights(lw, e2, y, wt, phi, scratch, wm, obs[11], obs[12])
-    dW = obs[17]
-    for i in range(eta.shape[0]):
-        dW[i] = (wp[i] - wm[i]) * (0.5 / WEIGHT_STEP)
+    _central_difference(wp, wm, obs[17])
 
 
 @njit(cache=True, nogil=True)
