@@ -276,6 +276,22 @@ def test_a_csv_fit_from_the_command_line_loads_only_what_it_runs():
         assert _loaded_after(f"{code}\nimport pyarrow", ("pyarrow",)) == ["pyarrow"]
 
 
+OTHER_PATHS = ("glmmcore.linalg.blocked", "glmmcore.linalg.dense", "glmmcore.linalg.sparse",
+               "glmmcore.linalg.zlambda", "glmmcore.fitting.lmm_fit", "glmmcore.fitting.glmm_fit",
+               "glmmcore.fitting.vector_fast", "glmmcore.objectives.vector_lmm",
+               "glmmcore.objectives.pirls_kernel")
+
+
+def test_a_fast_path_fit_loads_no_other_paths_compiled_modules():
+    """A one-scalar-term LMM on the compiled fast path builds the model's layout in numpy
+    and loads neither the blocked nor the sparse factorization, nor the vector-term path:
+    their modules' dispatchers and imports are a tenth of a small command-line fit."""
+    code = ("import os\nos.environ['GLMMCORE_COLD_START'] = '0'\nimport pandas as pd\n"
+            f"import glmmcore\ngpa = pd.read_csv({str(DATA / 'gpa.csv')!r})\n"
+            "r = glmmcore.fit('gpa ~ occasion + (1 | student)', gpa)\n"
+            "assert r.extra['fast_path']")
+    assert _loaded_after(code, OTHER_PATHS) == []
+
 def test_the_command_ends_its_process_with_output_flushed_and_exit_handlers_run(tmp_path):
     """``main()`` as the command ends the process itself (no interpreter teardown): the
     summary, standard output written last and an ``atexit`` handler's output all arrive,

@@ -22,7 +22,6 @@ from ..errors import ArgumentError, DataError, IgnoredArgumentWarning, ModelSpec
 from ..fitting.cold_path import fit_cold, takes_cold_path
 from ..fitting.control import FitControl
 from ..fitting.scalar_fast import control_allows, fast_fitter
-from ..fitting.vector_fast import vector_fitter
 from ..fitting.warmup import announce_compilation
 from ..linalg.threads import single_threaded_blas
 from ..registry import get_family
@@ -164,6 +163,7 @@ class MixedModel:
             fast = fast_fitter(self)
             path = "fast"
             if fast is None:
+                from ..fitting.vector_fast import vector_fitter
                 fast, path = vector_fitter(self), "vector"
             if fast is not None:
                 announce_compilation(kind, path)

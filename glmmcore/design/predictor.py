@@ -24,12 +24,9 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
-from numba import njit
 
 from ..errors import ModelSpecError
-from ..linalg.blocked import BlockedFactor, build_structure
-from ..linalg.crossprod import all_scalar
-from ..linalg.dense import FALSE, writable
+from ..linalg.structure import build_structure
 from ..spec.fixed import FixedDesign
 from ..spec.reterms import ReTerms
 
@@ -87,6 +84,7 @@ class Predictor:
     def new_factor(self, m: int) -> Any:
         """A factor workspace for ``m`` dense columns appended to Z."""
         if self.backend == "blocked":
+            from ..linalg.blocked import BlockedFactor
             return BlockedFactor(self.layout, m)
         from ..linalg.sparse import SparseFactor
         return SparseFactor(self.layout, m)
@@ -109,13 +107,16 @@ class Predictor:
             out = np.zeros(self.n)
         else:
             out[:] = 0.0
-        _add_zb(codes, Xall, p, xoff, boff, np.ascontiguousarray(b, dtype=float), out)
+        from ..linalg.zlambda import add_zb
+        add_zb(codes, Xall, p, xoff, boff, np.ascontiguousarray(b, dtype=float), out)
         return out
 
     def linear_predictor(self, theta: np.ndarray, u: np.ndarray, base: np.ndarray,
                          zb: np.ndarray, eta: np.ndarray) -> None:
         """``zb = Z Lambda(theta) u`` and ``eta = base + zb``, into the given arrays."""
-        _linear_predictor(*self.linear_predictor_args(), writable(theta), u, base, zb, eta)
+        from ..linalg.dense import writable
+        from ..linalg.zlambda import linear_predictor
+        linear_predictor(*self.linear_predictor_args(), writable(theta), u, base, zb, eta)
 
     def linear_predictor_args(self) -> tuple:
         """The fixed arguments of the compiled linear predictor."""
@@ -132,77 +133,11 @@ class Predictor:
         _, _, p, _, boff = self._z
         tidx, toff = self._tmaps
         out = np.empty(u.shape[0])
-        _apply_lambda(p, boff, tidx, toff, writable(theta),
+        from ..linalg.dense import writable
+        from ..linalg.zlambda import apply_lambda
+        apply_lambda(p, boff, tidx, toff, writable(theta),
                       np.ascontiguousarray(u, dtype=float), out, False)
         return out
-
-
-@njit(cache=True, nogil=True)
-def _linear_predictor(codes, Xall, p, xoff, boff, tidx, toff, theta, u, base, zb, eta):
-    b = np.empty_like(u)
-    _apply_lambda(p, boff, tidx, toff, theta, u, b, FALSE)
-    if all_scalar(p):
-        for i in range(eta.shape[0]):
-            zb[i] = _zb_row_scalars(codes, Xall, xoff, boff, b, i)
-            eta[i] = base[i] + zb[i]
-        return
-    for i in range(eta.shape[0]):
-        zb[i] = _zb_row(codes, Xall, p, xoff, boff, b, i)
-        eta[i] = base[i] + zb[i]
-
-
-@njit(cache=True, nogil=True)
-def _apply_lambda(p, boff, tidx, toff, theta, v, out, transpose):
-    """``out = Lambda(theta) v`` (or ``Lambda' v``), level by level: ``T_k`` per level of block k.
-
-    ``T_k[a, c]`` is ``theta[tidx[toff[k] + a * p_k + c]]`` (0 where the index is -1).
-    """
-    K = p.shape[0]
-    for k in range(K):
-        pk = p[k]
-        nlev = ((boff[k + 1] if k + 1 < K else v.shape[0]) - boff[k]) // pk
-        if pk == 1:     # one multiplier for the block: a loop LLVM vectorizes
-            t = tidx[toff[k]]
-            scale = theta[t] if t >= 0 else 0.0
-            for lev in range(boff[k], boff[k] + nlev):
-                out[lev] = scale * v[lev]
-            continue
-        for lev in range(nlev):
-            start = boff[k] + lev * pk
-            for a in range(pk):
-                s = 0.0
-                for c in range(pk):
-                    t = tidx[toff[k] + (c * pk + a if transpose else a * pk + c)]
-                    if t >= 0:
-                        s += theta[t] * v[start + c]
-                out[start + a] = s
-
-
-@njit(cache=True, nogil=True)
-def _add_zb(codes, Xall, p, xoff, boff, b, out):
-    for i in range(codes.shape[0]):
-        out[i] += _zb_row(codes, Xall, p, xoff, boff, b, i)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _zb_row_scalars(codes, Xall, xoff, boff, b, i):
-    """Row i of Z b when every term is scalar (no per-term column loop: 1.5x faster)."""
-    s = 0.0
-    for k in range(codes.shape[1]):
-        s += Xall[i, xoff[k]] * b[boff[k] + codes[i, k]]
-    return s
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _zb_row(codes, Xall, p, xoff, boff, b, i):
-    """Row i of Z b."""
-    s = 0.0
-    for k in range(codes.shape[1]):
-        pk = p[k]
-        start = boff[k] + codes[i, k] * pk
-        for a in range(pk):
-            s += Xall[i, xoff[k] + a] * b[start + a]
-    return s
 
 
 def build_predictor(fixed: FixedDesign, reterms: ReTerms, backend: str = "auto",

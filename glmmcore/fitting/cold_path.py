@@ -53,9 +53,9 @@ def compiled_path(model: Any) -> str:
     """The compiled path a fit of the model takes (:func:`glmmcore.fitting.warmup.must_compile`'s
     names): ``"fast"``, ``"vector"`` or ``"regular"``."""
     from .scalar_fast import applies as scalar_applies
-    from .vector_fast import applies as vector_applies
     if scalar_applies(model):
         return "fast"
+    from .vector_fast import applies as vector_applies
     if vector_applies(model):
         return "vector"
     return "regular"

@@ -1,6 +1,6 @@
 """Distinct integer keys and where each key falls among them (``np.unique`` with its inverse).
 
-The blocked layout (:func:`.blocked.build_structure`) names each observation's
+The blocked layout (:func:`.structure.build_structure`) names each observation's
 pairs of levels by a key ``row * size + column`` and needs the distinct keys,
 sorted, and each observation's index among them.  ``np.unique`` sorts all
 ``n`` keys (``socio_m4``: 2 sorts, ~0.19 ms of a 0.7 ms layout).  When the keys'

@@ -55,11 +55,11 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from ..design.predictor import _apply_lambda, _zb_row, _zb_row_scalars
 from ..errors import ConvergenceError
 from ..linalg.crossprod import all_scalar
 from ..linalg.rhs_solve import solve_rhs
 from ..linalg.selected import observation_inverse
+from ..linalg.zlambda import apply_lambda, zb_row, zb_row_scalars
 from .family_kernels import call_laplace_weights, call_update, call_yms
 
 WEIGHT_STEP = 1e-5    # central-difference step in eta for W' (error ~1e-11 relative)
@@ -144,13 +144,13 @@ class LaplaceGradient:
         za = np.zeros(q)
         _add_zt(codes, Xall, p, xoff, boff, work.a, za)
         rhs = np.empty(q + nsolve)
-        _apply_lambda(p, boff, tidx, toff, theta, za, rhs[:q], True)
+        apply_lambda(p, boff, tidx, toff, theta, za, rhs[:q], True)
         if nsolve:
             rhs[q:] = predictor.X.T @ work.a
         v = np.empty(q + nsolve)
         solve_rhs(nsolve, *factor.solve_args(), rhs, v)
         lv = np.empty(q)
-        _apply_lambda(p, boff, tidx, toff, theta, v[:q], lv, False)
+        apply_lambda(p, boff, tidx, toff, theta, v[:q], lv, False)
         vb = v[q:] if nsolve else np.zeros(nx)
         grad = np.zeros(theta.shape[0] + nx)
         _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, predictor.X, pirls.u, v[:q], lv,
@@ -391,7 +391,7 @@ def _gradient_pass(codes, Xall, p, xoff, boff, tidx, toff, X, u, v, lv, vb, scor
         pmax = max(pmax, p[k])
     A = np.zeros((K, pmax, pmax))
     for i in range(codes.shape[0]):
-        zv = _zb_row(codes, Xall, p, xoff, boff, lv, i)
+        zv = zb_row(codes, Xall, p, xoff, boff, lv, i)
         for j in range(X.shape[1]):
             zv += X[i, j] * vb[j]
         zvs[i] = zv
@@ -426,7 +426,7 @@ def _gradient_pass_scalars(codes, Xall, xoff, boff, tidx, toff, X, u, v, lv, vb,
     ntheta = grad.shape[0] - nx
     A = np.zeros(K)
     for i in range(codes.shape[0]):
-        zv = _zb_row_scalars(codes, Xall, xoff, boff, lv, i)
+        zv = zb_row_scalars(codes, Xall, xoff, boff, lv, i)
         for j in range(nx):
             zv += X[i, j] * vb[j]
         zvs[i] = zv

@@ -31,11 +31,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..design.predictor import _apply_lambda, _linear_predictor, _zb_row, _zb_row_scalars
 from ..linalg.blocked import _factor, _solve
 from ..linalg.crossprod import _crossprod, all_scalar
 from ..linalg.dense import FALSE, TRUE
 from ..linalg.rhs_solve import solve_rhs
+from ..linalg.zlambda import apply_lambda, linear_predictor, zb_row, zb_row_scalars
 from .family_kernels import call_observed, call_update, call_yms
 
 CONVERGED, STOPPED_ON_DEVIANCE, HALVING_FAILED, MAX_ITERATIONS, NOT_POSITIVE_DEFINITE = range(5)
@@ -211,15 +211,15 @@ def predict_modes(theta, beta, X, zargs, sargs, start, u, beta_in_pirls, reach=n
         d_theta[t] = theta[t] - theta0[t]
     d_beta = beta - beta0           # zero when PIRLS estimates beta: it starts at beta0
     g_u, du_u = g[:q], du[:q]
-    _apply_lambda(p, boff, tidx, toff, d_theta, u0, du_u, FALSE)   # d_Lambda u0
+    apply_lambda(p, boff, tidx, toff, d_theta, u0, du_u, FALSE)   # d_Lambda u0
     g[:] = 0.0
     zs[:] = 0.0
     if all_scalar(p):
         _predict_pass_scalars(X, codes, Xall, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve)
     else:
         _predict_pass(X, codes, Xall, p, xoff, boff, w0, s0, du, d_beta, g, zs, nsolve)
-    _apply_lambda(p, boff, tidx, toff, theta0, g_u, du_u, TRUE)     # Lambda0' Z' W0 d_eta
-    _apply_lambda(p, boff, tidx, toff, d_theta, zs, g_u, TRUE)      # d_Lambda' Z' s0
+    apply_lambda(p, boff, tidx, toff, theta0, g_u, du_u, TRUE)     # Lambda0' Z' W0 d_eta
+    apply_lambda(p, boff, tidx, toff, d_theta, zs, g_u, TRUE)      # d_Lambda' Z' s0
     for k in range(q):
         g[k] -= du[k]
     solve_rhs(nsolve, *sargs, g[:q + nsolve], du[:q + nsolve])
@@ -244,7 +244,7 @@ def _predict_pass(X, codes, Xall, p, xoff, boff, w0, s0, du, d_beta, g, zs, nsol
     """
     q = zs.shape[0]
     for i in range(X.shape[0]):
-        d_eta = _zb_row(codes, Xall, p, xoff, boff, du, i)
+        d_eta = zb_row(codes, Xall, p, xoff, boff, du, i)
         for j in range(d_beta.shape[0]):
             d_eta += X[i, j] * d_beta[j]
         wd, si = w0[i] * d_eta, s0[i]
@@ -264,7 +264,7 @@ def _predict_pass_scalars(X, codes, Xall, xoff, boff, w0, s0, du, d_beta, g, zs,
     """:func:`_predict_pass` when every term is scalar (1.5x faster)."""
     q = zs.shape[0]
     for i in range(X.shape[0]):
-        d_eta = _zb_row_scalars(codes, Xall, xoff, boff, du, i)
+        d_eta = zb_row_scalars(codes, Xall, xoff, boff, du, i)
         for j in range(d_beta.shape[0]):
             d_eta += X[i, j] * d_beta[j]
         wd, si = w0[i] * d_eta, s0[i]
@@ -325,7 +325,7 @@ def _evaluate(theta, phi, beta_in_pirls, kernels, X, y, wt, offset, u, beta, zar
     eta, mu, w, r, dev, zb, base, _lp = work
     if beta_in_pirls:
         _fixed_part(X, beta, offset, base)
-    _linear_predictor(*zargs, theta, u, base, zb, eta)
+    linear_predictor(*zargs, theta, u, base, zb, eta)
     total = call_update(kernels[0], eta, y, wt, phi, mu, w, r, dev) + dev_offset
     for i in range(u.shape[0]):
         total += u[i] * u[i]
