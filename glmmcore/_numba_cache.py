@@ -1,4 +1,4 @@
-"""Where numba caches glmmcore's compiled code when the package is not writable.
+"""numba's set-up for glmmcore: where it caches compiled code, and scipy's BLAS module.
 
 Imported first by ``glmmcore/__init__``, before any ``cache=True`` function is
 defined.  numba caches beside the source, or in the user's cache directory
@@ -6,6 +6,11 @@ defined.  numba caches beside the source, or in the user's cache directory
 install).  Where neither is writable, numba would refuse to define a
 ``cache=True`` function at all, so glmmcore points numba's cache at a folder of
 the temporary directory instead.  ``NUMBA_CACHE_DIR``, when set, always wins.
+
+numba imports ``scipy.linalg.cython_blas`` when a process loads its first compiled
+function; the ordinary import runs ``scipy.linalg``'s ``__init__`` (0.3-0.5 s, more than a
+small fit).  :func:`preload_blas` registers the compiled module on its own first
+(:mod:`glmmcore.linalg.scipy_ext`), whichever path's kernels load first.
 """
 
 from __future__ import annotations
@@ -48,4 +53,11 @@ def _user_tag() -> str:
     return str(getuid()) if getuid else os.environ.get("USERNAME", "user")
 
 
+def preload_blas() -> None:
+    """Load ``scipy.linalg.cython_blas`` without ``scipy.linalg`` (see the module doc)."""
+    from .linalg.scipy_ext import extension
+    extension("scipy.linalg.cython_blas")
+
+
 ensure_writable_cache()
+preload_blas()

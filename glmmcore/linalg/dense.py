@@ -185,11 +185,9 @@ def chol_lower_small(A: np.ndarray) -> bool:
     return chol_envelope(A, first, ZERO)
 
 
-# LAPACK's dpotrf and dpotri as scipy exports them; compiled code receives the addresses as
-# integers (a ctypes function would pin the address into numba's cache)
-# without scipy.linalg (glmmcore.linalg.scipy_ext); numba's numpy support imports cython_blas when
-# the first compiled function loads, which would import scipy.linalg (0.45 s) too
-extension("scipy.linalg.cython_blas")
+# LAPACK's dpotrf and dpotri as scipy exports them, without scipy.linalg
+# (glmmcore.linalg.scipy_ext); compiled code receives the addresses as integers (a ctypes
+# function would pin the address into numba's cache)
 extension("scipy.linalg.cython_lapack")
 DPOTRF = get_cython_function_address("scipy.linalg.cython_lapack", "dpotrf")
 DPOTRI = get_cython_function_address("scipy.linalg.cython_lapack", "dpotri")
