@@ -42,6 +42,11 @@ from .scalar_pirls import _workspace, modes_and_beta
 SMALLEST_START = 0.05
 PHI_START_STEPS = 8     # Newton steps of the family parameter's start (conditional_phi)
 PHI_START_TOL = 1e-3    # ... ending when the step in log phi is below this
+# the GLMs of a family parameter's start (glm_means, fit_one) end at this relative step:
+# Newton's method on (theta, beta, log phi) takes the start's few digits, and Fisher
+# scoring off the canonical link gains about one digit per iteration (the negative
+# binomial's on patents: 9 iterations to 1e-12, 3 to 1e-4)
+START_TOL = 1e-4
 # the most distinct (y, wt) pairs for which the family parameter's term is summed over
 # them (scalar_newton.phi_term), not over the rows: counts take a few dozen values
 DISTINCT_MAX = 64
@@ -147,7 +152,7 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
         # depend on its precision (the benchmark's slope 0.26 at 1, 0.62 at the optimum)
         start = beta.copy()
         ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
-                                    cx, S, L, phi0)
+                                    cx, S, L, phi0, START_TOL)
         counts[1] += its
         if not ok:
             beta[:] = start
@@ -166,7 +171,7 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
             x[1 + p] = conditional_phi(x, P, u, beta, W)
     grad = np.empty(k)
     H = np.empty((k, k))
-    u[:] = 0.0
+    # u is 0 (the GLM's) or conditional_phi's modes at x: PIRLS's start
     status, _ = minimize(x, joint, P, u, beta, W, grad, H)
     out_info[0] = status
     out_info[2] = counts[0]
@@ -283,7 +288,7 @@ def glm_means(X, codes, G, z, Y, wt, offset, eta0, upd, out_mu, out_glm):
                         cx, S, L)
         u[:] = 0.0
         ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
-                                    cx, S, L)
+                                    cx, S, L, 1.0, START_TOL)
         out_mu[:, j] = obs[1]
         out_glm[j, :p] = beta
         if not ok:

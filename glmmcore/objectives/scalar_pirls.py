@@ -140,9 +140,10 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev):
 
 @njit(cache=True, nogil=True)
 def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx, S, L,
-                   phi=1.0):
+                   phi=1.0, step_tol=STEP_TOL):
     """PIRLS for ``(u, beta)`` jointly given theta (``nAGQ = 0``; and at theta = 0 the
-    start's GLM, at the family parameter ``phi``).
+    start's GLM, at the family parameter ``phi``), until the relative step is below
+    ``step_tol`` (a start's GLM needs no more than a few digits).
 
     Returns (converged, pdev, iterations); at convergence ``lev[0]`` holds
     ``sum w z^2`` per level, ``cx`` the levels' ``sum w z x``, ``S`` the Schur
@@ -199,7 +200,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
         last = step
         step = max(_rel_change(u_new, u), _rel_change(b_new, beta))
         # nAGQ=0 takes canonical links only: Fisher scoring is Newton's method
-        if at_mode(step, last, full_step, True, STEP_TOL, FLOOR_TOL):
+        if at_mode(step, last, full_step, True, step_tol, FLOOR_TOL):
             return True, pdev, iteration + 1
         t = 1.0
         accepted = False
