@@ -187,7 +187,8 @@ def _fast_parts(model, y, fused=True, distinct=True):
          fitter.slope, kernels.observed_weights, kernels.logpdf_vec, has_phi,
          kernels.laplace_weights, kernels.weight_slope, kernels.dlogpdf_dphi_vec,
          kernels.laplace_observed, kernels.update_newton if fused else 0,
-         kernels.devres_vec, reps, mult, kernels.linkinv_vec)
+         kernels.devres_vec, reps, mult, kernels.linkinv_vec,
+         kernels.newton_terms if fused else 0, kernels.phi_weights)
     return P, (n, fitter.G, p)
 
 
@@ -368,6 +369,108 @@ def test_phi_terms_over_distinct_responses_equal_the_rows_sum(design):
     assert scalar_glmm.distinct_rows(y, weights)[0].size == 0     # 128 pairs of (y, wt)
     reps, mult = scalar_glmm.distinct_rows(y[:128], weights[:128])
     assert reps.size == 64 and np.all(mult == 2.0)
+
+
+@pytest.mark.parametrize("family, link", [("negative_binomial", "log"),
+                                          ("negative_binomial", "sqrt"),
+                                          ("binomial", "probit"), ("binomial", "cloglog"),
+                                          ("poisson", "sqrt")])
+def test_newton_terms_are_update_newtons_without_the_deviance(design, family, link):
+    """The newton_terms kernel gives update_newton's mu, w, r, H and dW / d eta to the bit,
+    without the deviance; an evaluation whose value is not wanted (a Hessian column)
+    skips the deviance where PIRLS ends at its first update and gives the same
+    gradient, and PIRLS past its first update the same modes and deviance."""
+    from glmmcore.objectives import scalar_newton, scalar_pirls
+    from glmmcore.objectives.family_kernels import call_update_newton, family_kernels
+    rng = np.random.default_rng(2)
+    y = (_counts(design, 3, 0.5, 1.0) if family != "binomial"
+         else (rng.random(len(design)) < 0.4).astype(float))
+    model = glmmcore.MixedModel("y ~ cond + (1 | subject)", design.assign(y=y),
+                                family=family, link=link)
+    kernels = family_kernels(model.family)
+    assert kernels.newton_terms != 0
+    n = y.size
+    eta = np.log(y + 0.5) if link == "log" else np.sqrt(y + 0.5) if link == "sqrt" else (
+        rng.normal(-0.3, 0.5, n))
+    wt, phi = np.ones(n), 1.3
+    full, terms = np.full((6, n), -1.0), np.full((6, n), -1.0)
+    total = call_update_newton(kernels.update_newton, eta, y, wt, phi, *full)
+    assert call_update_newton(kernels.newton_terms, eta, y, wt, phi, *terms) == 0.0
+    assert np.isfinite(total) and np.all(terms[3] == -1.0)      # no deviance written
+    for a in (0, 1, 2, 4, 5):
+        np.testing.assert_array_equal(terms[a], full[a])
+
+    fit = model.fit(control=REGULAR)
+    P, (n, G, p) = _fast_parts(model, y)
+    x = np.concatenate([fit.theta, fit.beta]) + np.concatenate([[0.1], np.full(p, 0.02)])
+    if model.family.extra is not None:
+        x = np.append(x, np.log(fit.extra["phi"]) + 0.1)
+    u0 = np.zeros(G)
+    first = np.empty(x.size)
+    assert np.isfinite(scalar_newton._objective(x, True, P, u0, np.zeros(p),
+                                                scalar_newton.workspace(n, G, p), first))
+    # from the mode at x, with and without the value: the same modes and gradient
+    grads, modes_at = [], []
+    for value in (True, False):
+        g, u = np.empty(x.size), u0.copy()
+        f = scalar_newton._objective(x, True, P, u, np.zeros(p),
+                                     scalar_newton.workspace(n, G, p), g, True, value)
+        assert np.isfinite(f) and (value or f == 0.0)
+        grads.append(g)
+        modes_at.append(u)
+    np.testing.assert_array_equal(grads[1], grads[0])
+    np.testing.assert_array_equal(modes_at[1], modes_at[0])
+    # from 0, PIRLS takes its first update without the deviance and the next ones with it
+    args = (x[0], np.exp(x[-1]) if model.family.extra is not None else 1.0, P[1], P[2],
+            P[3], P[4], P[6], P[8], P[15])
+    base = fast_fitter(model).X @ x[1:1 + p]
+    runs = []
+    for kernel in (0, P[20]):
+        ws = scalar_newton.workspace(n, G, p)
+        u = np.zeros(G)
+        runs.append((scalar_pirls.modes(*args, base, u, ws[0], ws[1], kernel), u))
+    (ok, pdev, its, _), u_full = runs[0]
+    (ok_t, pdev_t, its_t, _), u_terms = runs[1]
+    assert ok and ok_t and its == its_t > 1
+    assert pdev_t == pdev
+    np.testing.assert_array_equal(u_terms, u_full)
+
+
+@pytest.mark.parametrize("family, link", [("negative_binomial", "log"),
+                                          ("negative_binomial", "sqrt"),
+                                          ("gamma", "log"), ("gamma", "inverse"),
+                                          ("beta", "logit")])
+def test_phi_weights_are_differences_of_laplace_weights(design, family, link):
+    """The phi_weights kernel's one pass gives laplace_weights' score and weights at one
+    phi less those at another, to the bit (the gradient's log phi entry is the same)."""
+    if family not in glmmcore.available_families():
+        pytest.skip("needs the example plugin (docs/examples/glmmcore-beta)")
+    from glmmcore.objectives.family_kernels import (
+        call_laplace_weights,
+        call_phi_weights,
+        family_kernels,
+    )
+    rng = np.random.default_rng(8)
+    y = {"negative_binomial": _counts(design, 3, 0.5, 1.0),
+         "gamma": _positive(design, 3, 0.5, 4.0),
+         "beta": np.clip(rng.beta(4.0, 6.0, len(design)), 1e-6, 1 - 1e-6)}[family]
+    model = glmmcore.MixedModel("y ~ cond + (1 | subject)", design.assign(y=y),
+                                family=family, link=link)
+    kernels = family_kernels(model.family)
+    assert kernels.phi_weights != 0
+    n = y.size
+    eta = {"log": np.log(y + 0.5), "sqrt": np.sqrt(y + 0.5), "inverse": 1.0 / (y + 0.5),
+           "logit": rng.normal(-0.3, 0.5, n)}[link]
+    wt = np.where(np.arange(n) % 7 == 0, 0.0, 1.0)      # some rows of weight 0
+    up, down = 2.1 * np.exp(1e-5), 2.1 * np.exp(-1e-5)
+    at_up, at_down = np.empty((4, n)), np.empty((4, n))
+    call_laplace_weights(kernels.laplace_weights, eta, y, wt, up, *at_up)
+    call_laplace_weights(kernels.laplace_weights, eta, y, wt, down, *at_down)
+    ds, dw = np.empty(n), np.empty(n)
+    call_phi_weights(kernels.phi_weights, eta, y, wt, up, down, ds, dw)
+    np.testing.assert_array_equal(ds, at_up[0] - at_down[0])
+    np.testing.assert_array_equal(dw, at_up[1] - at_down[1])
+    assert np.all(ds[wt == 0.0] == 0.0) and np.any(dw != 0.0)
 
 
 def test_the_start_of_phi_maximizes_the_conditional_likelihood(design):

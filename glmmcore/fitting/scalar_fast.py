@@ -220,7 +220,7 @@ class ScalarFastFitter:
                 kernels.observed_weights if kernels.newton or observed else 0, has_phi,
                 kernels.laplace_weights, kernels.weight_slope, kernels.dlogpdf_dphi_vec,
                 observed, kernels.update_newton, kernels.devres_vec,
-                kernels.linkinv_vec)
+                kernels.linkinv_vec, kernels.newton_terms, kernels.phi_weights)
         k = 1 + p + int(has_phi)
         out_x, out_u = np.full((m, k), np.nan), np.zeros((m, self.G))
         out_beta, out_grad = np.full((m, p), np.nan), np.full((m, k), np.nan)

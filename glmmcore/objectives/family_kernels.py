@@ -95,6 +95,8 @@ class FamilyKernels:
     weight_slope: bool = False  # laplace_weights gives dW / d eta (else a central difference)
     dlogpdf_dphi_vec: int = 0   # d log p / d phi per observation (0: a central difference)
     update_newton: int = 0      # update and, at the same eta, H and dW / d eta (fused_update)
+    newton_terms: int = 0       # update_newton without the deviance (returns 0)
+    phi_weights: int = 0        # laplace_weights' s and W at two phi, differenced (extra)
     family: Any = None          # the family they were made for (what a pickle keeps)
 
     def __reduce__(self) -> tuple:
@@ -156,7 +158,7 @@ def family_kernels(family: Any) -> FamilyKernels:
             module = _load_module(family, scalars, key)
             extra = {name: getattr(module, name).address
                      for name in ("observed_weights", "laplace_weights", "dlogpdf_dphi_vec",
-                                  "update_newton")
+                                  "update_newton", "newton_terms", "phi_weights")
                      if hasattr(module, name)}
             _loaded[flags] = FamilyKernels(
                 **{name: getattr(module, name).address for name in ARRAY_KERNELS},
@@ -318,9 +320,12 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
     loglik_eta = templates.LOGLIK_BY_CUMULANT if by_cumulant else templates.LOGLIK_BY_DEVIANCE
     update_body = (templates.UPDATE_BY_CUMULANT if _update_by_cumulant(family, scalars)
                    else templates.UPDATE_BY_DEV_RESID.format(residual=residual))
-    fused = (templates.UPDATE_NEWTON_TEMPLATE.format(
-        residual=residual, information=templates.OBSERVED, weight_slope=templates.FISHER_SLOPE,
-        cache="{cache}") if fused_update(family, scalars) else "")
+    fused = "".join(templates.UPDATE_NEWTON_TEMPLATE.format(
+        name=name, residual=residual, information=templates.OBSERVED,
+        weight_slope=templates.FISHER_SLOPE, deviance=deviance, total=total, cache="{cache}")
+        for name, deviance, total in (
+            ("update_newton", templates.NEWTON_DEVIANCE, "run_sum(dev, 0, n)"),
+            ("newton_terms", "", "0.0"))) if fused_update(family, scalars) else ""
     text = (templates.TEMPLATE + (templates.OBSERVED_TEMPLATE if "d2logpdf_dmu2" in scalars else "")
             + _gradient_source(family, scalars)
             + (templates.DPHI_TEMPLATE if "dlogpdf_dphi" in scalars else "") + fused)
@@ -342,6 +347,8 @@ def _gradient_source(family: Any, scalars: dict[str, Any]) -> str:
     slope = templates.FISHER_SLOPE if _analytic_slope(family, scalars) else "0.0"
     body = templates.GRADIENT_TEMPLATE.format(score=score, weight=weight, information=information,
                                      weight_slope=slope, cache="{cache}")
+    if type(family).extra is not None:
+        body += templates.PHI_WEIGHTS_TEMPLATE.format(score=score, weight=weight, cache="{cache}")
     return body
 
 
@@ -477,6 +484,21 @@ def call_update_newton(fn, eta, y, wt, phi, mu, w, r, dev, h, dw):
     return _call_update_newton(fn, eta.size, eta.ctypes.data, y.ctypes.data, wt.ctypes.data,
                                phi, mu.ctypes.data, w.ctypes.data, r.ctypes.data,
                                dev.ctypes.data, h.ctypes.data, dw.ctypes.data)
+
+
+@intrinsic
+def _call_phi_weights(typingctx, fn, n, eta, y, wt, up, down, ds, dw):
+    sig = types.float64(*([types.int64] * 5), types.float64, types.float64, types.int64,
+                        types.int64)
+    return sig, _pointer_call(_D, [_I, _PTR, _PTR, _PTR, _D, _D, _PTR, _PTR], [1, 2, 3, 6, 7])
+
+
+@njit(cache=True, nogil=True)
+def call_phi_weights(fn, eta, y, wt, up, down, ds, dw):
+    """laplace_weights' score and weights at ``phi = up`` less those at ``down`` into ds
+    and dw (the ``phi_weights`` kernel)."""
+    return _call_phi_weights(fn, eta.size, eta.ctypes.data, y.ctypes.data, wt.ctypes.data,
+                             up, down, ds.ctypes.data, dw.ctypes.data)
 
 
 @njit(cache=True, nogil=True)

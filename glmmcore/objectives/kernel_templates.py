@@ -134,16 +134,47 @@ def laplace_weights(n, eta_p, y_p, wt_p, phi, s_p, w_p, h_p, dw_p):
     return 0.0
 '''
 
+# The score's and the weights' changes in phi, for the Laplace gradient's entry in log phi
+# (central differences): s and W of laplace_weights at phi = up less their values at
+# phi = down, in one pass (the link's kernels once, no H or dW / d eta); each by
+# laplace_weights' expression, so the differences are the same bits as two passes of it.
+PHI_WEIGHTS_TEMPLATE = '''
+
+@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, types.float64, _P, _P),
+       cache={cache}, error_model="numpy")
+def phi_weights(n, eta_p, y_p, wt_p, up, down, ds_p, dw_p):
+    eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
+    ds, dw = carray(ds_p, n), carray(dw_p, n)
+    for i in range(n):
+        e = eta[i]
+        m = linkinv(e)
+        me = mu_eta(e, m)
+        keep = wt[i] != 0.0
+        phi = up
+        v = variance(m, phi)
+        s_up = {score}
+        w_up = {weight}
+        phi = down
+        v = variance(m, phi)
+        ds[i] = s_up - ({score}) if keep else 0.0
+        dw[i] = w_up - ({weight}) if keep else 0.0
+    return 0.0
+'''
+
 # PIRLS's update with Newton's steps fused with the terms they and the Laplace gradient
 # need at the same eta: the information H = -d s / d eta (the observed information) and
 # dW / d eta, from the link's kernels evaluated once (probit: one erfc and one exp per
 # observation, where the update, observed_weights and laplace_weights kernels in turn take
-# two erfc and four exp).
+# two erfc and four exp).  ``newton_terms`` is the same loop without the deviance (two
+# logarithms per observation for the negative binomial and the binomial): for the
+# evaluations whose objective value is not used (the Hessian's columns), whose PIRLS
+# ends at its first update.  Each term is computed by the same expression in both, so
+# the two give the same bits.
 UPDATE_NEWTON_TEMPLATE = '''
 
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P, _P, _P, _P, _P, _P),
        cache={cache}, error_model="numpy")
-def update_newton(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p, h_p, dw_p):
+def {name}(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p, h_p, dw_p):
     eta, y, wt = carray(eta_p, n), carray(y_p, n), carray(wt_p, n)
     mu, w, r, dev = carray(mu_p, n), carray(w_p, n), carray(r_p, n), carray(dev_p, n)
     h, dw = carray(h_p, n), carray(dw_p, n)
@@ -155,12 +186,12 @@ def update_newton(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p, h_p, dw_p):
         me = mu_eta(e, m)
         v = variance(m, phi)
         w[i] = wt[i] * me * me / v if keep else 0.0
-        r[i] = {residual} if keep else 0.0
-        dev[i] = dev_resid(y[i], m, wt[i], phi) if keep else 0.0
+        r[i] = {residual} if keep else 0.0{deviance}
         h[i] = {information} if keep else 0.0
         dw[i] = {weight_slope} if keep else 0.0
-    return run_sum(dev, 0, n)
+    return {total}
 '''
+NEWTON_DEVIANCE = "\n        dev[i] = dev_resid(y[i], m, wt[i], phi) if keep else 0.0"
 
 DPHI_TEMPLATE = '''
 
@@ -214,6 +245,7 @@ UPDATE_BY_DEV_RESID = """
         dev[i] = dev_resid(y[i], m, wt[i], phi)"""
 
 # every text above, in one string: part of each generated module's cache key
-ALL = "".join((TEMPLATE, OBSERVED_TEMPLATE, GRADIENT_TEMPLATE, DPHI_TEMPLATE,
-               UPDATE_NEWTON_TEMPLATE, FISHER, OBSERVED, FISHER_SLOPE, OBSERVED_BY_VARIANCE,
-               LOGLIK_BY_CUMULANT, LOGLIK_BY_DEVIANCE, UPDATE_BY_CUMULANT, UPDATE_BY_DEV_RESID))
+ALL = "".join((TEMPLATE, OBSERVED_TEMPLATE, GRADIENT_TEMPLATE, PHI_WEIGHTS_TEMPLATE,
+               DPHI_TEMPLATE, UPDATE_NEWTON_TEMPLATE, NEWTON_DEVIANCE, FISHER, OBSERVED,
+               FISHER_SLOPE, OBSERVED_BY_VARIANCE, LOGLIK_BY_CUMULANT, LOGLIK_BY_DEVIANCE,
+               UPDATE_BY_CUMULANT, UPDATE_BY_DEV_RESID))

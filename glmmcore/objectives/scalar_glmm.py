@@ -116,7 +116,8 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
     ``kern`` = (update, weight slope rule, logpdf, observed-information kernel or 0,
     has phi, laplace_weights kernel or 0, whether it gives ``dW / d eta``,
     dlogpdf_dphi kernel or 0, the Laplace approximation at the observed information,
-    update_newton kernel or 0, devres kernel, inverse link kernel);
+    update_newton kernel or 0, devres kernel, inverse link kernel, newton_terms kernel
+    or 0, phi_weights kernel or 0);
     ``phi0`` the family parameter's start (unused without one); ``glm`` the fit without
     random effects from :func:`glm_means` (beta, then its PIRLS iterations) where it was
     made for that start, else NaN (it is made here).
@@ -127,13 +128,13 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
     given theta.
     """
     (upd, slope, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed,
-     updn, devres, linkinv) = kern
+     updn, devres, linkinv, terms, phi_weights) = kern
     n, p = X.shape
     W = workspace(n, G, p)
     obs, lev, cx, S, L, counts = W[0], W[1], W[2], W[3], W[4], W[5]
     reps, mult = distinct_rows(y, wt) if has_phi else distinct_rows(y[:0], wt[:0])
     P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi, lw, analytic_slope,
-         dphi, laplace_observed, updn, devres, reps, mult, linkinv)
+         dphi, laplace_observed, updn, devres, reps, mult, linkinv, terms, phi_weights)
     u = np.zeros(G)
     if np.isnan(glm[0]):
         beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
@@ -171,7 +172,7 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
             x[1 + p] = conditional_phi(x, P, u, beta, W)
     grad = np.empty(k)
     H = np.empty((k, k))
-    # u is 0 (the GLM's) or conditional_phi's modes at x: PIRLS's start
+    # u is 0 (the GLM's) or conditional_phi's modes (at x's theta and beta): PIRLS's start
     status, _ = minimize(x, joint, P, u, beta, W, grad, H)
     out_info[0] = status
     out_info[2] = counts[0]

@@ -9,7 +9,14 @@ import numpy as np
 from numba import njit
 
 from ..linalg.small import small_cholesky_solve
-from .family_kernels import call_laplace_weights, call_map, call_observed, call_update, call_yms
+from .family_kernels import (
+    call_laplace_weights,
+    call_map,
+    call_observed,
+    call_phi_weights,
+    call_update,
+    call_yms,
+)
 from .laplace_gradient import WEIGHT_STEP
 
 PHI_STEP = 1e-5         # central differences in log phi (error ~1e-10 relative)
@@ -182,9 +189,10 @@ def _gradient_sums(theta, X, codes, z, u, s, W, H, dW, Wz2, Hz2, v, zs, grad):
 def _phi_derivative(theta, phi, codes, z, y, wt, P, obs, Wz2, v):
     """The Laplace objective's derivative in ``log phi``: the conditional
     log-likelihood's (the family's ``dlogpdf_dphi``, else a central difference of
-    ``logpdf``) and, by central differences of the laplace_weights kernel in log phi,
-    the log-determinant's at the mode and through the modes; no PIRLS."""
-    logpdf, lw, dphi = P[9], P[11], P[13]
+    ``logpdf``) and, by central differences of laplace_weights' score and weights in
+    log phi (the phi_weights kernel ``P[21]``, which leaves the score's in obs[18]), the
+    log-determinant's at the mode and through the modes; no PIRLS."""
+    logpdf, dphi = P[9], P[13]
     eta, mu = obs[0], obs[1]
     up, down = phi * np.exp(PHI_STEP), phi * np.exp(-PHI_STEP)
     scale = 0.5 / PHI_STEP
@@ -193,15 +201,14 @@ def _phi_derivative(theta, phi, codes, z, y, wt, P, obs, Wz2, v):
     else:
         d_loglik = (call_yms(logpdf, y, mu, wt, up, obs[13])
                     - call_yms(logpdf, y, mu, wt, down, obs[13])) * scale
-    sp, wp, sm, wm = obs[18], obs[7], obs[19], obs[8]
-    call_laplace_weights(lw, eta, y, wt, up, sp, wp, obs[11], obs[12])
-    call_laplace_weights(lw, eta, y, wt, down, sm, wm, obs[11], obs[12])
+    ds, dw = obs[18], obs[19]
+    call_phi_weights(P[21], eta, y, wt, up, down, ds, dw)
     t2 = theta * theta
     g = -2.0 * d_loglik
     for i in range(eta.shape[0]):
         j, zi = codes[i], z[i]
-        d_w = (wp[i] - wm[i]) * scale
-        d_s = (sp[i] - sm[i]) * scale
+        d_w = dw[i] * scale
+        d_s = ds[i] * scale
         g += t2 * zi * zi * d_w / (1.0 + t2 * Wz2[j]) + v[j] * theta * zi * d_s
     return g
 

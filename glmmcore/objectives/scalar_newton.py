@@ -91,12 +91,14 @@ def phi_term(phi, P, mu):
 
 
 @njit(cache=True, nogil=True)
-def _evaluate(theta, x, joint, P, u, beta, W):
+def _evaluate(theta, x, joint, P, u, beta, W, value=True):
     """The objective ``pdev + sum log A`` at theta (and beta = x[1:1+p], log phi =
     x[1+p] if joint; with phi the deviance is complete, its "constants" depend on
     phi): PIRLS from ``u`` (again from 0 if that fails); inf where it fails from both,
     and where the Laplace approximation is at the observed information
-    (``laplace = "observed"``) and that is not positive at the mode."""
+    (``laplace = "observed"``) and that is not positive at the mode.  Without
+    ``value`` (the gradient alone is wanted) 0 where PIRLS converges, which then skips
+    the deviance where it can (the newton_terms kernel ``P[20]``: :func:`modes`)."""
     X, codes, z, y, wt, offset, upd, obsw, has_phi = (P[0], P[1], P[2], P[3], P[4], P[5],
                                                      P[6], P[8], P[10])
     obs, lev, cx, S, L, counts = W[0], W[1], W[2], W[3], W[4], W[5]
@@ -110,15 +112,17 @@ def _evaluate(theta, x, joint, P, u, beta, W):
                 beta[a] = x[1 + a]
             _fixed_part(X, beta, offset, obs[5])
             ok, pdev, its, observed = modes(theta, phi, codes, z, y, wt, upd, obsw, P[15],
-                                            obs[5], u, obs, lev)
+                                            obs[5], u, obs, lev, 0 if value else P[20])
         else:
             ok, pdev, its = modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta,
                                            obs, lev, cx, S, L)
         counts[1] += its
-        if ok and np.isfinite(pdev):
+        if ok and (np.isfinite(pdev) or not value):
             if P[14] and not observed and not observed_information(
                     obsw, theta, phi, codes, z, y, wt, obs, lev):
                 return np.inf
+            if not value:
+                return 0.0
             if has_phi:
                 pdev = _complete_deviance(pdev, phi, P, u, W)
             return pdev + _logdet(theta, logdet_weights(P, lev))
@@ -146,9 +150,10 @@ def _gradient(theta, x, joint, P, u, W, grad, want_phi):
 
 
 @njit(cache=True, nogil=True)
-def _objective(x, joint, P, u, beta, W, grad, want_phi=True):
+def _objective(x, joint, P, u, beta, W, grad, want_phi=True, value=True):
     """Objective and gradient at ``x`` ((theta, beta) if ``joint``, else (theta,));
-    the gradient's log phi entry NaN unless ``want_phi`` (it costs the most).
+    the gradient's log phi entry NaN unless ``want_phi`` (it costs the most); without
+    ``value`` the gradient alone (the objective 0, or inf: :func:`_evaluate`).
 
     The modes start from ``u`` (and ``beta`` for ``nAGQ = 0``) and are left at
     ``x``'s, as is the workspace; inf if PIRLS fails.  Below GRADIENT_MIN_THETA
@@ -157,8 +162,8 @@ def _objective(x, joint, P, u, beta, W, grad, want_phi=True):
     """
     theta = x[0]
     W[5][0] += 1
-    value = _evaluate(theta, x, joint, P, u, beta, W)
-    if not np.isfinite(value):
+    f = _evaluate(theta, x, joint, P, u, beta, W, value)
+    if not np.isfinite(f):
         return np.inf
     _gradient(theta, x, joint, P, u, W, grad, want_phi)
     if theta < GRADIENT_MIN_THETA:
@@ -166,12 +171,12 @@ def _objective(x, joint, P, u, beta, W, grad, want_phi=True):
         raised = x.copy()
         raised[0] = FD_STEP
         g2 = np.empty_like(grad)
-        if not np.isfinite(_evaluate(FD_STEP, raised, joint, P, u2, b2, W)):
+        if not np.isfinite(_evaluate(FD_STEP, raised, joint, P, u2, b2, W, False)):
             return np.inf
         _gradient(FD_STEP, raised, joint, P, u2, W, g2, False)
         grad[0] = g2[0]
-        _evaluate(theta, x, joint, P, u, beta, W)    # the workspace back at x's mode
-    return value
+        _evaluate(theta, x, joint, P, u, beta, W, False)    # the workspace back at x's mode
+    return f
 
 
 @njit(cache=True, nogil=True)
@@ -180,7 +185,7 @@ def _slopes(theta, P, u, W, dU):
     (the mode equations ``u_j = theta sum_j z s``, differentiated): they predict the
     modes at a nearby point, so that PIRLS starts a step's square away.  The score's
     slope in log phi is the central difference the gradient's log phi entry left in
-    obs[18:20] (at x: minimize's points take that entry)."""
+    obs[18] (at x: minimize's points take that entry)."""
     X, codes, z = P[0], P[1], P[2]
     obs, lev = W[0], W[1]
     w, r, info = obs[2], obs[3], obs[10]
@@ -194,7 +199,7 @@ def _slopes(theta, P, u, W, dU):
         for c in range(p):
             dU[g, 1 + c] += info[i] * zi * X[i, c]
         if with_phi:
-            dU[g, 1 + p] += zi * (obs[18][i] - obs[19][i]) * scale
+            dU[g, 1 + p] += zi * obs[18][i] * scale
     t2 = theta * theta
     for j in range(u.shape[0]):
         A = 1.0 + t2 * lev[7][j]
@@ -235,7 +240,7 @@ def _hessian(x, g, joint, P, u, beta, W, dU, H):
         step[c] = h
         _predict(u0, dU, step, u)
         beta[:] = b0
-        if not np.isfinite(_objective(xs, joint, P, u, beta, W, g2, c >= last)):
+        if not np.isfinite(_objective(xs, joint, P, u, beta, W, g2, c >= last, False)):
             return False
         for a in range(k):
             H[a, c] = (g2[a] - g[a]) / h

@@ -81,11 +81,14 @@ def observed_information(obsw, theta, phi, codes, z, y, wt, obs, lev):
 
 
 @njit(cache=True, nogil=True)
-def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev):
+def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms=0):
     """PIRLS for the modes ``u`` given theta, phi and the fixed part ``base``: Newton's
     steps level by level (Fisher scoring where the information is Fisher's, and on a
     level whose ``1 + theta^2 sum O z^2`` is not positive); ``updn`` the update_newton
-    kernel or 0 (:func:`_pdev`).
+    kernel or 0 (:func:`_pdev`).  ``terms``, the newton_terms kernel or 0: where given,
+    the first update skips the deviance, which is taken only if PIRLS goes on past its
+    first iteration (the step halving compares deviances); pdev is NaN where it ends
+    there.
 
     Returns (converged, pdev, iterations, observed); at convergence eta, mu, w, r and
     the information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
@@ -94,7 +97,11 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev):
     """
     w, r, info = obs[2], obs[3], obs[10]
     wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
-    pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, updn)
+    if terms != 0:
+        _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, terms)
+        pdev = np.nan
+    else:
+        pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, updn)
     step = full_step = np.inf
     t2 = theta * theta
     for iteration in range(MAX_ITER):
@@ -119,6 +126,9 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev):
         # Newton's steps (a canonical link, or the observed information): quadratic
         if at_mode(step, last, full_step, not fisher, STEP_TOL, FLOOR_TOL):
             return True, pdev, iteration + 1, observed and not fisher
+        if iteration == 0 and terms != 0:
+            # the deviance at u, by the same update (its terms' bits unchanged)
+            pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, updn)
         t = 1.0
         accepted = False
         pdev_t = pdev
