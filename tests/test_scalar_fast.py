@@ -258,6 +258,40 @@ def test_fast_gradients_match_central_differences(design, family, link):
         np.testing.assert_allclose(grad2, grad, rtol=1e-9, atol=1e-9)
 
 
+
+@pytest.mark.parametrize("family", ["poisson", "binomial"])
+@pytest.mark.parametrize("theta", [0.0, 0.3, 1.5])
+def test_nagq0_slopes_of_the_modes_match_central_differences(design, family, theta):
+    """nAGQ=0's prediction of ``(u, beta)`` at a new theta (Newton's points and the
+    Hessian's columns start PIRLS there): its slopes in theta are the derivatives of
+    PIRLS's solution, at theta = 0 too."""
+    from glmmcore.objectives import scalar_newton
+    rng = np.random.default_rng(5)
+    y = (_counts(design, 4, 0.6, 1.0) if family == "poisson"
+         else (rng.random(len(design)) < 0.4).astype(float))
+    model = glmmcore.MixedModel(FORMULA if family == "poisson" else "y ~ cond + (1 | subject)",
+                                design.assign(y=y), family=family, nAGQ=0)
+    assert applies(model)
+    P, (n, G, p) = _fast_parts(model, y)
+
+    def modes(t):
+        W, u, beta = scalar_newton.workspace(n, G, p), np.zeros(G), np.zeros(p)
+        value = scalar_newton._evaluate(t, np.array([t]), False, P, u, beta, W)
+        assert np.isfinite(value)
+        return u, beta, W
+
+    u, _, W = modes(theta)
+    dU, dB = np.zeros((G, 1)), np.zeros((p, 1))
+    scalar_newton._profiled_slopes(theta, P, u, W, dU, dB)
+    h = 1e-5
+    (u_up, b_up, _), (u_down, b_down, _) = modes(theta + h), modes(abs(theta - h))
+    if theta == 0.0:        # u is free at 0 (PIRLS leaves 0): the one-sided slope
+        np.testing.assert_allclose(dU[:, 0], u_up / h, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(dB[:, 0], 0.0, atol=1e-12)
+        return
+    np.testing.assert_allclose(dU[:, 0], (u_up - u_down) / (2 * h), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(dB[:, 0], (b_up - b_down) / (2 * h), rtol=1e-5, atol=1e-7)
+
 def test_the_beta_plugins_gradient_matches_central_differences():
     """At the observed information (the Beta plugin) the gradient takes the score and
     the information from the mode PIRLS left and ``dW / d eta`` from a central

@@ -211,6 +211,41 @@ def _slopes(theta, P, u, W, dU):
 
 
 @njit(cache=True, nogil=True)
+def _profiled_slopes(theta, P, u, W, dU, dB):
+    """Derivatives in theta of ``nAGQ = 0``'s PIRLS solution ``(u, beta)`` at the mode in
+    the workspace, into ``dU[:, 0]`` and ``dB[:, 0]``: the mode equations
+    ``u_j = theta sum_j z s`` and ``X's = 0`` (``s = w r``, canonical link),
+    differentiated, are the PIRLS system at the mode with the right side
+    ``(sum_j z s - theta sum_j w z^2 u_j, -sum_j cx_j u_j)``; its Schur complement's
+    factor is PIRLS's last (``W[4]``).  One pass for the levels' ``sum z s``."""
+    X, codes, z = P[0], P[1], P[2]
+    obs, lev, cx, L = W[0], W[1], W[2], W[4]
+    w, r = obs[2], obs[3]
+    wz2, zs = lev[0], lev[5]
+    p = X.shape[1]
+    G = u.shape[0]
+    zs[:] = 0.0
+    for i in range(codes.shape[0]):
+        zs[codes[i]] += z[i] * w[i] * r[i]
+    t2 = theta * theta
+    rhs = np.zeros(p)
+    for j in range(G):
+        A = 1.0 + t2 * wz2[j]
+        b = zs[j] - theta * wz2[j] * u[j]
+        for a in range(p):
+            rhs[a] -= cx[j, a] * (u[j] + theta * b / A)
+    db = np.empty(p)
+    small_cholesky_solve(L, rhs, db)
+    for a in range(p):
+        dB[a, 0] = db[a]
+    for j in range(G):
+        s = zs[j] - theta * wz2[j] * u[j]
+        for a in range(p):
+            s -= theta * cx[j, a] * db[a]
+        dU[j, 0] = s / (1.0 + t2 * wz2[j])
+
+
+@njit(cache=True, nogil=True)
 def _predict(u0, dU, step, u):
     for j in range(u.shape[0]):
         s = u0[j]
@@ -220,8 +255,19 @@ def _predict(u0, dU, step, u):
 
 
 @njit(cache=True, nogil=True)
-def _hessian(x, g, joint, P, u, beta, W, dU, H):
-    """Forward differences of the gradient (the regular path's steps); False if a
+def _predict_beta(joint, b0, dB, step, beta):
+    """beta's start at ``x + step``: ``x``'s for Laplace (beta is part of x there), else
+    predicted from its slope in theta (``nAGQ = 0``: PIRLS solves for it)."""
+    if joint:
+        beta[:] = b0
+    else:
+        _predict(b0, dB, step, beta)
+
+
+@njit(cache=True, nogil=True)
+def _hessian(x, g, joint, P, u, beta, W, dU, dB, H):
+    """Forward differences of the gradient (the regular path's steps), PIRLS starting
+    from the modes predicted by ``dU`` (and for ``nAGQ = 0`` beta by ``dB``); False if a
     step fails.  ``u`` and ``beta`` are left at ``x``'s, the rest of the workspace
     is not.  With a family parameter, its row is its column's (the gradient's log phi
     entry is the dearest: only the column that moves phi takes it)."""
@@ -239,7 +285,7 @@ def _hessian(x, g, joint, P, u, beta, W, dU, H):
         step[:] = 0.0
         step[c] = h
         _predict(u0, dU, step, u)
-        beta[:] = b0
+        _predict_beta(joint, b0, dB, step, beta)
         if not np.isfinite(_objective(xs, joint, P, u, beta, W, g2, c >= last, False)):
             return False
         for a in range(k):
@@ -307,6 +353,7 @@ def minimize(x, joint, P, u, beta, W, grad, H):
     its modes.  Returns (status, value)."""
     k = x.shape[0]
     dU = np.zeros((u.shape[0], k))
+    dB = np.zeros((beta.shape[0], k))
     f = _objective(x, joint, P, u, beta, W, grad)
     if not np.isfinite(f):
         return PIRLS_FAILED, f
@@ -315,7 +362,9 @@ def minimize(x, joint, P, u, beta, W, grad, H):
     for _ in range(MAX_NEWTON):
         if joint:
             _slopes(x[0], P, u, W, dU)
-        if not _hessian(x, grad, joint, P, u, beta, W, dU, H):
+        else:
+            _profiled_slopes(x[0], P, u, W, dU, dB)
+        if not _hessian(x, grad, joint, P, u, beta, W, dU, dB, H):
             return NOT_FINITE, f
         dec = _newton_step(x, grad, H, d)
         if not np.isfinite(dec):
@@ -330,7 +379,7 @@ def minimize(x, joint, P, u, beta, W, grad, H):
             if x_t[0] < GRADIENT_MIN_THETA:
                 x_t[0] = 0.0    # on the bound: the objective is even in theta there
             _predict(u0, dU, x_t - x, u)
-            beta[:] = b0
+            _predict_beta(joint, b0, dB, x_t - x, beta)
             f_t = _objective(x_t, joint, P, u, beta, W, g_t)
             if np.isfinite(f_t) and f_t <= f - 1e-4 * t * dec:
                 moved = True
