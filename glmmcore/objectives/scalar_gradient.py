@@ -18,6 +18,7 @@ from .family_kernels import (
     call_yms,
 )
 from .laplace_gradient import WEIGHT_STEP
+from .scalar_pirls import dot2, level_sums
 
 PHI_STEP = 1e-5         # central differences in log phi (error ~1e-10 relative)
 
@@ -223,17 +224,17 @@ def _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L):
     dW = np.empty(n)
     _weight_slope(upd, slope, y, wt, 1.0, obs, dW)
     t2 = theta * theta
-    za[:] = 0.0
-    zs[:] = 0.0
-    xa = np.zeros(p)
+    score = obs[11]
     for i in range(n):
-        g, zi = codes[i], z[i]
-        a = dW[i] * t2 * zi * zi / (1.0 + t2 * wz2[g])
-        dW[i] = a
-        za[g] += zi * a
-        zs[g] += zi * w[i] * r[i]
-        for c in range(p):
-            xa[c] += X[i, c] * a
+        zi = z[i]
+        dW[i] *= t2 * zi * zi / (1.0 + t2 * wz2[codes[i]])
+        score[i] = w[i] * r[i]
+    level_sums(codes, z, dW, za)
+    level_sums(codes, z, score, zs)
+    XT = np.ascontiguousarray(X.T)
+    xa = np.empty(p)
+    for c in range(p):
+        xa[c] = dot2(XT[c], dW)
     # v = K^{-1} [theta za; X'a] by the Schur complement (L factors it)
     rhs = xa.copy()
     for j in range(za.shape[0]):
@@ -250,11 +251,10 @@ def _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L):
         A = 1.0 + t2 * wz2[j]
         vu[j] = theta * s / A
         gt += vu[j] * zs[j] + 2.0 * theta * wz2[j] / A
-    for i in range(n):
-        g, zi = codes[i], z[i]
+    # sum_i z_i u_g t_i, t = a - w (theta z vu_g + x'vb) - 2 w r, by levels
+    for j in range(za.shape[0]):
         xv = 0.0
         for c in range(p):
-            xv += X[i, c] * vb[c]
-        t = dW[i] - w[i] * (theta * zi * vu[g] + xv) - 2.0 * w[i] * r[i]
-        gt += t * zi * u[g]
+            xv += cx[j, c] * vb[c]
+        gt += u[j] * (za[j] - theta * wz2[j] * vu[j] - xv - 2.0 * zs[j])
     return gt
