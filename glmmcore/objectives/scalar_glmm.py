@@ -34,12 +34,24 @@ from numba import njit
 
 from ..linalg.small import small_cholesky, small_cholesky_solve
 from .family_kernels import call_update, call_yms
+from .pirls import STEP_TOL
 from .pirls_kernel import _fixed_part
 from .scalar_gradient import PHI_STEP, _logdet
-from .scalar_newton import OK, PIRLS_FAILED, _evaluate, logdet_weights, minimize, workspace
+from .scalar_newton import (
+    OK,
+    PIRLS_FAILED,
+    _evaluate,
+    logdet_weights,
+    minimize,
+    workspace,
+)
 from .scalar_pirls import _workspace, modes_and_beta
 
 SMALLEST_START = 0.05
+# nAGQ=0's GLM gives theta's start alone: PIRLS stops there at steps below this
+# (batch_speed's Poisson features: 24.9 PIRLS iterations a fit at 1e-2, 26.1 at 1e-4,
+# 26.8 and more evaluations at 1e-1)
+GLM_START_TOL = 1e-2
 PHI_START_STEPS = 8     # Newton steps of the family parameter's start (conditional_phi)
 PHI_START_TOL = 1e-3    # ... ending when the step in log phi is below this
 # the GLMs of a family parameter's start (glm_means, fit_one) end at this relative step:
@@ -132,14 +144,16 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
     n, p = X.shape
     W = workspace(n, G, p)
     obs, lev, cx, S, L, counts = W[0], W[1], W[2], W[3], W[4], W[5]
-    reps, mult = distinct_rows(y, wt) if has_phi else distinct_rows(y[:0], wt[:0])
+    reps, mult = distinct_rows(y, wt)
     P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi, lw, analytic_slope,
          dphi, laplace_observed, updn, devres, reps, mult, linkinv, terms, phi_weights)
     u = np.zeros(G)
+    joint = nagq >= 1
     if np.isnan(glm[0]):
         beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
+        # nAGQ=0 takes only theta's start from the GLM (PIRLS estimates beta again)
         ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
-                                    cx, S, L)
+                                    cx, S, L, 1.0, STEP_TOL if joint else GLM_START_TOL)
         counts[1] += its
         if not ok:
             out_info[0] = PIRLS_FAILED
@@ -161,7 +175,6 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
         # the working weights there
         call_update(upd, obs[0], y, wt, phi0, obs[1], obs[2], obs[3], obs[4])
     theta0 = moment_start(1.0, codes, G, z, obs, lev)
-    joint = nagq >= 1
     k = 1 + p + int(has_phi) if joint else 1
     x = np.empty(k)
     x[0] = theta0
@@ -185,7 +198,7 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
         out_info[0] = PIRLS_FAILED
         return
     phi = np.exp(x[1 + p]) if has_phi and joint else 1.0
-    loglik = call_yms(logpdf, y, obs[1], wt, phi, obs[6])
+    loglik = _loglik(phi, P, obs, reps, mult)
     uu = 0.0
     for j in range(G):
         uu += u[j] * u[j]
@@ -195,13 +208,17 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
     out_beta[:] = beta
     out_grad[:k] = grad
     out_hess[:k, :k] = H
-    _given_theta_cov(theta, X, codes, z, obs[10] if laplace_observed else obs[2], out_cov)
+    if joint:
+        _given_theta_cov(theta, X, codes, z, obs[10] if laplace_observed else obs[2], out_cov)
+    else:       # PIRLS's last Schur complement is this one: its factor is in L
+        _cholesky_inverse(L, out_cov)
 
 
 @njit(cache=True, nogil=True)
 def distinct_rows(y, wt):
     """A row of each distinct (y, wt) pair (by bit pattern) and its number of rows, for
-    :func:`glmmcore.objectives.scalar_newton.phi_term`; empty where there are more than
+    :func:`glmmcore.objectives.scalar_newton.phi_term` (the family parameter's term, the
+    log-likelihood's part free of mu); empty where there are more than
     :data:`DISTINCT_MAX` pairs or more than half as many as rows (the term is then summed
     over the rows).  One pass, a hash table of row indices."""
     n = y.shape[0]
@@ -298,6 +315,47 @@ def glm_means(X, codes, G, z, Y, wt, offset, eta0, upd, out_mu, out_glm):
 
 
 @njit(cache=True, nogil=True)
+def _loglik(phi, P, obs, reps, mult):
+    """``sum log p(y | mu, phi)`` at obs' mu: where the response has few distinct (y, wt)
+    pairs (``reps``, ``mult``: :func:`distinct_rows`), the update kernel's deviance
+    terms obs[4] plus ``-2 log p - dev`` (free of eta: the kernel contract) at a row of
+    each pair, the family's logpdf (lgamma terms) at a few values instead of every row."""
+    y, wt, logpdf = P[3], P[4], P[9]
+    mu, dev = obs[1], obs[4]
+    K = reps.shape[0]
+    if K == 0:
+        return call_yms(logpdf, y, mu, wt, phi, obs[6])
+    buf = np.empty((4, K))
+    yd, wd, md, lp = buf[0], buf[1], buf[2], buf[3]
+    for k in range(K):
+        i = reps[k]
+        yd[k] = y[i]
+        wd[k] = wt[i]
+        md[k] = mu[i]
+    call_yms(logpdf, yd, md, wd, phi, lp)
+    total = 0.0
+    for i in range(dev.shape[0]):
+        total += dev[i]
+    for k in range(K):
+        total += mult[k] * (-2.0 * lp[k] - dev[reps[k]])
+    return -0.5 * total
+
+
+@njit(cache=True, nogil=True)
+def _cholesky_inverse(L, out):
+    """The inverse of ``L L'`` into ``out``, column by column."""
+    p = L.shape[0]
+    e = np.zeros(p)
+    col = np.empty(p)
+    for c in range(p):
+        e[:] = 0.0
+        e[c] = 1.0
+        small_cholesky_solve(L, e, col)
+        for a in range(p):
+            out[a, c] = col[a]
+
+
+@njit(cache=True, nogil=True)
 def _given_theta_cov(theta, X, codes, z, w, out):
     """beta's covariance given theta at weights ``w``: the inverse of the Schur
     complement ``X'WX - sum_j theta^2 c_j c_j' / A_j`` (the regular path's
@@ -329,14 +387,7 @@ def _given_theta_cov(theta, X, codes, z, w, out):
     if not small_cholesky(S, L):
         out[:, :] = np.nan
         return
-    e = np.zeros(p)
-    col = np.empty(p)
-    for c in range(p):
-        e[:] = 0.0
-        e[c] = 1.0
-        small_cholesky_solve(L, e, col)
-        for a in range(p):
-            out[a, c] = col[a]
+    _cholesky_inverse(L, out)
 
 
 @njit(cache=True, nogil=True)
