@@ -45,7 +45,7 @@ from .scalar_newton import (
     minimize,
     workspace,
 )
-from .scalar_pirls import _workspace, modes_and_beta
+from .scalar_pirls import _workspace, dot3, level_sums, modes_and_beta
 
 SMALLEST_START = 0.05
 # nAGQ=0's GLM gives theta's start alone: PIRLS stops there at steps below this
@@ -74,14 +74,16 @@ def glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L):
     eta, mu, w, r, dev = obs[0], obs[1], obs[2], obs[3], obs[4]
     eta[:] = eta0
     call_update(upd, eta, y, wt, 1.0, mu, w, r, dev)
-    XtWX = np.zeros((p, p))
-    rhs = np.zeros(p)
+    work = obs[6]
     for i in range(n):
-        work = eta[i] - offset[i] + r[i]
-        for a in range(p):
-            rhs[a] += w[i] * X[i, a] * work
-            for c in range(p):
-                XtWX[a, c] += w[i] * X[i, a] * X[i, c]
+        work[i] = eta[i] - offset[i] + r[i]
+    XT = np.ascontiguousarray(X.T)
+    XtWX = np.empty((p, p))
+    rhs = np.empty(p)
+    for a in range(p):
+        rhs[a] = dot3(XT[a], w, work)
+        for c in range(a + 1):
+            XtWX[a, c] = XtWX[c, a] = dot3(XT[a], XT[c], w)
     beta = np.zeros(p)
     if small_cholesky(XtWX, L):
         small_cholesky_solve(L, rhs, beta)
@@ -93,14 +95,12 @@ def moment_start(theta_lm, codes, G, z, obs, lev):
     """A start for theta from IRLS's working residuals at the GLM (unit scale): the
     spread of the levels' weighted slopes of ``r`` on ``z`` beyond their sampling
     variance (:func:`glmmcore.fitting.start.moment_theta`'s idea, for one scalar term)."""
-    w, r = obs[2], obs[3]
+    w, r, wz = obs[2], obs[3], obs[6]
     sw, swr = lev[0], lev[1]
-    sw[:] = 0.0
-    swr[:] = 0.0
     for i in range(codes.shape[0]):
-        g, zi = codes[i], z[i]
-        sw[g] += w[i] * zi * zi
-        swr[g] += w[i] * zi * r[i]
+        wz[i] = w[i] * z[i]
+    level_sums(codes, wz, z, sw)
+    level_sums(codes, wz, r, swr)
     m = 0
     mean = 0.0
     for j in range(G):

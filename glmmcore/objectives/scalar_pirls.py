@@ -152,7 +152,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
     ``lev[7]`` ``sum O z^2`` (O the information; ``observed``: the family's observed
     information, positive on every level).
     """
-    w, r, info = obs[2], obs[3], obs[10]
+    w, r, info, wz, oz = obs[2], obs[3], obs[10], obs[6], obs[7]
     wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
     if terms != 0:
         _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, terms)
@@ -163,14 +163,12 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
     t2 = theta * theta
     for iteration in range(MAX_ITER):
         observed = _observed(obsw, updn, phi, y, wt, obs)
-        wz2[:] = 0.0
-        oz2[:] = 0.0
-        sz[:] = 0.0
         for i in range(codes.shape[0]):
-            g, zi = codes[i], z[i]
-            wz2[g] += w[i] * zi * zi
-            oz2[g] += info[i] * zi * zi
-            sz[g] += zi * w[i] * r[i]
+            wz[i] = w[i] * z[i]
+            oz[i] = info[i] * z[i]
+        level_sums(codes, wz, z, wz2)
+        level_sums(codes, oz, z, oz2)
+        level_sums(codes, wz, r, sz)
         fisher = False
         for j in range(u.shape[0]):
             curvature = 1.0 + t2 * oz2[j]
