@@ -365,6 +365,30 @@ def test_kept_phi_terms_give_the_direct_objective(design):
             assert kept(moved)[0] == pytest.approx(fresh(moved)[0], rel=1e-12)
 
 
+
+@pytest.mark.parametrize("family", ["poisson", "binomial", "negative_binomial"])
+def test_the_log_likelihood_over_distinct_responses_equals_the_rows_sum(design, family):
+    """A fit's log-likelihood from the update kernel's deviance terms plus the part free
+    of eta at a row of each distinct (y, wt) pair is logpdf summed over the rows."""
+    from glmmcore.objectives import scalar_glmm, scalar_newton
+    rng = np.random.default_rng(9)
+    y = (_counts(design, 6, 0.6, 1.0) if family != "binomial"
+         else (rng.random(len(design)) < 0.4).astype(float))
+    model = glmmcore.MixedModel(FORMULA if family != "binomial" else "y ~ cond + (1 | subject)",
+                                design.assign(y=y), family=family)
+    P, (n, G, p) = _fast_parts(model, y)
+    reps, mult = P[17], P[18]
+    assert reps.size > 0
+    x = np.array([0.5, 0.8, 0.3] + ([0.7] if model.family.extra is not None else []))
+    W, u, beta = scalar_newton.workspace(n, G, p), np.zeros(G), np.zeros(p)
+    assert np.isfinite(scalar_newton._evaluate(x[0], x, True, P, u, beta, W))
+    obs = W[0]
+    phi = np.exp(x[-1]) if model.family.extra is not None else 1.0
+    rows = float(np.sum(model.family.logpdf_array(y, obs[1], np.ones(n), phi)))
+    assert scalar_glmm._loglik(phi, P, obs, reps, mult) == pytest.approx(rows, rel=1e-13)
+    none = reps[:0]
+    assert scalar_glmm._loglik(phi, P, obs, none, mult[:0]) == pytest.approx(rows, rel=1e-13)
+
 def test_phi_terms_over_distinct_responses_equal_the_rows_sum(design):
     """The family parameter's term summed once per distinct (y, wt) pair, times its
     multiplicity, gives the objective and gradient of the sum over the rows (to
