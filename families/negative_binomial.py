@@ -21,7 +21,7 @@ from glmmcore.errors import FamilyError, show
 from .base import ExtraParameter
 from .links import LOG, SQRT
 from .poisson import Poisson
-from .special import vdigamma
+from .special import LOG_FROM, digamma_series, vdigamma
 from .vecmath import vlog
 
 
@@ -63,10 +63,17 @@ def nb_dvariance_dmu(mu: float, theta: float) -> float:
 
 @njit(cache=True, inline="always")
 def nb_dlogpdf_dphi(y: float, mu: float, wt: float, theta: float) -> float:
-    # vlog and vdigamma, no branch (at y = 0 the digammas cancel exactly): the loop over
-    # observations vectorizes
+    # log(theta / t) + digamma(y + theta) - digamma(theta) + (mu - y) / t, with vlog and
+    # digamma's series, no branch: the loop over observations vectorizes; log(theta / t)
+    # and digamma(y + theta)'s log(y + theta + 8) are one logarithm (two per observation
+    # took 30 of the kernel's 75 us on patents)
     t = theta + mu
-    return wt * (vlog(theta / t) + (mu - y) / t + (vdigamma(y + theta) - vdigamma(theta)))
+    x = y + theta
+    acc, shifted, r, tail = digamma_series(x)
+    big = x > LOG_FROM          # digamma(x) = log(x) there (vdigamma)
+    rest = 0.0 if big else acc - 0.5 * r - tail
+    return wt * (vlog(theta / t * (x if big else shifted)) + rest + (mu - y) / t
+                 - vdigamma(theta))
 
 
 class NegativeBinomial(Poisson):

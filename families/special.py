@@ -16,6 +16,7 @@ from numba import njit
 from .vecmath import vlog
 
 ASYMPTOTIC_FROM = 8.0
+LOG_FROM = 1e15     # vdigamma is log(x) above (the series' products overflow near 1e38)
 
 
 @njit(cache=True, inline="always")
@@ -44,11 +45,12 @@ def digamma(x: float) -> float:
 
 
 @njit(cache=True, inline="always")
-def vdigamma(x: float) -> float:
-    """:func:`digamma` as branch-free arithmetic, so that a loop calling it vectorizes:
-    always eight steps of the recurrence (their reciprocals summed as one fraction: the
-    terms are positive, so it loses nothing), then the asymptotic series at ``x + 8`` with
-    :func:`~glmmcore.families.vecmath.vlog`; ``log(x)`` above 1e15, NaN for ``x <= 0``."""
+def digamma_series(x: float) -> tuple[float, float, float, float]:
+    """:func:`vdigamma`'s terms but its logarithm, branch-free: ``(acc, y, r, tail)`` with
+    ``digamma(x) = acc + log(y) - r / 2 - tail`` for ``0 < x <= 1e15`` (:data:`LOG_FROM`):
+    ``acc`` the eight recurrence steps' sum (their reciprocals as one fraction: the terms
+    are positive, so it loses nothing), ``y = x + 8``, ``r = 1 / y``, ``tail`` the
+    asymptotic series' rest.  A caller adding another logarithm makes one of both."""
     a, b, c, d = x * (x + 1.0), (x + 2.0) * (x + 3.0), (x + 4.0) * (x + 5.0), (x + 6.0) * (x + 7.0)
     # 1/x + 1/(x+1) = (2x + 1) / (x (x+1)), and so on in pairs, then pairs of pairs
     p1, p2 = (2.0 * x + 1.0) * b + (2.0 * x + 5.0) * a, a * b
@@ -57,9 +59,18 @@ def vdigamma(x: float) -> float:
     y = x + 8.0
     r = 1.0 / y
     z = r * r
-    tail = _asymptotic_tail(z)
+    return acc, y, r, _asymptotic_tail(z)
+
+
+@njit(cache=True, inline="always")
+def vdigamma(x: float) -> float:
+    """:func:`digamma` as branch-free arithmetic, so that a loop calling it vectorizes:
+    always eight steps of the recurrence, then the asymptotic series at ``x + 8`` with
+    :func:`~glmmcore.families.vecmath.vlog` (:func:`digamma_series`); ``log(x)`` above
+    1e15, NaN for ``x <= 0``."""
+    acc, y, r, tail = digamma_series(x)
     out = acc + vlog(y) - 0.5 * r - tail
-    if x > 1e15:
+    if x > LOG_FROM:
         out = vlog(x)
     if not x > 0.0:
         out = math.nan
