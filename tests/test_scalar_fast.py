@@ -478,14 +478,15 @@ def test_newton_terms_are_update_newtons_without_the_deviance(design, family, li
         modes_at.append(u)
     np.testing.assert_array_equal(grads[1], grads[0])
     np.testing.assert_array_equal(modes_at[1], modes_at[0])
-    # from 0, PIRLS takes its first update without the deviance and the next ones with it
+    # from the modes at x, at beta moved by 1e-3: PIRLS takes its first update without the
+    # deviance, its first step whole (as the halving would), and the next ones as ever
     args = (x[0], np.exp(x[-1]) if model.family.extra is not None else 1.0, P[1], P[2],
             P[3], P[4], P[6], P[8], P[15])
-    base = fast_fitter(model).X @ x[1:1 + p]
+    base = fast_fitter(model).X @ (x[1:1 + p] + 1e-3)
     runs = []
     for kernel in (0, P[20]):
         ws = scalar_newton.workspace(n, G, p)
-        u = np.zeros(G)
+        u = u0.copy()
         runs.append((scalar_pirls.modes(*args, base, u, ws[0], ws[1], kernel), u))
     (ok, pdev, its, _), u_full = runs[0]
     (ok_t, pdev_t, its_t, _), u_terms = runs[1]

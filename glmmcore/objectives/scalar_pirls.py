@@ -142,10 +142,11 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
     """PIRLS for the modes ``u`` given theta, phi and the fixed part ``base``: Newton's
     steps level by level (Fisher scoring where the information is Fisher's, and on a
     level whose ``1 + theta^2 sum O z^2`` is not positive); ``updn`` the update_newton
-    kernel or 0 (:func:`_pdev`).  ``terms``, the newton_terms kernel or 0: where given,
-    the first update skips the deviance, which is taken only if PIRLS goes on past its
-    first iteration (the step halving compares deviances); pdev is NaN where it ends
-    there.
+    kernel or 0 (:func:`_pdev`).  ``terms``, the newton_terms kernel or 0: where given
+    (``u`` predicted from the modes nearby: the Hessian's columns), the first update
+    skips the deviance, and the first step is taken whole (from the prediction it is
+    the square of the prediction's small error; the step halving needs the deviance at
+    ``u``); pdev is NaN where PIRLS ends at its first update.
 
     Returns (converged, pdev, iterations, observed); at convergence eta, mu, w, r and
     the information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
@@ -181,9 +182,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
         # Newton's steps (a canonical link, or the observed information): quadratic
         if at_mode(step, last, full_step, not fisher, STEP_TOL, FLOOR_TOL):
             return True, pdev, iteration + 1, observed and not fisher
-        if iteration == 0 and terms != 0:
-            # the deviance at u, by the same update (its terms' bits unchanged)
-            pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, updn)
+        whole = iteration == 0 and terms != 0     # no deviance at u to compare with
         t = 1.0
         accepted = False
         pdev_t = pdev
@@ -191,7 +190,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
             for j in range(u.shape[0]):
                 u_try[j] = u[j] + t * (u_new[j] - u[j])
             pdev_t = _pdev(theta, phi, u_try, codes, z, base, y, wt, upd, obs, updn)
-            if pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
+            if whole or pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
                 accepted = True
                 break
             t *= 0.5
