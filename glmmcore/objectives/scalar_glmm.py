@@ -41,6 +41,7 @@ from .scalar_newton import (
     OK,
     PIRLS_FAILED,
     _evaluate,
+    distinct_values,
     logdet_weights,
     minimize,
     workspace,
@@ -325,14 +326,9 @@ def _loglik(phi, P, obs, reps, mult):
     K = reps.shape[0]
     if K == 0:
         return call_yms(logpdf, y, mu, wt, phi, obs[6])
-    buf = np.empty((4, K))
-    yd, wd, md, lp = buf[0], buf[1], buf[2], buf[3]
-    for k in range(K):
-        i = reps[k]
-        yd[k] = y[i]
-        wd[k] = wt[i]
-        md[k] = mu[i]
-    call_yms(logpdf, yd, md, wd, phi, lp)
+    buf = distinct_values(P, reps, mu, 1)
+    lp = buf[3]
+    call_yms(logpdf, buf[0], buf[2], buf[1], phi, lp)
     total = 0.0
     for i in range(dev.shape[0]):
         total += dev[i]

@@ -73,21 +73,30 @@ def phi_term(phi, P, mu):
     """``sum -2 logpdf - dev_resid`` (free of mu) over the distinct (y, wt) pairs
     ``P[17]`` (a row of each) times their multiplicities ``P[18]``, at that row's mean
     in ``mu``: the family's lgamma terms at a few values instead of every row."""
-    y, wt, logpdf, devres, reps, mult = P[3], P[4], P[9], P[16], P[17], P[18]
-    K = reps.shape[0]
-    buf = np.empty((5, K))
+    logpdf, devres, mult = P[9], P[16], P[18]
+    buf = distinct_values(P, P[17], mu, 2)
     yd, wd, md, lp, dr = buf[0], buf[1], buf[2], buf[3], buf[4]
-    for k in range(K):
-        i = reps[k]
-        yd[k] = y[i]
-        wd[k] = wt[i]
-        md[k] = mu[i]
     call_yms(logpdf, yd, md, wd, phi, lp)
     call_yms(devres, yd, md, wd, phi, dr)
     total = 0.0
-    for k in range(K):
+    for k in range(mult.shape[0]):
         total += mult[k] * (-2.0 * lp[k] - dr[k])
     return total
+
+
+@njit(cache=True, nogil=True)
+def distinct_values(P, reps, mu, outputs):
+    """Rows y, wt and mu at the rows ``reps`` (a row of each distinct (y, wt) pair), then
+    ``outputs`` rows for the kernels' values there."""
+    y, wt = P[3], P[4]
+    K = reps.shape[0]
+    buf = np.empty((3 + outputs, K))
+    for k in range(K):
+        i = reps[k]
+        buf[0, k] = y[i]
+        buf[1, k] = wt[i]
+        buf[2, k] = mu[i]
+    return buf
 
 
 @njit(cache=True, nogil=True)
