@@ -8,6 +8,26 @@ and link.  Their text is part of every generated module's cache key
 
 from __future__ import annotations
 
+# An array kernel of a scalar kernel (y, mu, wt, phi), each value and their sum; its text
+# keeps the generated module's own placeholders ({cache}) for TEMPLATE's format.
+_SUMMED = '''@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
+       cache={cache}, error_model="numpy")
+def {{name}}(n, y_p, mu_p, wt_p, phi, out_p):
+    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
+    total = 0.0
+    for i in range(n):
+        v = {{kernel}}(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
+        out[i] = v
+        total += v
+    return total
+'''
+
+
+def _summed(name: str, kernel: str) -> str:
+    """:data:`_SUMMED` for the array kernel ``name`` of the scalar kernel ``kernel``."""
+    return _SUMMED.replace("{{name}}", name).replace("{{kernel}}", kernel)
+
+
 TEMPLATE = '''"""Array kernels of {family!r} with link {link!r}, written by glmmcore."""
 {imports}
 from numba import carray, cfunc, types
@@ -29,17 +49,7 @@ def update(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p):
     return run_sum(dev, 0, n)
 
 
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def logpdf_vec(n, y_p, mu_p, wt_p, phi, out_p):
-    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
-    total = 0.0
-    for i in range(n):
-        v = logpdf(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
-        out[i] = v
-        total += v
-    return total
-
+''' + _summed("logpdf_vec", "logpdf") + '''
 
 @cfunc(types.float64(types.int64, _P, _P),
        cache={cache}, error_model="numpy")
@@ -68,17 +78,7 @@ def variance_vec(n, mu_p, phi, out_p):
     return 0.0
 
 
-@cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def devres_vec(n, y_p, mu_p, wt_p, phi, out_p):
-    y, mu, wt, out = carray(y_p, n), carray(mu_p, n), carray(wt_p, n), carray(out_p, n)
-    total = 0.0
-    for i in range(n):
-        v = dev_resid(y[i], mu[i], wt[i], phi) if wt[i] != 0.0 else 0.0
-        out[i] = v
-        total += v
-    return total
-
+''' + _summed("devres_vec", "dev_resid") + '''
 
 @cfunc(types.float64(types.int64, _P, _P, _P, types.float64, _P),
        cache={cache}, error_model="numpy")
