@@ -16,7 +16,12 @@ import glmmcore
 from glmmcore.errors import FamilyError
 from glmmcore.families.links import CLOGLOG, IDENTITY, INVERSE, LOG, LOGIT, PROBIT, SQRT
 from glmmcore.families.special import digamma, vdigamma
-from glmmcore.objectives.family_kernels import gradient_route
+from glmmcore.objectives.family_kernels import (
+    call_update,
+    call_var,
+    family_kernels,
+    gradient_route,
+)
 from glmmcore.objectives.laplace_gradient import has_laplace_gradient
 from glmmcore.registry import get_family
 from glmmcore.testing import check_gradient_kernels, check_link
@@ -147,6 +152,26 @@ def test_variance_and_phi_derivatives_of_every_built_in_family(family):
     for phi in (0.4, 1.0, 12.0):
         check_gradient_kernels(fam, ys, mus, phi=phi, weight=2.0 if family != "binomial"
                                else 1.0)
+
+
+@pytest.mark.parametrize("family", ["binomial", "poisson"])
+def test_canonical_weight_slope_from_the_variance_kernel(family):
+    """On the canonical route ``dW / d eta = W V'(mu)`` (the dvariance_vec kernel) equals
+    a central difference of the update kernel's weights."""
+    kernels = family_kernels(get_family(family))
+    assert kernels.dvariance_vec
+    rng = np.random.default_rng(2)
+    n, h = 50, 1e-5
+    eta = rng.normal(scale=1.5, size=n)
+    y = rng.integers(0, 2, n) if family == "binomial" else rng.poisson(3.0, n)
+    y, wt = y.astype(float), rng.uniform(0.5, 3.0, n)
+    mu, w, r, dev, up, down = (np.empty(n) for _ in range(6))
+    call_update(kernels.update, eta + h, y, wt, 1.0, mu, up, r, dev)
+    call_update(kernels.update, eta - h, y, wt, 1.0, mu, down, r, dev)
+    call_update(kernels.update, eta, y, wt, 1.0, mu, w, r, dev)
+    slope = np.empty(n)
+    call_var(kernels.dvariance_vec, mu, 1.0, slope)
+    np.testing.assert_allclose(slope * w, (up - down) / (2 * h), rtol=1e-8, atol=1e-12)
 
 
 def test_digamma_matches_scipy():

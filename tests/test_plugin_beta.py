@@ -256,6 +256,7 @@ def test_poisson_plugin_runs_in_the_same_compiled_machinery(patents):
     assert getattr(module, "__file__", None)        # cached on disk, like the built-in's
     assert family_kernels(plugin.family).by_cumulant    # the built-in's vectorized route
     assert family_kernels(builtin.family).by_cumulant
+    assert family_kernels(plugin.family).dvariance_vec     # the exact weight slope
     assert plugin.extra["nevals"] == builtin.extra["nevals"]
     assert (plugin.convergence.extra["pirls_iterations"]
             == builtin.convergence.extra["pirls_iterations"])

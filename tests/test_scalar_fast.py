@@ -184,7 +184,7 @@ def _fast_parts(model, y, fused=True, distinct=True):
     y = np.ascontiguousarray(y, dtype=float)
     reps, mult = scalar_glmm.distinct_rows(y if distinct else y[:0], fitter.weights)
     P = (fitter.X, fitter.codes, fitter.z, y, fitter.weights, fitter.offset, kernels.update,
-         fitter.slope, kernels.observed_weights, kernels.logpdf_vec, has_phi,
+         kernels.dvariance_vec, kernels.observed_weights, kernels.logpdf_vec, has_phi,
          kernels.laplace_weights, kernels.weight_slope, kernels.dlogpdf_dphi_vec,
          kernels.laplace_observed, kernels.update_newton if fused else 0,
          kernels.devres_vec, reps, mult, kernels.linkinv_vec,

@@ -172,9 +172,6 @@ class ScalarFastFitter:
         else:
             family = model.family
             self._has_scale = family.extra is not None and family.extra.name == "dispersion"
-            builtin = type(family).__module__.startswith("glmmcore.families.")
-            self.slope = {("poisson", "log"): 1, ("binomial", "logit"): 2}.get(
-                (family.name, family.link.name), 0) if builtin else 0
 
     def kernels(self) -> Any:
         """The family's compiled kernels, looked up once per process (their addresses are
@@ -216,7 +213,7 @@ class ScalarFastFitter:
                                   eta0, kernels.update, mu, glm)
             phi0 = np.array([family.start_phi(Y[:, j], mu[:, j], wt) for j in range(m)])
         observed = kernels.laplace_observed
-        kern = (kernels.update, self.slope, kernels.logpdf_vec,
+        kern = (kernels.update, kernels.dvariance_vec, kernels.logpdf_vec,
                 kernels.observed_weights if kernels.newton or observed else 0, has_phi,
                 kernels.laplace_weights, kernels.weight_slope, kernels.dlogpdf_dphi_vec,
                 observed, kernels.update_newton, kernels.devres_vec,

@@ -97,6 +97,7 @@ class FamilyKernels:
     update_newton: int = 0      # update and, at the same eta, H and dW / d eta (fused_update)
     newton_terms: int = 0       # update_newton without the deviance (returns 0)
     phi_weights: int = 0        # laplace_weights' s and W at two phi, differenced (extra)
+    dvariance_vec: int = 0      # V'(mu) per observation: the canonical route's dW / d eta
     family: Any = None          # the family they were made for (what a pickle keeps)
 
     def __reduce__(self) -> tuple:
@@ -158,7 +159,8 @@ def family_kernels(family: Any) -> FamilyKernels:
             module = _load_module(family, scalars, key)
             extra = {name: getattr(module, name).address
                      for name in ("observed_weights", "laplace_weights", "dlogpdf_dphi_vec",
-                                  "update_newton", "newton_terms", "phi_weights")
+                                  "update_newton", "newton_terms", "phi_weights",
+                                  "dvariance_vec")
                      if hasattr(module, name)}
             _loaded[flags] = FamilyKernels(
                 **{name: getattr(module, name).address for name in ARRAY_KERNELS},
@@ -207,7 +209,8 @@ def _gradient_scalars(family: Any, route: str) -> dict[str, Any]:
     if getattr(link, "mu_eta2", None) is not None:
         out["mu_eta2"] = link.mu_eta2
     if route == "canonical":
-        return {}
+        # the weights' slope alone: dW / d eta = W V'(mu) when mu_eta = V
+        return {"dvariance_dmu": out["dvariance_dmu"]} if "dvariance_dmu" in out else {}
     if cls.extra is None:
         out.pop("dlogpdf_dphi", None)
     return out
@@ -328,7 +331,9 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
             ("newton_terms", "", "0.0"))) if fused_update(family, scalars) else ""
     text = (templates.TEMPLATE + (templates.OBSERVED_TEMPLATE if "d2logpdf_dmu2" in scalars else "")
             + _gradient_source(family, scalars)
-            + (templates.DPHI_TEMPLATE if "dlogpdf_dphi" in scalars else "") + fused)
+            + (templates.DPHI_TEMPLATE if "dlogpdf_dphi" in scalars else "")
+            + (templates.DVARIANCE_TEMPLATE if gradient_route(family) == "canonical"
+               and "dvariance_dmu" in scalars else "") + fused)
     return text.format(family=family.name, link=family.link.name, imports=imports,
                        cache=cache, loglik_eta=loglik_eta, update_body=update_body)
 

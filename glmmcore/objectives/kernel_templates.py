@@ -208,6 +208,16 @@ def dlogpdf_dphi_vec(n, y_p, mu_p, wt_p, phi, out_p):
         total += out[i]
     return total
 '''
+DVARIANCE_TEMPLATE = '''
+
+@cfunc(types.float64(types.int64, _P, types.float64, _P),
+       cache={cache}, error_model="numpy")
+def dvariance_vec(n, mu_p, phi, out_p):
+    mu, out = carray(mu_p, n), carray(out_p, n)
+    for i in range(n):
+        out[i] = dvariance_dmu(mu[i], phi)
+    return 0.0
+'''
 FISHER = "wt[i] * me * me / v"
 OBSERVED = ("-(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me"
              " + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(e, m))")
@@ -246,6 +256,6 @@ UPDATE_BY_DEV_RESID = """
 
 # every text above, in one string: part of each generated module's cache key
 ALL = "".join((TEMPLATE, OBSERVED_TEMPLATE, GRADIENT_TEMPLATE, PHI_WEIGHTS_TEMPLATE,
-               DPHI_TEMPLATE, UPDATE_NEWTON_TEMPLATE, NEWTON_DEVIANCE, FISHER, OBSERVED,
-               FISHER_SLOPE, OBSERVED_BY_VARIANCE, LOGLIK_BY_CUMULANT, LOGLIK_BY_DEVIANCE,
-               UPDATE_BY_CUMULANT, UPDATE_BY_DEV_RESID))
+               DPHI_TEMPLATE, DVARIANCE_TEMPLATE, UPDATE_NEWTON_TEMPLATE, NEWTON_DEVIANCE,
+               FISHER, OBSERVED, FISHER_SLOPE, OBSERVED_BY_VARIANCE, LOGLIK_BY_CUMULANT,
+               LOGLIK_BY_DEVIANCE, UPDATE_BY_CUMULANT, UPDATE_BY_DEV_RESID))

@@ -60,7 +60,7 @@ from ..linalg.crossprod import all_scalar
 from ..linalg.rhs_solve import solve_rhs
 from ..linalg.selected import observation_inverse
 from ..linalg.zlambda import apply_lambda, zb_row, zb_row_scalars
-from .family_kernels import call_laplace_weights, call_update, call_yms
+from .family_kernels import call_laplace_weights, call_update, call_var, call_yms
 
 WEIGHT_STEP = 1e-5    # central-difference step in eta for W' (error ~1e-11 relative)
 PHI_STEP = 1e-5       # central-difference step in log phi for the weights' and score's slopes
@@ -228,8 +228,14 @@ class LaplaceGradient:
         return work.G, work.h
 
     def _weight_slope(self, pirls: Any, phi: float) -> None:
-        """``dW/d eta`` by a central difference of the family's update kernel."""
+        """``dW/d eta``: ``W V'(mu)`` from the family's ``dvariance_vec`` kernel (the
+        canonical link's ``W = wt V(mu)``), else by a central difference of the family's
+        update kernel."""
         work = self._buffers()
+        if pirls.kernels.dvariance_vec:
+            call_var(pirls.kernels.dvariance_vec, pirls.mu, phi, work.dW)
+            np.multiply(work.dW, pirls.w, out=work.dW)
+            return
         eta_p, mu, w_p, w_m, r, dev = work.scratch
         update = pirls.kernels.update
         np.add(pirls.eta, WEIGHT_STEP, out=eta_p)

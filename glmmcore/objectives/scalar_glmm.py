@@ -126,8 +126,9 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
             out_beta, out_grad, out_hess, out_cov, out_info):
     """One whole fit; results into the ``out_*`` arrays.
 
-    ``kern`` = (update, weight slope rule, logpdf, observed-information kernel or 0,
-    has phi, laplace_weights kernel or 0, whether it gives ``dW / d eta``,
+    ``kern`` = (update, dvariance_vec kernel or 0 (the canonical route's weight slope),
+    logpdf, observed-information kernel or 0, has phi, laplace_weights kernel or 0,
+    whether it gives ``dW / d eta``,
     dlogpdf_dphi kernel or 0, the Laplace approximation at the observed information,
     update_newton kernel or 0, devres kernel, inverse link kernel, newton_terms kernel
     or 0, phi_weights kernel or 0);
@@ -140,13 +141,13 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
     a last short step: scalar_newton.REUSE_TOL); ``out_cov`` beta's covariance
     given theta.
     """
-    (upd, slope, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed,
+    (upd, dvar, logpdf, obsw, has_phi, lw, analytic_slope, dphi, laplace_observed,
      updn, devres, linkinv, terms, phi_weights) = kern
     n, p = X.shape
     W = workspace(n, G, p)
     obs, lev, cx, S, L, counts = W[0], W[1], W[2], W[3], W[4], W[5]
     reps, mult = distinct_rows(y, wt)
-    P = (X, codes, z, y, wt, offset, upd, slope, obsw, logpdf, has_phi, lw, analytic_slope,
+    P = (X, codes, z, y, wt, offset, upd, dvar, obsw, logpdf, has_phi, lw, analytic_slope,
          dphi, laplace_observed, updn, devres, reps, mult, linkinv, terms, phi_weights)
     u = np.zeros(G)
     joint = nagq >= 1

@@ -15,6 +15,7 @@ from .family_kernels import (
     call_observed,
     call_phi_weights,
     call_update,
+    call_var,
     call_yms,
 )
 from .laplace_gradient import WEIGHT_STEP
@@ -24,18 +25,16 @@ PHI_STEP = 1e-5         # central differences in log phi (error ~1e-10 relative)
 
 
 @njit(cache=True, nogil=True)
-def _weight_slope(upd, slope, y, wt, phi, obs, dW):
-    """``dW/d eta`` at obs' eta: exact for the log-linear (``slope`` = 1: ``W' = W``)
-    and logistic (2: ``W' = W (1 - 2 mu)``) models, else by a central difference of the
-    update kernel (0)."""
+def _weight_slope(upd, dvar, y, wt, phi, obs, dW):
+    """``dW/d eta`` at obs' eta on the canonical route: ``W V'(mu)`` from the family's
+    ``dvariance_vec`` kernel ``dvar`` (``W = wt V(mu)`` there), else (0) by a central
+    difference of the update kernel."""
     eta, e2, m2, wp, wm, r2 = obs[0], obs[6], obs[7], obs[8], obs[9], obs[4]
-    n = eta.shape[0]
-    if slope == 1:
-        dW[:] = obs[2]
-        return
-    if slope == 2:
-        for i in range(n):
-            dW[i] = obs[2][i] * (1.0 - 2.0 * obs[1][i])
+    if dvar != 0:
+        call_var(dvar, obs[1], phi, dW)
+        W = obs[2]
+        for i in range(eta.shape[0]):
+            dW[i] *= W[i]
         return
     _shifted(eta, WEIGHT_STEP, e2)
     # obs[4] (the deviance terms) is scratch here: the deviance is summed already
@@ -81,9 +80,9 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want
     kernel where it has one (any link, an extra parameter; at the observed information
     ``s = w r`` and ``W = H`` from the mode, ``dW / d eta`` from the family's
     observed-information kernel: :func:`_observed_slope`), else (a canonical link)
-    from PIRLS's working weights and residuals (``W = H``) and the weights' slope rule.
+    from PIRLS's working weights and residuals (``W = H``) and :func:`_weight_slope`.
     """
-    upd, slope, lw, has_phi = P[6], P[7], P[11], P[10]
+    upd, dvar, lw, has_phi = P[6], P[7], P[11], P[10]
     s = obs[14]
     if P[15] != 0:
         W, H, dW = obs[2], obs[16], obs[17]
@@ -116,7 +115,7 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want
     else:
         W, H, dW = obs[2], obs[10], obs[17]
         Wz2, Hz2 = lev[0], lev[7]
-        _weight_slope(upd, slope, y, wt, phi, obs, dW)
+        _weight_slope(upd, dvar, y, wt, phi, obs, dW)
         for i in range(codes.shape[0]):
             s[i] = obs[2][i] * obs[3][i]
     _gradient_sums(theta, X, codes, z, u, s, W, H, dW, Wz2, Hz2, lev[4], lev[5], grad)
@@ -215,14 +214,14 @@ def _phi_derivative(theta, phi, codes, z, y, wt, P, obs, Wz2, v):
 
 
 @njit(cache=True, nogil=True)
-def _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L):
+def _nagq0_gradient(theta, X, codes, z, y, wt, upd, dvar, u, obs, lev, cx, L):
     """Derivative of the ``nAGQ = 0`` objective in theta, beta profiled (the system
     of ``[Z Lambda, X]`` gives the modes' response to theta)."""
     n, p = X.shape
     w, r = obs[2], obs[3]
     wz2, za, zs, vu = lev[0], lev[4], lev[5], lev[6]
     dW = np.empty(n)
-    _weight_slope(upd, slope, y, wt, 1.0, obs, dW)
+    _weight_slope(upd, dvar, y, wt, 1.0, obs, dW)
     t2 = theta * theta
     score = obs[11]
     for i in range(n):

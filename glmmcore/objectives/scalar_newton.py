@@ -149,13 +149,13 @@ def logdet_weights(P, lev):
 
 @njit(cache=True, nogil=True)
 def _gradient(theta, x, joint, P, u, W, grad, want_phi):
-    X, codes, z, y, wt, upd, slope, has_phi = P[0], P[1], P[2], P[3], P[4], P[6], P[7], P[10]
+    X, codes, z, y, wt, upd, dvar, has_phi = P[0], P[1], P[2], P[3], P[4], P[6], P[7], P[10]
     obs, lev, cx, L = W[0], W[1], W[2], W[4]
     if joint:
         phi = np.exp(x[1 + X.shape[1]]) if has_phi else 1.0
         _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want_phi)
     else:
-        grad[0] = _nagq0_gradient(theta, X, codes, z, y, wt, upd, slope, u, obs, lev, cx, L)
+        grad[0] = _nagq0_gradient(theta, X, codes, z, y, wt, upd, dvar, u, obs, lev, cx, L)
 
 
 @njit(cache=True, nogil=True)

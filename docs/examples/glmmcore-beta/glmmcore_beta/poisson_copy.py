@@ -6,7 +6,9 @@ included, is defined here rather than imported from glmmcore, so a fit with
 generation and numba's cache exactly as a third-party family does.  Its fits
 must equal the built-in ``poisson``'s to rounding, and take the same time.  Like the
 built-in it gives its cumulant and uses glmmcore's vectorizable ``vexp`` (a utility any
-plugin may use), so that its PIRLS and quadrature loops vectorize as the built-in's do.
+plugin may use), so that its PIRLS and quadrature loops vectorize as the built-in's do, and
+``dvariance_dmu``, so that the Laplace gradient's weight slope is exact rather than a
+central difference.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ def poisson_variance(mu: float, phi: float) -> float:
 
 
 @njit(cache=True, inline="always")
+def poisson_dvariance_dmu(mu: float, phi: float) -> float:
+    return 1.0
+
+
+@njit(cache=True, inline="always")
 def poisson_dev_resid(y: float, mu: float, wt: float, phi: float) -> float:
     return 2.0 * wt * (ylogy(y, mu) - (y - mu))
 
@@ -84,6 +91,7 @@ class PoissonPlugin(Family):
     default_link = "log"
     canonical_link = "log"
     variance = poisson_variance
+    dvariance_dmu = poisson_dvariance_dmu
     dev_resid = poisson_dev_resid
     logpdf = poisson_logpdf
     cumulant = poisson_cumulant
