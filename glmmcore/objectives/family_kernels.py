@@ -218,11 +218,16 @@ def _gradient_scalars(family: Any, route: str) -> dict[str, Any]:
 
 def fused_update(family: Any, scalars: dict[str, Any]) -> bool:
     """Whether the family gets the ``update_newton`` kernel: Newton's steps in PIRLS
-    (:func:`newton_steps`), Fisher's weights in the Laplace approximation and their
-    analytic slope, so that one pass over the observations gives everything PIRLS's
-    iteration and the Laplace gradient need at the mode."""
-    return (newton_steps(family) and gradient_route(family) == "observed"
-            and _analytic_slope(family, scalars))
+    (:func:`newton_steps`) and either Fisher's weights in the Laplace approximation with
+    their analytic slope, or the observed information there (``W = H``, whose slope the
+    gradient takes by central differences), so that one pass over the observations gives
+    PIRLS's iteration its update and the information (and the Laplace gradient its terms
+    at the mode)."""
+    if not newton_steps(family):
+        return False
+    if getattr(type(family), "laplace", "expected") == "observed":
+        return True
+    return gradient_route(family) == "observed" and _analytic_slope(family, scalars)
 
 
 def _analytic_slope(family: Any, scalars: dict[str, Any]) -> bool:
@@ -323,9 +328,12 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
     loglik_eta = templates.LOGLIK_BY_CUMULANT if by_cumulant else templates.LOGLIK_BY_DEVIANCE
     update_body = (templates.UPDATE_BY_CUMULANT if _update_by_cumulant(family, scalars)
                    else templates.UPDATE_BY_DEV_RESID.format(residual=residual))
+    observed = getattr(type(family), "laplace", "expected") == "observed"
     fused = "".join(templates.UPDATE_NEWTON_TEMPLATE.format(
-        name=name, residual=residual, information=templates.OBSERVED,
-        weight_slope=templates.FISHER_SLOPE, deviance=deviance, total=total, cache="{cache}")
+        name=name, residual=residual.replace("dlogpdf_dmu(y[i], m, wt[i], phi)", "sc"),
+        information=templates.OBSERVED_BY_SCORE,
+        weight_slope="0.0" if observed else templates.FISHER_SLOPE, deviance=deviance,
+        total=total, cache="{cache}")
         for name, deviance, total in (
             ("update_newton", templates.NEWTON_DEVIANCE, "run_sum(dev, 0, n)"),
             ("newton_terms", "", "0.0"))) if fused_update(family, scalars) else ""

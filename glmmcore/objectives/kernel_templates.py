@@ -163,9 +163,11 @@ def phi_weights(n, eta_p, y_p, wt_p, up, down, ds_p, dw_p):
 
 # PIRLS's update with Newton's steps fused with the terms they and the Laplace gradient
 # need at the same eta: the information H = -d s / d eta (the observed information) and
-# dW / d eta, from the link's kernels evaluated once (probit: one erfc and one exp per
+# dW / d eta (0 where W is the observed information: the gradient differences it), from
+# the link's kernels and the score ``sc`` evaluated once (probit: one erfc and one exp per
 # observation, where the update, observed_weights and laplace_weights kernels in turn take
-# two erfc and four exp).  ``newton_terms`` is the same loop without the deviance (two
+# two erfc and four exp; the Beta: two digamma, where update and observed_weights take
+# four).  ``newton_terms`` is the same loop without the deviance (two
 # logarithms per observation for the negative binomial and the binomial): for the
 # evaluations whose objective value is not used (the Hessian's columns), whose PIRLS
 # ends at its first update.  Each term is computed by the same expression in both, so
@@ -185,6 +187,7 @@ def {name}(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p, h_p, dw_p):
         keep = wt[i] != 0.0
         me = mu_eta(e, m)
         v = variance(m, phi)
+        sc = dlogpdf_dmu(y[i], m, wt[i], phi) if keep else 0.0
         w[i] = wt[i] * me * me / v if keep else 0.0
         r[i] = {residual} if keep else 0.0{deviance}
         h[i] = {information} if keep else 0.0
@@ -221,6 +224,8 @@ def dvariance_vec(n, mu_p, phi, out_p):
 FISHER = "wt[i] * me * me / v"
 OBSERVED = ("-(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me"
              " + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(e, m))")
+# OBSERVED with the score sc computed already (the same bits)
+OBSERVED_BY_SCORE = "-(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me + sc * mu_eta2(e, m))"
 # H of an exponential-dispersion family (score wt (y - mu) mu_eta / V) from V'
 OBSERVED_BY_VARIANCE = ("wt[i] * me * me / v - wt[i] * (y[i] - m) * (mu_eta2(e, m) / v"
                          " - me * me * dvariance_dmu(m, phi) / (v * v))")
@@ -257,5 +262,6 @@ UPDATE_BY_DEV_RESID = """
 # every text above, in one string: part of each generated module's cache key
 ALL = "".join((TEMPLATE, OBSERVED_TEMPLATE, GRADIENT_TEMPLATE, PHI_WEIGHTS_TEMPLATE,
                DPHI_TEMPLATE, DVARIANCE_TEMPLATE, UPDATE_NEWTON_TEMPLATE, NEWTON_DEVIANCE,
-               FISHER, OBSERVED, FISHER_SLOPE, OBSERVED_BY_VARIANCE, LOGLIK_BY_CUMULANT,
-               LOGLIK_BY_DEVIANCE, UPDATE_BY_CUMULANT, UPDATE_BY_DEV_RESID))
+               FISHER, OBSERVED, FISHER_SLOPE, OBSERVED_BY_SCORE, OBSERVED_BY_VARIANCE,
+               LOGLIK_BY_CUMULANT, LOGLIK_BY_DEVIANCE, UPDATE_BY_CUMULANT,
+               UPDATE_BY_DEV_RESID))

@@ -74,17 +74,26 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want
     the log phi entry NaN unless ``want_phi``.
 
     The family's terms (score ``s``, the log-determinant's weights ``W``, the
-    information ``H`` that moves the modes, ``dW / d eta``) come from PIRLS's last
-    update where its kernel gave them (``update_newton``: ``s = w r``, ``W = w``, H
-    and ``dW / d eta`` in obs[16:18]), else from the family's ``laplace_weights``
-    kernel where it has one (any link, an extra parameter; at the observed information
-    ``s = w r`` and ``W = H`` from the mode, ``dW / d eta`` from the family's
-    observed-information kernel: :func:`_observed_slope`), else (a canonical link)
-    from PIRLS's working weights and residuals (``W = H``) and :func:`_weight_slope`.
+    information ``H`` that moves the modes, ``dW / d eta``) come, at the observed
+    information, from the mode (``s = w r`` and ``W = H``) and the family's
+    observed-information kernel (``dW / d eta``: :func:`_observed_slope`); else from
+    PIRLS's last update where its kernel gave them (``update_newton``: ``s = w r``,
+    ``W = w``, H and ``dW / d eta`` in obs[16:18]), else from the family's
+    ``laplace_weights`` kernel where it has one (any link, an extra parameter), else
+    (a canonical link) from PIRLS's working weights and residuals (``W = H``) and
+    :func:`_weight_slope`.
     """
     upd, dvar, lw, has_phi = P[6], P[7], P[11], P[10]
     s = obs[14]
-    if P[15] != 0:
+    if lw != 0 and P[14]:
+        # the Laplace approximation at the observed information: the mode's W = H is
+        # obs[10] (lev[7] its levels' sums) and s = w r (evaluate left them)
+        W, H, dW = obs[10], obs[10], obs[17]
+        Wz2, Hz2 = lev[7], lev[7]
+        _observed_slope(P[8], P[19], phi, y, wt, obs)
+        for i in range(codes.shape[0]):
+            s[i] = obs[2][i] * obs[3][i]
+    elif P[15] != 0:
         W, H, dW = obs[2], obs[16], obs[17]
         Wz2, Hz2 = lev[8], lev[9]
         Wz2[:] = 0.0
@@ -94,14 +103,6 @@ def _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want
             s[i] = W[i] * obs[3][i]
             Wz2[g] += W[i] * z2
             Hz2[g] += H[i] * z2
-    elif lw != 0 and P[14]:
-        # the Laplace approximation at the observed information: the mode's W = H is
-        # obs[10] (lev[7] its levels' sums) and s = w r (evaluate left them)
-        W, H, dW = obs[10], obs[10], obs[17]
-        Wz2, Hz2 = lev[7], lev[7]
-        _observed_slope(P[8], P[19], phi, y, wt, obs)
-        for i in range(codes.shape[0]):
-            s[i] = obs[2][i] * obs[3][i]
     elif lw != 0:
         W, H, dW = obs[15], obs[16], obs[17]
         _kernel_terms(lw, P[12], phi, y, wt, obs)
