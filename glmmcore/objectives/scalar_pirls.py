@@ -143,10 +143,12 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
     steps level by level (Fisher scoring where the information is Fisher's, and on a
     level whose ``1 + theta^2 sum O z^2`` is not positive); ``updn`` the update_newton
     kernel or 0 (:func:`_pdev`).  ``terms``, the newton_terms kernel or 0: where given
-    (``u`` predicted from the modes nearby: the Hessian's columns), the first update
-    skips the deviance, and the first step is taken whole (from the prediction it is
-    the square of the prediction's small error; the step halving needs the deviance at
-    ``u``); pdev is NaN where PIRLS ends at its first update.
+    (``u`` predicted from the modes nearby: the Hessian's columns), the first step is
+    taken whole (from the prediction it is the square of the prediction's small error;
+    the step halving needs the deviance at ``u``) and the updates before and after it
+    skip the deviance; PIRLS takes the deviance at ``u`` only where it steps again
+    (most such evaluations end on the update after the first step: its deviance would
+    go unused).  pdev is NaN where PIRLS ends by its second update.
 
     Returns (converged, pdev, iterations, observed); at convergence eta, mu, w, r and
     the information obs[10] are at ``u``, ``lev[0]`` holds ``sum w z^2`` per level and
@@ -155,7 +157,8 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
     """
     w, r, info, wz, oz = obs[2], obs[3], obs[10], obs[6], obs[7]
     wz2, sz, u_new, u_try, oz2 = lev[0], lev[1], lev[2], lev[3], lev[7]
-    if terms != 0:
+    lazy = terms != 0       # the deviance at u not taken
+    if lazy:
         _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, terms)
         pdev = np.nan
     else:
@@ -182,14 +185,19 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
         # Newton's steps (a canonical link, or the observed information): quadratic
         if at_mode(step, last, full_step, not fisher, STEP_TOL, FLOOR_TOL):
             return True, pdev, iteration + 1, observed and not fisher
-        whole = iteration == 0 and terms != 0     # no deviance at u to compare with
+        whole = iteration == 0 and lazy     # no deviance at u to compare with
+        if lazy and not whole:
+            # a second step: the deviance at u (the same update, with it)
+            pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs, updn)
+            lazy = False
         t = 1.0
         accepted = False
         pdev_t = pdev
         for _ in range(MAX_HALVINGS):
             for j in range(u.shape[0]):
                 u_try[j] = u[j] + t * (u_new[j] - u[j])
-            pdev_t = _pdev(theta, phi, u_try, codes, z, base, y, wt, upd, obs, updn)
+            pdev_t = _pdev(theta, phi, u_try, codes, z, base, y, wt, upd, obs,
+                           terms if whole else updn)
             if whole or pdev_t <= pdev + 1e-10 * (1.0 + abs(pdev)):
                 accepted = True
                 break
@@ -197,7 +205,7 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
         if not accepted:
             return False, pdev, iteration + 1, False
         u[:] = u_try
-        pdev = pdev_t
+        pdev = np.nan if whole else pdev_t
         full_step = step if t == 1.0 else np.inf
     return False, pdev, MAX_ITER, False
 
