@@ -330,7 +330,7 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
                    else templates.UPDATE_BY_DEV_RESID.format(residual=residual))
     observed = getattr(type(family), "laplace", "expected") == "observed"
     fused = "".join(templates.UPDATE_NEWTON_TEMPLATE.format(
-        name=name, residual=residual.replace("dlogpdf_dmu(y[i], m, wt[i], phi)", "sc"),
+        name=name, residual=residual.replace(templates.SCORE_CALL, "sc"),
         information=templates.OBSERVED_BY_SCORE,
         weight_slope="0.0" if observed else templates.FISHER_SLOPE, deviance=deviance,
         total=total, cache="{cache}")
@@ -358,10 +358,17 @@ def _gradient_source(family: Any, scalars: dict[str, Any]) -> str:
     information = {"same": "w[i]", "observed": templates.OBSERVED,
                    "variance": templates.OBSERVED_BY_VARIANCE}[route]
     slope = templates.FISHER_SLOPE if _analytic_slope(family, scalars) else "0.0"
-    body = templates.GRADIENT_TEMPLATE.format(score=score, weight=weight, information=information,
-                                     weight_slope=slope, cache="{cache}")
+    score_value = ""
+    if "dlogpdf_dmu" in scalars:    # the score once per observation (and phi)
+        score_value = templates.SCORE_VALUE
+        score, weight, information = (text.replace(templates.SCORE_CALL, "sc")
+                                      for text in (score, weight, information))
+    body = templates.GRADIENT_TEMPLATE.format(
+        score=score, weight=weight, information=information, weight_slope=slope,
+        score_value=score_value, cache="{cache}")
     if type(family).extra is not None:
-        body += templates.PHI_WEIGHTS_TEMPLATE.format(score=score, weight=weight, cache="{cache}")
+        body += templates.PHI_WEIGHTS_TEMPLATE.format(
+            score=score, weight=weight, score_value=score_value, cache="{cache}")
     return body
 
 

@@ -126,7 +126,7 @@ def laplace_weights(n, eta_p, y_p, wt_p, phi, s_p, w_p, h_p, dw_p):
         m = linkinv(e)
         me = mu_eta(e, m)
         v = variance(m, phi)
-        keep = wt[i] != 0.0
+        keep = wt[i] != 0.0{score_value}
         s[i] = {score} if keep else 0.0
         w[i] = {weight} if keep else 0.0
         h[i] = {information} if keep else 0.0
@@ -151,11 +151,11 @@ def phi_weights(n, eta_p, y_p, wt_p, up, down, ds_p, dw_p):
         me = mu_eta(e, m)
         keep = wt[i] != 0.0
         phi = up
-        v = variance(m, phi)
+        v = variance(m, phi){score_value}
         s_up = {score}
         w_up = {weight}
         phi = down
-        v = variance(m, phi)
+        v = variance(m, phi){score_value}
         ds[i] = s_up - ({score}) if keep else 0.0
         dw[i] = w_up - ({weight}) if keep else 0.0
     return 0.0
@@ -224,8 +224,11 @@ def dvariance_vec(n, mu_p, phi, out_p):
 FISHER = "wt[i] * me * me / v"
 OBSERVED = ("-(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me"
              " + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(e, m))")
-# OBSERVED with the score sc computed already (the same bits)
-OBSERVED_BY_SCORE = "-(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me + sc * mu_eta2(e, m))"
+# OBSERVED with the score sc computed already (the same bits): a kernel's score, weights
+# and information call dlogpdf_dmu once (the Beta's two digammas)
+SCORE_CALL = "dlogpdf_dmu(y[i], m, wt[i], phi)"
+SCORE_VALUE = "\n        sc = dlogpdf_dmu(y[i], m, wt[i], phi) if keep else 0.0"
+OBSERVED_BY_SCORE = OBSERVED.replace(SCORE_CALL, "sc")
 # H of an exponential-dispersion family (score wt (y - mu) mu_eta / V) from V'
 OBSERVED_BY_VARIANCE = ("wt[i] * me * me / v - wt[i] * (y[i] - m) * (mu_eta2(e, m) / v"
                          " - me * me * dvariance_dmu(m, phi) / (v * v))")
@@ -262,6 +265,6 @@ UPDATE_BY_DEV_RESID = """
 # every text above, in one string: part of each generated module's cache key
 ALL = "".join((TEMPLATE, OBSERVED_TEMPLATE, GRADIENT_TEMPLATE, PHI_WEIGHTS_TEMPLATE,
                DPHI_TEMPLATE, DVARIANCE_TEMPLATE, UPDATE_NEWTON_TEMPLATE, NEWTON_DEVIANCE,
-               FISHER, OBSERVED, FISHER_SLOPE, OBSERVED_BY_SCORE, OBSERVED_BY_VARIANCE,
+               FISHER, OBSERVED, FISHER_SLOPE, SCORE_VALUE, OBSERVED_BY_VARIANCE,
                LOGLIK_BY_CUMULANT, LOGLIK_BY_DEVIANCE, UPDATE_BY_CUMULANT,
                UPDATE_BY_DEV_RESID))
