@@ -129,6 +129,55 @@ def test_observed_information_is_the_second_derivative_in_eta(link):
             assert analytic == pytest.approx(numeric, rel=1e-5, abs=1e-7)
 
 
+@pytest.mark.parametrize("link", sorted(ETAS))
+def test_fused_kernels_give_the_separate_kernels_bits(link):
+    """The generated update_newton kernel (PIRLS's update with the observed information,
+    the score once per observation) gives update's mu, w, r and deviance and
+    observed_weights' information to the bit, newton_terms the same without the
+    deviance; laplace_weights' weights are the observed information, its score the
+    score kernel's times mu_eta, and phi_weights the differences of laplace_weights'
+    score and weights at two precisions, to the bit; a zero weight gives zeros."""
+    from glmmcore.objectives import family_kernels as fk
+    fam = glmmcore.get_family("beta", link)
+    cls, lk = type(fam), fam.link
+    kern = fk.family_kernels(fam)
+    assert kern.update_newton and kern.newton_terms and kern.phi_weights
+    rng = np.random.default_rng(7)
+    n, phi = 64, 12.0
+    eta = rng.normal(-0.3, 0.8, n)
+    mu0 = fam.linkinv_array(eta)
+    y = np.clip(rng.beta(mu0 * phi, (1 - mu0) * phi), 1e-6, 1 - 1e-6)
+    wt = rng.uniform(0.5, 2.0, n)
+    wt[5] = 0.0
+    sep = np.full((6, n), -1.0)
+    total = fk.call_update(kern.update, eta, y, wt, phi, *sep[:4])
+    fk.call_observed(kern.observed_weights, eta, y, wt, phi, sep[0], sep[4])
+    fused, terms = np.full((6, n), -1.0), np.full((6, n), -1.0)
+    assert fk.call_update_newton(kern.update_newton, eta, y, wt, phi, *fused) == total
+    assert fk.call_update_newton(kern.newton_terms, eta, y, wt, phi, *terms) == 0.0
+    for a in range(4):
+        np.testing.assert_array_equal(fused[a], sep[a])
+    np.testing.assert_array_equal(fused[4], sep[4])
+    np.testing.assert_array_equal(terms[[0, 1, 2, 4, 5]], fused[[0, 1, 2, 4, 5]])
+    assert np.all(terms[3] == -1.0)     # no deviance written
+    lw = np.empty((4, n))
+    fk.call_laplace_weights(kern.laplace_weights, eta, y, wt, phi, *lw)
+    np.testing.assert_array_equal(lw[1], sep[4])
+    np.testing.assert_array_equal(lw[2], sep[4])
+    mu = fused[0]       # the kernels' inverse link (fam.linkinv_array's may differ in bits)
+    score = np.array([0.0 if wt[i] == 0 else cls.dlogpdf_dmu(y[i], mu[i], wt[i], phi)
+                      * lk.mu_eta(eta[i], mu[i]) for i in range(n)])
+    # the score cancels near its zero (logit(y) against psi(a) - psi(b)): 1e-13 of its scale
+    np.testing.assert_allclose(lw[0], score, rtol=1e-13, atol=1e-13 * np.max(np.abs(score)))
+    up, down = phi * 1.01, phi / 1.01
+    at_up, at_down, diff = np.empty((4, n)), np.empty((4, n)), np.empty((2, n))
+    fk.call_laplace_weights(kern.laplace_weights, eta, y, wt, up, *at_up)
+    fk.call_laplace_weights(kern.laplace_weights, eta, y, wt, down, *at_down)
+    fk.call_phi_weights(kern.phi_weights, eta, y, wt, up, down, *diff)
+    np.testing.assert_array_equal(diff, at_up[:2] - at_down[:2])
+    assert np.all(fused[1:6, 5] == 0.0) and np.all(lw[:, 5] == 0.0) and np.all(diff[:, 5] == 0)
+
+
 TRUTH = {"(Intercept)": -0.4, "x": 0.6, "z": -0.5}
 SD, PRECISION, GROUPS, PER_GROUP = 0.5, 20.0, 80, 10
 
