@@ -41,12 +41,13 @@ from .scalar_newton import (
     OK,
     PIRLS_FAILED,
     _evaluate,
+    columns,
     distinct_values,
     logdet_weights,
     minimize,
     workspace,
 )
-from .scalar_pirls import _workspace, dot3, level_sums, modes_and_beta
+from .scalar_pirls import _workspace, design_columns, dot3, level_sums, modes_and_beta
 
 SMALLEST_START = 0.05
 # nAGQ=0's GLM gives theta's start alone: PIRLS stops there at steps below this
@@ -155,7 +156,8 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
         beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
         # nAGQ=0 takes only theta's start from the GLM (PIRLS estimates beta again)
         ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
-                                    cx, S, L, 1.0, STEP_TOL if joint else GLM_START_TOL)
+                                    cx, S, L, columns(P, W), 1.0,
+                                    STEP_TOL if joint else GLM_START_TOL)
         counts[1] += its
         if not ok:
             out_info[0] = PIRLS_FAILED
@@ -169,7 +171,7 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
         # depend on its precision (the benchmark's slope 0.26 at 1, 0.62 at the optimum)
         start = beta.copy()
         ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
-                                    cx, S, L, phi0, START_TOL)
+                                    cx, S, L, columns(P, W), phi0, START_TOL)
         counts[1] += its
         if not ok:
             beta[:] = start
@@ -188,15 +190,17 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
     grad = np.empty(k)
     H = np.empty((k, k))
     # u is 0 (the GLM's) or conditional_phi's modes (at x's theta and beta): PIRLS's start
-    status, _ = minimize(x, joint, P, u, beta, W, grad, H)
+    status, _, at_x = minimize(x, joint, P, u, beta, W, grad, H)
     out_info[0] = status
     out_info[2] = counts[0]
     out_info[3] = counts[1]
     if status != OK:
         return
     theta = x[0]
-    # the Hessian's last step left the workspace off x: back to x's mode
-    if not np.isfinite(_evaluate(theta, x, joint, P, u, beta, W)):
+    # where the Hessian's last step left the workspace off x: back to x's mode (nAGQ=0's
+    # gradient keeps what follows needs, the deviance terms too where W' has its rule)
+    if not (at_x and not joint and dvar != 0) and not np.isfinite(
+            _evaluate(theta, x, joint, P, u, beta, W)):
         out_info[0] = PIRLS_FAILED
         return
     phi = np.exp(x[1 + p]) if has_phi and joint else 1.0
@@ -302,13 +306,14 @@ def glm_means(X, codes, G, z, Y, wt, offset, eta0, upd, out_mu, out_glm):
     S = np.zeros((p, p))
     L = np.zeros((p, p))
     u = np.zeros(G)
+    cols = design_columns(X, codes, z, G)
     for j in range(Y.shape[1]):
         y = np.ascontiguousarray(Y[:, j])
         beta = glm_beta(X, y, wt, offset, upd, np.ascontiguousarray(eta0[:, j]), obs, lev,
                         cx, S, L)
         u[:] = 0.0
         ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
-                                    cx, S, L, 1.0, START_TOL)
+                                    cx, S, L, cols, 1.0, START_TOL)
         out_mu[:, j] = obs[1]
         out_glm[j, :p] = beta
         if not ok:

@@ -19,7 +19,7 @@ from .family_kernels import (
     call_yms,
 )
 from .laplace_gradient import WEIGHT_STEP
-from .scalar_pirls import dot2, level_sums
+from .scalar_pirls import _level_dot, dot2, level_sums
 
 PHI_STEP = 1e-5         # central differences in log phi (error ~1e-10 relative)
 
@@ -215,10 +215,12 @@ def _phi_derivative(theta, phi, codes, z, y, wt, P, obs, Wz2, v):
 
 
 @njit(cache=True, nogil=True)
-def _nagq0_gradient(theta, X, codes, z, y, wt, upd, dvar, u, obs, lev, cx, L):
+def _nagq0_gradient(theta, cols, codes, z, y, wt, upd, dvar, u, obs, lev, cx, L):
     """Derivative of the ``nAGQ = 0`` objective in theta, beta profiled (the system
-    of ``[Z Lambda, X]`` gives the modes' response to theta)."""
-    n, p = X.shape
+    of ``[Z Lambda, X]`` gives the modes' response to theta); ``cols`` X' and its
+    columns by level (:func:`glmmcore.objectives.scalar_pirls.design_columns`)."""
+    XT, xl, by_level = cols
+    p, n = XT.shape
     w, r = obs[2], obs[3]
     wz2, za, zs, vu = lev[0], lev[4], lev[5], lev[6]
     dW = np.empty(n)
@@ -231,10 +233,9 @@ def _nagq0_gradient(theta, X, codes, z, y, wt, upd, dvar, u, obs, lev, cx, L):
         score[i] = w[i] * r[i]
     level_sums(codes, z, dW, za)
     level_sums(codes, z, score, zs)
-    XT = np.ascontiguousarray(X.T)
     xa = np.empty(p)
-    for c in range(p):
-        xa[c] = dot2(XT[c], dW)
+    for c in range(p):      # X'a; a column constant within levels (z = 1): by levels
+        xa[c] = _level_dot(xl[:, c], za) if by_level[c] else dot2(XT[c], dW)
     # v = K^{-1} [theta za; X'a] by the Schur complement (L factors it)
     rhs = xa.copy()
     for j in range(za.shape[0]):

@@ -15,7 +15,14 @@ from .family_kernels import call_yms
 from .laplace_gradient import GRADIENT_MIN_THETA
 from .pirls_kernel import _fixed_part
 from .scalar_gradient import PHI_STEP, _laplace_gradient, _logdet, _nagq0_gradient
-from .scalar_pirls import _workspace, modes, modes_and_beta, observed_information
+from .scalar_pirls import (
+    _by_level,
+    _workspace,
+    level_sums,
+    modes,
+    modes_and_beta,
+    observed_information,
+)
 
 OK, PIRLS_FAILED, NOT_CONVERGED, NOT_FINITE = 0, 1, 2, 3
 
@@ -36,11 +43,28 @@ REUSE_TOL = 1e-11
 @njit(cache=True, nogil=True)
 def workspace(n, G, p):
     """The optimizer's workspace W: per-observation and per-level buffers, the levels'
-    ``sum w z x``, two p x p matrices, the counts (evaluations, PIRLS iterations) and
-    the cache of :func:`_complete_deviance` (phi, its term)."""
+    ``sum w z x``, two p x p matrices, the counts (evaluations, PIRLS iterations), the
+    cache of :func:`_complete_deviance` (phi, its term) and that of :func:`columns`."""
     obs, lev = _workspace(n, G)
     return (obs, lev, np.zeros((G, p)), np.zeros((p, p)), np.zeros((p, p)),
-            np.zeros(2, dtype=np.int64), np.full(2, np.nan))
+            np.zeros(2, dtype=np.int64), np.full(2, np.nan),
+            (np.empty((p, n)), np.zeros((G, p)), np.zeros(p, dtype=np.bool_),
+             np.zeros(1, dtype=np.bool_)))
+
+
+@njit(cache=True, nogil=True)
+def columns(P, W):
+    """:func:`~.scalar_pirls.modes_and_beta`'s ``cols`` for the design in ``P``
+    (:func:`~.scalar_pirls.design_columns`), made on first use and kept in ``W``."""
+    XT, xl, by_level, made = W[7]
+    if not made[0]:
+        X = P[0]
+        for a in range(X.shape[1]):
+            for i in range(X.shape[0]):
+                XT[a, i] = X[i, a]
+        _by_level(X, P[1], P[2], xl, by_level)
+        made[0] = True
+    return XT, xl, by_level
 
 
 @njit(cache=True, nogil=True)
@@ -124,7 +148,7 @@ def _evaluate(theta, x, joint, P, u, beta, W, value=True):
                                             obs[5], u, obs, lev, 0 if value else P[20])
         else:
             ok, pdev, its = modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta,
-                                           obs, lev, cx, S, L)
+                                           obs, lev, cx, S, L, columns(P, W))
         counts[1] += its
         if ok and (np.isfinite(pdev) or not value):
             if P[14] and not observed and not observed_information(
@@ -155,7 +179,8 @@ def _gradient(theta, x, joint, P, u, W, grad, want_phi):
         phi = np.exp(x[1 + X.shape[1]]) if has_phi else 1.0
         _laplace_gradient(theta, phi, X, codes, z, y, wt, P, u, obs, lev, grad, want_phi)
     else:
-        grad[0] = _nagq0_gradient(theta, X, codes, z, y, wt, upd, dvar, u, obs, lev, cx, L)
+        grad[0] = _nagq0_gradient(theta, columns(P, W), codes, z, y, wt, upd, dvar, u, obs,
+                                  lev, cx, L)
 
 
 @njit(cache=True, nogil=True)
@@ -229,13 +254,13 @@ def _profiled_slopes(theta, P, u, W, dU, dB):
     factor is PIRLS's last (``W[4]``).  One pass for the levels' ``sum z s``."""
     X, codes, z = P[0], P[1], P[2]
     obs, lev, cx, L = W[0], W[1], W[2], W[4]
-    w, r = obs[2], obs[3]
+    w, r, score = obs[2], obs[3], obs[11]
     wz2, zs = lev[0], lev[5]
     p = X.shape[1]
     G = u.shape[0]
-    zs[:] = 0.0
     for i in range(codes.shape[0]):
-        zs[codes[i]] += z[i] * w[i] * r[i]
+        score[i] = w[i] * r[i]
+    level_sums(codes, z, score, zs)
     t2 = theta * theta
     rhs = np.zeros(p)
     for j in range(G):
@@ -377,7 +402,9 @@ def _newton_step(x, g, H, d):
 def minimize(x, joint, P, u, beta, W, grad, H):
     """Newton's method from ``x`` (module doc).  ``grad`` ends at the returned point,
     ``H`` there or where the last (short: REUSE_TOL) step started, ``u`` and ``beta`` at
-    its modes.  Returns (status, value)."""
+    its modes.  Returns (status, value, whether the rest of the workspace is at the
+    mode too: the fit ended on a point of the line search, not after the Hessian's
+    columns)."""
     k = x.shape[0]
     dU = np.zeros((u.shape[0], k))
     dB = np.zeros((beta.shape[0], k))
@@ -387,7 +414,7 @@ def minimize(x, joint, P, u, beta, W, grad, H):
     theta_prev = np.nan
     f = _objective(x, joint, P, u, beta, W, grad)
     if not np.isfinite(f):
-        return PIRLS_FAILED, f
+        return PIRLS_FAILED, f, False
     d = np.empty(k)
     g_t = np.empty(k)
     for _ in range(MAX_NEWTON):
@@ -399,12 +426,12 @@ def minimize(x, joint, P, u, beta, W, grad, H):
                 _curvature(x[0], u, dU, theta_prev, u_prev, cU)
                 _curvature(x[0], beta, dB, theta_prev, b_prev, cB)
         if not _hessian(x, grad, joint, P, u, beta, W, dU, dB, cU, cB, H):
-            return NOT_FINITE, f
+            return NOT_FINITE, f, False
         dec = _newton_step(x, grad, H, d)
         if not np.isfinite(dec):
-            return NOT_FINITE, f
+            return NOT_FINITE, f, False
         if dec <= NEWTON_TOL * (1.0 + abs(f)):
-            return OK, f
+            return OK, f, False
         u0, b0 = u.copy(), beta.copy()
         t = 1.0
         moved = False
@@ -424,7 +451,7 @@ def minimize(x, joint, P, u, beta, W, grad, H):
             # says so
             u[:] = u0
             beta[:] = b0
-            return (OK if dec <= ROUNDOFF_TOL * (1.0 + abs(f)) else NOT_CONVERGED), f
+            return (OK if dec <= ROUNDOFF_TOL * (1.0 + abs(f)) else NOT_CONVERGED), f, False
         last_dec, last_f = dec, f
         # onto the bound theta = 0 the Hessian's theta column takes another step (FD_STEP)
         # and the objective's shape in theta changes (even there): a new Hessian
@@ -437,5 +464,5 @@ def minimize(x, joint, P, u, beta, W, grad, H):
         f = f_t
         if last_dec <= REUSE_TOL * (1.0 + abs(last_f)) and not onto_bound:
             if _newton_step(x, grad, H, d) <= NEWTON_TOL * (1.0 + abs(f)):
-                return OK, f
-    return NOT_CONVERGED, f
+                return OK, f, True
+    return NOT_CONVERGED, f, False

@@ -212,15 +212,18 @@ def modes(theta, phi, codes, z, y, wt, upd, obsw, updn, base, u, obs, lev, terms
 
 @njit(cache=True, nogil=True)
 def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx, S, L,
-                   phi=1.0, step_tol=STEP_TOL):
+                   cols, phi=1.0, step_tol=STEP_TOL):
     """PIRLS for ``(u, beta)`` jointly given theta (``nAGQ = 0``; and at theta = 0 the
     start's GLM, at the family parameter ``phi``), until the relative step is below
-    ``step_tol`` (a start's GLM needs no more than a few digits).
+    ``step_tol`` (a start's GLM needs no more than a few digits).  ``cols`` is
+    :func:`design_columns`' (X', and X's columns by level).
 
     Returns (converged, pdev, iterations); at convergence ``lev[0]`` holds
     ``sum w z^2`` per level, ``cx`` the levels' ``sum w z x``, ``S`` the Schur
     complement ``X' W X - sum theta^2 cx cx' / A`` and ``L`` its Cholesky factor,
-    all at the weights of the mode.
+    all at the weights of the mode.  A random intercept's sums over a column of X
+    that is constant within levels (the condition of a per-gene design) are sums over
+    levels (:func:`level_columns`).
     """
     n, p = X.shape
     G = u.shape[0]
@@ -228,7 +231,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
     wz, work = obs[6], obs[7]
     wz2, rz, u_new, u_try = lev[0], lev[1], lev[2], lev[3]
     b_new, b_try, rhs = np.empty(p), np.empty(p), np.empty(p)
-    XT = np.ascontiguousarray(X.T)      # columns contiguous: dot3's operands
+    XT, xl, by_level = cols
     _fixed_part(X, beta, offset, base)
     pdev = _pdev(theta, phi, u, codes, z, base, y, wt, upd, obs)
     step = full_step = np.inf
@@ -239,12 +242,7 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
             work[i] = eta[i] - offset[i] + r[i]     # the working response
         level_sums(codes, wz, z, wz2)
         level_sums(codes, wz, work, rz)
-        for a in range(p):
-            xa = XT[a]
-            level_sums(codes, wz, xa, cx[:, a])
-            rhs[a] = dot3(xa, w, work)
-            for c in range(a + 1):
-                S[a, c] = dot3(xa, XT[c], w)
+        _cross_sums(XT, codes, w, wz, work, wz2, rz, xl, by_level, cx, rhs, S)
         for j in range(G):
             f = t2 / (1.0 + t2 * wz2[j])
             for a in range(p):
@@ -288,3 +286,76 @@ def modes_and_beta(theta, X, codes, z, y, wt, offset, upd, u, beta, obs, lev, cx
         pdev = pdev_t
         full_step = step if t == 1.0 else np.inf
     return False, pdev, MAX_ITER
+
+
+@njit(cache=True, nogil=True)
+def design_columns(X, codes, z, G):
+    """:func:`modes_and_beta`'s ``cols``: X' (columns contiguous: :func:`dot3`'s
+    operands), X's values per level ``xl`` (G x p) and which columns are constant within
+    the levels (for a random intercept, ``z`` = 1; for any other ``z`` none is taken as
+    constant): the cross sums over such a column are sums over levels
+    (:func:`_cross_sums`)."""
+    XT = np.ascontiguousarray(X.T)
+    xl = np.zeros((G, X.shape[1]))
+    by_level = np.zeros(X.shape[1], dtype=np.bool_)
+    _by_level(X, codes, z, xl, by_level)
+    return XT, xl, by_level
+
+
+@njit(cache=True, nogil=True)
+def _by_level(X, codes, z, xl, by_level):
+    """:func:`design_columns`' ``xl`` and ``by_level``, into them."""
+    n, p = X.shape
+    by_level[:] = False
+    for i in range(n):
+        if z[i] != 1.0:
+            return
+    by_level[:] = True
+    seen = np.zeros(xl.shape[0], dtype=np.bool_)
+    for i in range(n):
+        g = codes[i]
+        if not seen[g]:
+            seen[g] = True
+            for a in range(p):
+                xl[g, a] = X[i, a]
+            continue
+        for a in range(p):
+            if X[i, a] != xl[g, a]:
+                by_level[a] = False
+
+
+@njit(cache=True, nogil=True)
+def _cross_sums(XT, codes, w, wz, work, wz2, rz, xl, by_level, cx, rhs, S):
+    """The levels' ``cx = sum w z x``, ``rhs = X' W work`` and the lower triangle of
+    ``S = X' W X``: over the observations, or for a column constant within levels
+    (``by_level``, ``z`` = 1: ``wz2`` and ``rz`` are the levels' ``sum w`` and
+    ``sum w work``) over the levels, as ``sum_j x_j (sum_{i in j} ...)``."""
+    p = XT.shape[0]
+    G = wz2.shape[0]
+    for a in range(p):
+        if by_level[a]:
+            for j in range(G):
+                cx[j, a] = xl[j, a] * wz2[j]
+        else:
+            level_sums(codes, wz, XT[a], cx[:, a])
+    for a in range(p):
+        if by_level[a]:
+            rhs[a] = _level_dot(xl[:, a], rz)
+        else:
+            rhs[a] = dot3(XT[a], w, work)
+        for c in range(a + 1):
+            if by_level[c]:
+                S[a, c] = _level_dot(xl[:, c], cx[:, a])
+            elif by_level[a]:
+                S[a, c] = _level_dot(xl[:, a], cx[:, c])
+            else:
+                S[a, c] = dot3(XT[a], XT[c], w)
+
+
+@njit(cache=True, nogil=True)
+def _level_dot(a, b):
+    """``sum_j a_j b_j`` over levels (strided columns)."""
+    total = 0.0
+    for j in range(a.shape[0]):
+        total += a[j] * b[j]
+    return total
