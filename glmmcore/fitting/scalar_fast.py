@@ -172,6 +172,8 @@ class ScalarFastFitter:
         else:
             family = model.family
             self._has_scale = family.extra is not None and family.extra.name == "dispersion"
+        from .level_totals import level_totals
+        self.totals = level_totals(self)
 
     def kernels(self) -> Any:
         """The family's compiled kernels, looked up once per process (their addresses are
@@ -199,6 +201,12 @@ class ScalarFastFitter:
         from ..objectives.family_kernels import call_map
         family = self.model.family
         kernels = self.kernels()
+        X, codes, z, offset = self.X, self.codes, self.z, self.offset
+        totals = self.totals if weights is None else None
+        if totals is not None:      # the levels' totals' model: the same fit (level_totals)
+            Y_rows, Y = Y, totals.totals(Y)
+            X, codes, z, offset, wt = totals.X, totals.codes, totals.z, totals.offset, \
+                totals.weights
         mu0 = np.empty_like(Y)
         for j in range(m):
             mu0[:, j] = family.start_mu(Y[:, j], wt)
@@ -209,8 +217,8 @@ class ScalarFastFitter:
         glm = np.full((m, p + 1), np.nan)
         if has_phi:         # the family's start, from the fit without random effects
             mu = np.empty_like(Y)
-            scalar_glmm.glm_means(self.X, self.codes, self.G, self.z, Y, wt, self.offset,
-                                  eta0, kernels.update, mu, glm)
+            scalar_glmm.glm_means(X, codes, self.G, z, Y, wt, offset, eta0, kernels.update,
+                                  mu, glm)
             phi0 = np.array([family.start_phi(Y[:, j], mu[:, j], wt) for j in range(m)])
         observed = kernels.laplace_observed
         kern = (kernels.update, kernels.dvariance_vec, kernels.logpdf_vec,
@@ -224,9 +232,11 @@ class ScalarFastFitter:
         out_hess, info = np.full((m, k, k), np.nan), np.zeros((m, 4))
         given_theta = np.full((m, p, p), np.nan)
         info[:, 0] = -1
-        scalar_glmm.fit_columns(self.X, self.codes, self.G, self.z, Y, wt, self.offset, eta0,
-                                phi0, glm, kern, self.model.nagq, out_x, out_u, out_beta, out_grad,
-                                out_hess, given_theta, info)
+        scalar_glmm.fit_columns(X, codes, self.G, z, Y, wt, offset, eta0, phi0, glm, kern,
+                                self.model.nagq, out_x, out_u, out_beta, out_grad, out_hess,
+                                given_theta, info)
+        if totals is not None:
+            info[:, 1] -= 2.0 * totals.loglik_difference(Y_rows, Y)
         status = info[:, 0].astype(np.int64)
         laplace = self.model.nagq >= 1
         vcov = given_theta
