@@ -126,6 +126,7 @@ def laplace_weights(n, eta_p, y_p, wt_p, phi, s_p, w_p, h_p, dw_p):
         m = linkinv(e)
         me = mu_eta(e, m)
         v = variance(m, phi)
+        iv = 1.0 / v
         keep = wt[i] != 0.0{score_value}
         s[i] = {score} if keep else 0.0
         w[i] = {weight} if keep else 0.0
@@ -187,6 +188,7 @@ def {name}(n, eta_p, y_p, wt_p, phi, mu_p, w_p, r_p, dev_p, h_p, dw_p):
         keep = wt[i] != 0.0
         me = mu_eta(e, m)
         v = variance(m, phi)
+        iv = 1.0 / v
         sc = dlogpdf_dmu(y[i], m, wt[i], phi) if keep else 0.0
         w[i] = wt[i] * me * me / v if keep else 0.0
         r[i] = {residual} if keep else 0.0{deviance}
@@ -230,9 +232,11 @@ SCORE_CALL = "dlogpdf_dmu(y[i], m, wt[i], phi)"
 SCORE_VALUE = "\n        sc = dlogpdf_dmu(y[i], m, wt[i], phi) if keep else 0.0"
 OBSERVED_BY_SCORE = OBSERVED.replace(SCORE_CALL, "sc")
 # H of an exponential-dispersion family (score wt (y - mu) mu_eta / V) from V'
-OBSERVED_BY_VARIANCE = ("wt[i] * me * me / v - wt[i] * (y[i] - m) * (mu_eta2(e, m) / v"
-                         " - me * me * dvariance_dmu(m, phi) / (v * v))")
-FISHER_SLOPE = "wt[i] * me * (2.0 * mu_eta2(e, m) / v - me * me * dvariance_dmu(m, phi) / (v * v))"
+# (``iv`` is 1 / v: one division where these took two; W keeps its ``/ v``, the bits of the
+# update kernel's)
+OBSERVED_BY_VARIANCE = ("wt[i] * me * me / v - wt[i] * (y[i] - m) * iv * (mu_eta2(e, m)"
+                         " - me * me * dvariance_dmu(m, phi) * iv)")
+FISHER_SLOPE = "wt[i] * me * iv * (2.0 * mu_eta2(e, m) - me * me * dvariance_dmu(m, phi) * iv)"
 
 
 # log p(y | eta) up to a term free of eta, from the cumulant where it applies
