@@ -28,6 +28,22 @@ def _summed(name: str, kernel: str) -> str:
     return _SUMMED.replace("{{name}}", name).replace("{{kernel}}", kernel)
 
 
+# An array kernel of a scalar kernel of the mean (mu, phi): the variance, its derivative
+_OF_MEAN = '''@cfunc(types.float64(types.int64, _P, types.float64, _P),
+       cache={cache}, error_model="numpy")
+def {{name}}(n, mu_p, phi, out_p):
+    mu, out = carray(mu_p, n), carray(out_p, n)
+    for i in range(n):
+        out[i] = {{kernel}}(mu[i], phi)
+    return 0.0
+'''
+
+
+def _of_mean(name: str, kernel: str) -> str:
+    """:data:`_OF_MEAN` for the array kernel ``name`` of the scalar kernel ``kernel``."""
+    return _OF_MEAN.replace("{{name}}", name).replace("{{kernel}}", kernel)
+
+
 TEMPLATE = '''"""Array kernels of {family!r} with link {link!r}, written by glmmcore."""
 {imports}
 from numba import carray, cfunc, types
@@ -69,14 +85,7 @@ def linkfun_vec(n, mu_p, eta_p):
     return 0.0
 
 
-@cfunc(types.float64(types.int64, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def variance_vec(n, mu_p, phi, out_p):
-    mu, out = carray(mu_p, n), carray(out_p, n)
-    for i in range(n):
-        out[i] = variance(mu[i], phi)
-    return 0.0
-
+''' + _of_mean("variance_vec", "variance") + '''
 
 ''' + _summed("devres_vec", "dev_resid") + '''
 
@@ -213,16 +222,7 @@ def dlogpdf_dphi_vec(n, y_p, mu_p, wt_p, phi, out_p):
         total += out[i]
     return total
 '''
-DVARIANCE_TEMPLATE = '''
-
-@cfunc(types.float64(types.int64, _P, types.float64, _P),
-       cache={cache}, error_model="numpy")
-def dvariance_vec(n, mu_p, phi, out_p):
-    mu, out = carray(mu_p, n), carray(out_p, n)
-    for i in range(n):
-        out[i] = dvariance_dmu(mu[i], phi)
-    return 0.0
-'''
+DVARIANCE_TEMPLATE = "\n\n" + _of_mean("dvariance_vec", "dvariance_dmu")
 FISHER = "wt[i] * me * me / v"
 OBSERVED = ("-(d2logpdf_dmu2(y[i], m, wt[i], phi) * me * me"
              " + dlogpdf_dmu(y[i], m, wt[i], phi) * mu_eta2(e, m))")
