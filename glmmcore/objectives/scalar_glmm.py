@@ -69,17 +69,17 @@ _HASH_Y, _HASH_W = 0x1E3779B97F4A7C15, 0x2545F4914F6CDD1D   # odd: a multiplicat
 
 
 @njit(cache=True, nogil=True)
-def glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L):
+def glm_beta(XT, y, wt, offset, upd, eta0, obs, L):
     """Fixed effects of the GLM without random effects: one weighted least-squares
-    step from ``eta0`` (the family's start), then PIRLS at theta = 0."""
-    n, p = X.shape
+    step from ``eta0`` (the family's start), then PIRLS at theta = 0.  ``XT`` is X'
+    (:func:`~.scalar_pirls.design_columns`' first array), ``L`` a p x p buffer."""
+    p, n = XT.shape
     eta, mu, w, r, dev = obs[0], obs[1], obs[2], obs[3], obs[4]
     eta[:] = eta0
     call_update(upd, eta, y, wt, 1.0, mu, w, r, dev)
     work = obs[6]
     for i in range(n):
         work[i] = eta[i] - offset[i] + r[i]
-    XT = np.ascontiguousarray(X.T)
     XtWX = np.empty((p, p))
     rhs = np.empty(p)
     for a in range(p):
@@ -153,11 +153,11 @@ def fit_one(X, codes, G, z, y, wt, offset, eta0, phi0, glm, kern, nagq, out_x, o
     u = np.zeros(G)
     joint = nagq >= 1
     if np.isnan(glm[0]):
-        beta = glm_beta(X, y, wt, offset, upd, eta0, obs, lev, cx, S, L)
+        cols = columns(P, W)
+        beta = glm_beta(cols[0], y, wt, offset, upd, eta0, obs, L)
         # nAGQ=0 takes only theta's start from the GLM (PIRLS estimates beta again)
         ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
-                                    cx, S, L, columns(P, W), 1.0,
-                                    STEP_TOL if joint else GLM_START_TOL)
+                                    cx, S, L, cols, 1.0, STEP_TOL if joint else GLM_START_TOL)
         counts[1] += its
         if not ok:
             out_info[0] = PIRLS_FAILED
@@ -309,8 +309,7 @@ def glm_means(X, codes, G, z, Y, wt, offset, eta0, upd, out_mu, out_glm):
     cols = design_columns(X, codes, z, G)
     for j in range(Y.shape[1]):
         y = np.ascontiguousarray(Y[:, j])
-        beta = glm_beta(X, y, wt, offset, upd, np.ascontiguousarray(eta0[:, j]), obs, lev,
-                        cx, S, L)
+        beta = glm_beta(cols[0], y, wt, offset, upd, np.ascontiguousarray(eta0[:, j]), obs, L)
         u[:] = 0.0
         ok, _, its = modes_and_beta(0.0, X, codes, z, y, wt, offset, upd, u, beta, obs, lev,
                                     cx, S, L, cols, 1.0, START_TOL)
