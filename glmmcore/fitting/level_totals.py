@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from ..families.poisson import Poisson
+
 # log y! of whole y below this from a table (made once per process)
 _TABLE_SIZE = 256
 _LOG_FACTORIALS = np.array([math.lgamma(k + 1.0) for k in range(_TABLE_SIZE)])
@@ -63,8 +65,7 @@ def level_totals(fitter: Any) -> LevelTotals | None:
     built-in Poisson family with the log link, prior weights 1, ``z = 1``, every level
     observed and every column of X constant within levels), else None."""
     family = fitter.model.family
-    if (fitter.is_lmm or family.name != "poisson" or family.link.name != "log"
-            or not type(family).__module__.startswith("glmmcore.families.")
+    if (fitter.is_lmm or type(family) is not Poisson or family.link.name != "log"
             or not np.all(fitter.weights == 1.0) or not np.all(fitter.z == 1.0)):
         return None
     codes, G, n = fitter.codes, fitter.G, fitter.codes.shape[0]

@@ -172,8 +172,8 @@ class ScalarFastFitter:
         else:
             family = model.family
             self._has_scale = family.extra is not None and family.extra.name == "dispersion"
-        from .level_totals import level_totals
-        self.totals = level_totals(self)
+            from .level_totals import level_totals
+            self.totals = level_totals(self)
 
     def kernels(self) -> Any:
         """The family's compiled kernels, looked up once per process (their addresses are
