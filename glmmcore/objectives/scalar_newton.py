@@ -16,8 +16,8 @@ from .laplace_gradient import GRADIENT_MIN_THETA
 from .pirls_kernel import _fixed_part
 from .scalar_gradient import PHI_STEP, _laplace_gradient, _logdet, _nagq0_gradient
 from .scalar_pirls import (
-    _by_level,
     _workspace,
+    fill_columns,
     level_sums,
     modes,
     modes_and_beta,
@@ -58,11 +58,7 @@ def columns(P, W):
     (:func:`~.scalar_pirls.design_columns`), made on first use and kept in ``W``."""
     XT, xl, by_level, made = W[7]
     if not made[0]:
-        X = P[0]
-        for a in range(X.shape[1]):
-            for i in range(X.shape[0]):
-                XT[a, i] = X[i, a]
-        _by_level(X, P[1], P[2], xl, by_level)
+        fill_columns(P[0], P[1], P[2], (XT, xl, by_level))
         made[0] = True
     return XT, xl, by_level
 

@@ -295,11 +295,20 @@ def design_columns(X, codes, z, G):
     the levels (for a random intercept, ``z`` = 1; for any other ``z`` none is taken as
     constant): the cross sums over such a column are sums over levels
     (:func:`_cross_sums`)."""
-    XT = np.ascontiguousarray(X.T)
-    xl = np.zeros((G, X.shape[1]))
-    by_level = np.zeros(X.shape[1], dtype=np.bool_)
+    n, p = X.shape
+    cols = (np.empty((p, n)), np.zeros((G, p)), np.zeros(p, dtype=np.bool_))
+    fill_columns(X, codes, z, cols)
+    return cols
+
+
+@njit(cache=True, nogil=True)
+def fill_columns(X, codes, z, cols):
+    """:func:`design_columns`' arrays ``cols``, filled in place."""
+    XT, xl, by_level = cols
+    for a in range(X.shape[1]):
+        for i in range(X.shape[0]):
+            XT[a, i] = X[i, a]
     _by_level(X, codes, z, xl, by_level)
-    return XT, xl, by_level
 
 
 @njit(cache=True, nogil=True)
