@@ -137,7 +137,7 @@ def family_kernels(family: Any) -> FamilyKernels:
         scalars["dlogpdf_dmu"] = cls.dlogpdf_dmu
     if uses_cumulant(family):
         scalars["cumulant"] = cls.cumulant
-    laplace_observed = getattr(cls, "laplace", "expected") == "observed"
+    laplace_observed = observed_laplace(family)
     newton = newton_steps(family)
     if laplace_observed or newton:
         scalars.update({"mu_eta2": family.link.mu_eta2, "dlogpdf_dmu": cls.dlogpdf_dmu,
@@ -171,6 +171,12 @@ def family_kernels(family: Any) -> FamilyKernels:
         return _loaded[flags]
 
 
+def observed_laplace(family: Any) -> bool:
+    """Whether the family's Laplace approximation is at the observed information
+    (``laplace = "observed"``), not at Fisher's weights."""
+    return getattr(type(family), "laplace", "expected") == "observed"
+
+
 def gradient_route(family: Any) -> str | None:
     """How the Laplace gradient gets the information ``H = -d s / d eta`` that moves the
     mode, or None where it has no gradient (docs/family-plugins.md, "The gradient path").
@@ -182,7 +188,7 @@ def gradient_route(family: Any) -> str | None:
     ``"variance"``: an exponential-dispersion family's ``H`` from ``dvariance_dmu``.
     """
     cls, link = type(family), family.link
-    observed = getattr(cls, "laplace", "expected") == "observed"
+    observed = observed_laplace(family)
     canonical = link.name == getattr(cls, "canonical_link", None)
     if canonical and not observed and cls.extra is None:
         return "canonical"
@@ -225,7 +231,7 @@ def fused_update(family: Any, scalars: dict[str, Any]) -> bool:
     at the mode)."""
     if not newton_steps(family):
         return False
-    if getattr(type(family), "laplace", "expected") == "observed":
+    if observed_laplace(family):
         return True
     return gradient_route(family) == "observed" and _analytic_slope(family, scalars)
 
@@ -233,7 +239,7 @@ def fused_update(family: Any, scalars: dict[str, Any]) -> bool:
 def _analytic_slope(family: Any, scalars: dict[str, Any]) -> bool:
     """Whether laplace_weights gives dW / d eta: Fisher's weights, with V' and mu_eta2."""
     return ("dvariance_dmu" in scalars and "mu_eta2" in scalars
-            and getattr(type(family), "laplace", "expected") != "observed")
+            and not observed_laplace(family))
 
 
 def newton_steps(family: Any) -> bool:
@@ -328,7 +334,7 @@ def _source(family: Any, scalars: dict[str, Any], imports: str, cache: bool) -> 
     loglik_eta = templates.LOGLIK_BY_CUMULANT if by_cumulant else templates.LOGLIK_BY_DEVIANCE
     update_body = (templates.UPDATE_BY_CUMULANT if _update_by_cumulant(family, scalars)
                    else templates.UPDATE_BY_DEV_RESID.format(residual=residual))
-    observed = getattr(type(family), "laplace", "expected") == "observed"
+    observed = observed_laplace(family)
     fused = "".join(templates.UPDATE_NEWTON_TEMPLATE.format(
         name=name, residual=residual.replace(templates.SCORE_CALL, "sc"),
         information=templates.OBSERVED_BY_SCORE,
@@ -351,7 +357,7 @@ def _gradient_source(family: Any, scalars: dict[str, Any]) -> str:
     route = gradient_route(family)
     if route in (None, "canonical"):
         return ""
-    observed = getattr(type(family), "laplace", "expected") == "observed"
+    observed = observed_laplace(family)
     score = ("dlogpdf_dmu(y[i], m, wt[i], phi) * me" if "dlogpdf_dmu" in scalars
              else "wt[i] * (y[i] - m) * me / v")
     weight = templates.OBSERVED if observed else templates.FISHER
